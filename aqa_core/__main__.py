@@ -1,0 +1,41 @@
+"""`python -m aqa_core <command> ...`: one entry point for every stage of the study.
+
+Each command lives in the module that owns it, as a `cli(argv) -> int` function, and is
+imported only when called, so `score` starts in a fraction of a second without torch.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "score": ("aqa_core.mmau", "Score an MMAU predictions file as the official evaluation.py does."),
+    "mmau-version": ("aqa_core.mmau", "Name the MMAU test-mini version of a question or predictions file."),
+    "avqa-convert": ("aqa_core.data", "Convert official AVQA question JSON + wavs into the R1-AQA JSONL form."),
+    "mini-data": ("aqa_core.mini_data", "Generate the synthetic mini audio-QA benchmark."),
+    "mini-base": ("aqa_core.mini_model", "Build and briefly train the mini Qwen2-Audio base model."),
+    "grpo": ("aqa_core.grpo", "Train with GRPO (audio in every pass)."),
+    "sft": ("aqa_core.sft", "Supervised fine-tuning, full or LoRA."),
+    "evaluate": ("aqa_core.evaluate", "Batched MMAU-style inference, scored as the official scorer."),
+    "sweep": ("aqa_core.evaluate", "Evaluate every checkpoint of a run."),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print("usage: python -m aqa_core <command> [options]\n\ncommands:")
+        for name, (_, help_text) in COMMANDS.items():
+            print(f"  {name:<13} {help_text}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    cli = getattr(module, "cli_" + name.replace("-", "_"), None) or module.cli
+    return int(cli(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

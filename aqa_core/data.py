@@ -1,0 +1,231 @@
+"""Question loaders: AVQA in the R1-AQA JSONL form (training) and MMAU-schema JSON (testing).
+
+Both return the canonical question record the prompts, trainers and evaluator consume: the
+source fields, plus `id` (str), `question`, `choices`, `answer` (the choice text) and
+`audio_path` (a resolved wav path). Problems are reported at this edge, naming the file, the
+line or record and what was expected.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+from .prompts import avqa_question
+
+log = logging.getLogger(__name__)
+
+AVQA_FIELDS = ("question_text", "multi_choice", "answer", "audio_path")
+MMAU_FIELDS = ("id", "audio_id", "question", "choices", "answer", "task", "difficulty")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, the record and what was expected."""
+
+
+class MissingAudioWarning(UserWarning):
+    """Some questions were skipped because their wav is missing."""
+
+
+def _resolve(audio_path: str, audio_dir: Path | None, base: Path) -> Path:
+    p = Path(audio_path)
+    if audio_dir is not None:
+        cand = audio_dir / p.name if not (audio_dir / p).exists() else audio_dir / p
+        return cand
+    return p if p.is_absolute() else base / p
+
+
+def _check_choice_record(where: str, choices: Any, answer_index: Any) -> None:
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
+        raise DataError(f"{where}: 'multi_choice' must be a non-empty list of strings, got {choices!r}")
+    if isinstance(answer_index, bool) or not isinstance(answer_index, int):
+        raise DataError(f"{where}: 'answer' must be a 0-based int index into multi_choice, got {answer_index!r}")
+    if not 0 <= answer_index < len(choices):
+        raise DataError(f"{where}: 'answer' index {answer_index} out of range for {len(choices)} choices")
+
+
+def load_avqa_jsonl(
+    path: str | Path, audio_dir: str | Path | None = None, on_missing: str = "warn"
+) -> list[dict]:
+    """Load R1-AQA JSONL (`question_text`, `multi_choice`, 0-based `answer`, `audio_path`).
+
+    `audio_path` may be a basename resolved against `audio_dir`, or a path (relative ones are
+    resolved against the JSONL's folder). Questions whose wav is missing are skipped and
+    counted in one `MissingAudioWarning` (the official run lost ~2k of ~40k items this way);
+    `on_missing="error"` raises instead, `"keep"` keeps them unchecked.
+    """
+    path = Path(path)
+    if on_missing not in {"warn", "error", "keep"}:
+        raise ValueError(f"on_missing must be 'warn', 'error' or 'keep', got {on_missing!r}")
+    if not path.is_file():
+        raise DataError(f"{path}: AVQA JSONL file not found")
+    adir = Path(audio_dir) if audio_dir is not None else None
+    records, missing = [], []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(raw, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+            absent = [f for f in AVQA_FIELDS if f not in raw]
+            if absent:
+                raise DataError(f"{where}: missing field(s) {absent}; expected {list(AVQA_FIELDS)}")
+            _check_choice_record(where, raw["multi_choice"], raw["answer"])
+            wav = _resolve(str(raw["audio_path"]), adir, path.parent)
+            if on_missing != "keep" and not wav.is_file():
+                if on_missing == "error":
+                    raise DataError(f"{where}: audio file not found: {wav}")
+                missing.append(str(raw.get("id", lineno)))
+                continue
+            rec = dict(raw)
+            rec.update(
+                id=str(raw.get("id", lineno)),
+                question=avqa_question(raw["question_text"]),
+                choices=list(raw["multi_choice"]),
+                answer=raw["multi_choice"][raw["answer"]],
+                audio_path=str(wav),
+            )
+            records.append(rec)
+    if missing:
+        warnings.warn(
+            f"{path}: skipped {len(missing)} question(s) whose wav is missing "
+            f"(first ids: {', '.join(missing[:5])})",
+            MissingAudioWarning,
+            stacklevel=2,
+        )
+    return records
+
+
+def load_mmau(path: str | Path, audio_dir: str | Path | None = None, check_audio: bool = False) -> list[dict]:
+    """Load an MMAU-schema question (or predictions) JSON list.
+
+    `audio_dir` is the folder that `audio_id` (e.g. `./test-mini-audios/<id>.wav`) is relative to,
+    as in the official evaluation; it defaults to the JSON's folder. With `check_audio`, a missing
+    wav is an error listing how many and the first few ids.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: MMAU JSON file not found")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    if not isinstance(raw, list):
+        raise DataError(f"{path}: expected a JSON list of question records, got {type(raw).__name__}")
+    adir = Path(audio_dir) if audio_dir is not None else path.parent
+    records, missing = [], []
+    for i, item in enumerate(raw):
+        where = f"{path}: record {i}"
+        if not isinstance(item, dict):
+            raise DataError(f"{where}: expected an object, got {type(item).__name__}")
+        absent = [f for f in MMAU_FIELDS if f not in item]
+        if absent:
+            raise DataError(f"{where} (id {item.get('id', '?')}): missing field(s) {absent}; expected {list(MMAU_FIELDS)}")
+        if not isinstance(item["choices"], list) or not item["choices"]:
+            raise DataError(f"{where} (id {item['id']}): 'choices' must be a non-empty list")
+        wav = adir / item["audio_id"]
+        if check_audio and not wav.is_file():
+            missing.append(str(item["id"]))
+        rec = dict(item)
+        rec.update(id=str(item["id"]), choices=[str(c) for c in item["choices"]], audio_path=str(wav))
+        records.append(rec)
+    if missing:
+        raise DataError(
+            f"{path}: {len(missing)} of {len(raw)} wav file(s) missing under {adir} "
+            f"(first ids: {', '.join(missing[:5])})"
+        )
+    return records
+
+
+def avqa_wav_name(video_name: str) -> str:
+    """`<youtube id>_<start zero-padded to 6>` -> `<youtube id>_<start, no padding>.wav`.
+
+    >>> avqa_wav_name("-HG3Omg_89c_000030")
+    '-HG3Omg_89c_30.wav'
+    """
+    stem, _, start = video_name.rpartition("_")
+    if not stem or not start.isdigit():
+        raise DataError(f"AVQA video_name {video_name!r} is not '<youtube id>_<start seconds>'")
+    return f"{stem}_{int(start)}.wav"
+
+
+def convert_avqa(
+    questions: str | Path, audio_dir: str | Path, out: str | Path, on_missing: str = "warn"
+) -> dict[str, int]:
+    """Official AVQA question JSON (a list of records) + a wav folder -> R1-AQA JSONL.
+
+    Keeps the official fields, adds `dataset_name: "AVQA"` and `audio_path` (the wav basename,
+    resolved against `audio_dir` when loading). Questions without a wav are counted and skipped
+    with a warning, or fail with `on_missing="error"`. Returns the counts.
+    """
+    questions, audio_dir, out = Path(questions), Path(audio_dir), Path(out)
+    if not questions.is_file():
+        raise DataError(f"{questions}: AVQA question JSON not found")
+    try:
+        items = json.loads(questions.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{questions}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    if not isinstance(items, list):
+        raise DataError(f"{questions}: expected a JSON list of AVQA question records")
+    written, missing = 0, []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for i, item in enumerate(items):
+            where = f"{questions}: record {i} (id {item.get('id', '?') if isinstance(item, dict) else '?'})"
+            if not isinstance(item, dict):
+                raise DataError(f"{where}: expected an object")
+            absent = [f for f in ("video_name", "question_text", "multi_choice", "answer") if f not in item]
+            if absent:
+                raise DataError(f"{where}: missing field(s) {absent}")
+            _check_choice_record(where, item["multi_choice"], item["answer"])
+            wav_name = avqa_wav_name(str(item["video_name"]))
+            if not (audio_dir / wav_name).is_file():
+                if on_missing == "error":
+                    raise DataError(f"{where}: audio file not found: {audio_dir / wav_name}")
+                missing.append(str(item.get("id", i)))
+                continue
+            rec = dict(item)
+            rec.setdefault("dataset_name", "AVQA")
+            rec["audio_path"] = wav_name
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            written += 1
+    if missing:
+        warnings.warn(
+            f"{questions}: skipped {len(missing)} of {len(items)} question(s) with no wav in {audio_dir} "
+            f"(first ids: {', '.join(missing[:5])})",
+            MissingAudioWarning,
+            stacklevel=2,
+        )
+    return {"questions": len(items), "written": written, "missing_audio": len(missing)}
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """One JSON object a line, keys in insertion order, UTF-8."""
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def cli(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m aqa_core avqa-convert", description=convert_avqa.__doc__)
+    ap.add_argument("questions", help="official AVQA question JSON (a list of records)")
+    ap.add_argument("--audio-dir", required=True, help="folder of <youtube id>_<start>.wav files")
+    ap.add_argument("--out", required=True, help="R1-AQA JSONL to write")
+    ap.add_argument("--strict", action="store_true", help="fail on the first missing wav instead of skipping")
+    args = ap.parse_args(argv)
+    try:
+        counts = convert_avqa(args.questions, args.audio_dir, args.out, on_missing="error" if args.strict else "warn")
+    except DataError as exc:
+        print(f"error: {exc}")
+        return 1
+    print(f"wrote {counts['written']} of {counts['questions']} questions to {args.out} "
+          f"({counts['missing_audio']} skipped: no wav)")
+    return 0

@@ -1,0 +1,47 @@
+# Two entry points (see README): `make book` runs the mini study and builds the book;
+# `make test` runs the test suite (what CI runs). Both create .venv and install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+VPY    := $(VENV)/bin/python
+# torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build on CPU machines.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+export HF_HUB_OFFLINE = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: install test test-fast book book-only clean-book clean
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(VPY)
+	@$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install --quiet $(TORCH)
+	$(VPY) -m pip install --quiet -e ".[book,dev]"
+	@touch $@
+
+install: $(STAMP)
+
+## The whole test suite, smoke runs of every pipeline stage included (what CI runs).
+test: $(STAMP)
+	$(VPY) -m pytest -q
+
+## The fast subset for the edit loop (no model training).
+test-fast: $(STAMP)
+	$(VPY) -m pytest -q -m "not slow"
+
+## The main job: the mini reproduction (cached stage by stage), then the book.
+book: $(STAMP)
+	$(VPY) -m aqa_core study --out runs/mini
+	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going
+
+## Rebuild the book from existing results only.
+book-only: $(STAMP)
+	$(VENV)/bin/jupyter-book build book
+
+clean-book:
+	rm -rf book/_build
+
+clean: clean-book
+	rm -rf $(VENV)

@@ -1,0 +1,611 @@
+"""MMAU test-mini scoring exactly as the official `evaluation.py`, and which test-mini version a file is.
+
+The official scorer (github.com/Sakshi113/MMAU, `evaluation.py`) prints task-wise, difficulty-wise,
+sub-category-wise and total accuracy. `score_predictions` reproduces those lines byte for byte and adds
+what the official script leaves out: a 95% Wilson interval per accuracy, the MMAU version the
+questions come from (scores across versions are not comparable), and clear errors or counted warnings
+where the official script crashes or silently skips. A warning never changes an official line.
+
+>>> mmau_string_match("A dog barking", "<answer>a dog barking</answer>", ["A dog barking", "A cat"])
+True
+>>> mmau_string_match("A dog barking", "dog or cat", ["A dog barking", "A cat"])
+False
+
+Command line: `python -m aqa_core score PRED.json [--json] [--key model_prediction|model_output]`
+and `python -m aqa_core mmau-version FILE`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+TASKS = ("sound", "music", "speech")  # the official print order
+DIFFICULTIES = ("easy", "hard", "medium")  # the official print order
+PREDICTION_KEYS = ("model_prediction", "model_output")  # first wins when both are present
+REQUIRED_FIELDS = ("answer", "task", "difficulty", "choices")
+STARS = "*" * 30
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+VERSIONS_FILE = Path(__file__).with_name("mmau_versions.json")
+
+
+class MMAUInputError(ValueError):
+    """A predictions or question file the scorer cannot read; the message names file, record, field."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The official rule
+# --------------------------------------------------------------------------------------------------
+_WORD_RE = re.compile(r"\b\w+\b")
+
+
+def _tokenize(text: str) -> set[str]:
+    # Official: set(re.findall(r'\b\w+\b', text.lower()))
+    return set(_WORD_RE.findall(text.lower()))
+
+
+def mmau_string_match(answer: str, prediction: str, choices: Sequence[str]) -> bool:
+    """The official MMAU `string_match`: every answer token is predicted and no wrong-choice token is.
+
+    Mirrors `string_match` of MMAU's `evaluation.py` line by line. That file is not in the code index
+    used to write this module; the rule was taken from the MMAU README plus verbatim copies of
+    `string_match`/the scoring loop in public ports (a SALMONN `official_mmau_evaluation`, the MMAR
+    `evaluation.py` by the same authors), which agree character for character.
+    Tokens are lower-cased `\\b\\w+\\b` words (Unicode-aware); tokens shared with the answer never
+    count against a prediction, and a choice whose token set equals the answer's is not a wrong
+    choice (given the subtraction below that test changes nothing; it is kept to mirror the official
+    code). A prediction without any token is wrong.
+    """
+    prediction_tokens = _tokenize(prediction)
+    answer_tokens = _tokenize(answer)
+    if not prediction_tokens:
+        return False
+    incorrect_tokens: set[str] = set()
+    for choice in choices:
+        choice_tokens = _tokenize(choice)
+        if choice_tokens != answer_tokens:
+            incorrect_tokens.update(choice_tokens - answer_tokens)
+    cond1 = answer_tokens.issubset(prediction_tokens)
+    cond2 = prediction_tokens.isdisjoint(incorrect_tokens)
+    return cond1 and cond2
+
+
+string_match = mmau_string_match  # the official name
+
+
+# --------------------------------------------------------------------------------------------------
+# Report types
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Tally:
+    """Correct and total counts of one group; accuracy in percent as the official computes it."""
+
+    correct: int = 0
+    total: int = 0
+
+    @property
+    def accuracy(self) -> float:
+        # Official: (n_correct / n_total) * 100 if n_total > 0 else 0 -- same expression, same rounding.
+        return (self.correct / self.total) * 100 if self.total > 0 else 0
+
+    def ci95(self) -> tuple[float, float] | None:
+        """Wilson score interval in percent, or None for an empty group."""
+        return wilson_interval(self.correct, self.total)
+
+    def to_dict(self) -> dict[str, Any]:
+        ci = self.ci95()
+        return {"correct": self.correct, "total": self.total, "accuracy": float(self.accuracy),
+                "ci95": list(ci) if ci else None}
+
+
+def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, float] | None:
+    """95% Wilson score interval for a proportion, in percent.
+
+    >>> [round(x, 2) for x in wilson_interval(645, 1000)]
+    [61.48, 67.41]
+    """
+    if total <= 0:
+        return None
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return (100 * max(0.0, centre - half), 100 * min(1.0, centre + half))
+
+
+@dataclass
+class ScoreWarning:
+    """A counted problem that did not stop scoring (and changed no official line)."""
+
+    code: str
+    count: int
+    message: str
+    examples: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        shown = f" (e.g. {', '.join(self.examples)})" if self.examples else ""
+        return f"{self.count} record(s) {self.message}{shown}"
+
+
+@dataclass
+class VersionInfo:
+    """Which published MMAU test-mini version a file's questions are (see `identify_version`)."""
+
+    kind: str  # exact | subset | metadata_differs | modified | not_mmau | empty
+    message: str
+    label: str | None = None  # e.g. "v05.15.25 [8415fc1, 2025-05-24]"
+    commit: str | None = None
+    date: str | None = None
+    name: str | None = None
+    matched: int = 0  # distinct input items found in that version
+    n_records: int = 0  # records in the input
+    version_items: int | None = None  # items in that version (1000)
+    candidates: list[str] = field(default_factory=list)  # every version the items are consistent with
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class ItemOutcome:
+    index: int  # position in the input list
+    id: str | None
+    correct: bool
+
+
+@dataclass
+class ScoreReport:
+    """Everything `format_report` prints; `official_lines()` are the official script's lines."""
+
+    tasks: dict[str, Tally]
+    difficulties: dict[str, Tally]
+    sub_categories: dict[str, Tally]
+    total: Tally
+    version: VersionInfo
+    keys_used: dict[str, int]
+    n_records: int
+    n_skipped: int
+    warnings: list[ScoreWarning]
+    outcomes: list[ItemOutcome]
+    source: str | None = None
+
+    def official_lines(self) -> list[str]:
+        """The lines the official evaluation.py prints to stdout, in its order and format."""
+        lines = [STARS, "Task-wise Accuracy:"]
+        lines += [_official_line(name, t) for name, t in self.tasks.items()]
+        lines += [STARS, "Difficulty-wise Accuracy:"]
+        lines += [_official_line(name, t) for name, t in self.difficulties.items()]
+        lines += [STARS, "Sub-category-wise Accuracy:"]
+        lines += [_official_line(name, t) for name, t in self.sub_categories.items()]
+        corr, total = self.total.correct, self.total.total  # official: no `if total > 0` guard here
+        lines += [STARS, f"Total Accuracy: {(corr / total) * 100:.2f}% over {total} samples"]
+        # The official counter is only incremented in a branch that cannot run (it skips first), so it
+        # always prints 0; records without a prediction are reported in the extra block instead.
+        lines += [STARS, "No prediction count: 0"]
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "version": asdict(self.version),
+            "records": self.n_records,
+            "scored": self.total.total,
+            "skipped_no_prediction": self.n_skipped,
+            "prediction_keys": dict(self.keys_used),
+            "total": self.total.to_dict(),
+            "task": {k: t.to_dict() for k, t in self.tasks.items()},
+            "difficulty": {k: t.to_dict() for k, t in self.difficulties.items()},
+            "sub_category": {str(k): t.to_dict() for k, t in self.sub_categories.items()},
+            "warnings": [asdict(w) for w in self.warnings],
+            "official_lines": self.official_lines(),
+        }
+
+
+def _official_line(name: Any, tally: Tally) -> str:
+    return f"{name} : {tally.accuracy:.2f}% over {tally.total} samples"
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------------
+class _Warnings:
+    """Counts warnings by code, keeping a few examples of each."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, ScoreWarning] = {}
+
+    def add(self, code: str, message: str, example: str) -> None:
+        w = self._items.setdefault(code, ScoreWarning(code, 0, message))
+        w.count += 1
+        if len(w.examples) < 3:
+            w.examples.append(example)
+
+    def as_list(self) -> list[ScoreWarning]:
+        return list(self._items.values())
+
+
+def _record_name(index: int, record: dict) -> str:
+    rid = record.get("id")
+    return f"record {index} (id {rid!r})" if rid is not None else f"record {index}"
+
+
+def _normalised_label(value: Any, valid: Sequence[str], what: str, where: str, name: str,
+                      warnings: _Warnings) -> str:
+    if not isinstance(value, str):
+        raise MMAUInputError(f"{where}: field '{what}' must be a string, got {type(value).__name__} {value!r}")
+    if value in valid:
+        return value
+    fixed = value.strip().lower()
+    if fixed in valid:
+        warnings.add(f"{what}_spelling", f"spell '{what}' other than in lower case (such as 'Medium'); "
+                     "normalised to lower case (the official evaluation.py raises KeyError on them)",
+                     f"{name}: {value!r}")
+        return fixed
+    raise MMAUInputError(f"{where}: unknown {what} {value!r}; expected one of {', '.join(valid)} "
+                         "(the official evaluation.py raises KeyError here)")
+
+
+def score_predictions(records: Any, key: str | None = None, source: str | None = None) -> ScoreReport:
+    """Score MMAU predictions as the official evaluation.py does.
+
+    `records`: the MMAU question list with a prediction per record under `key`, or, when `key` is None,
+    under `model_prediction` (the MMAU/R1-AQA README's key) else `model_output` (the key the official
+    script reads). Records without a prediction are skipped as the official script does, and counted.
+    `source` names the file in error messages. Raises `MMAUInputError` where the official script
+    would crash (missing fields, unknown task, non-string text) or when nothing can be scored.
+    A null prediction is scored wrong (an empty prediction is wrong by the rule) and counted.
+    """
+    where_file = source or "predictions"
+    if key is not None and key not in PREDICTION_KEYS:
+        raise MMAUInputError(f"unknown prediction key {key!r}; expected one of {', '.join(PREDICTION_KEYS)}")
+    if not isinstance(records, list):
+        raise MMAUInputError(f"{where_file}: expected a JSON list of MMAU records, got {type(records).__name__}")
+    keys = (key,) if key else PREDICTION_KEYS
+    warnings = _Warnings()
+    tasks = {t: Tally() for t in TASKS}
+    diffs = {d: Tally() for d in DIFFICULTIES}
+    subcats: dict[Any, Tally] = {}
+    total = Tally()
+    keys_used: dict[str, int] = {}
+    outcomes: list[ItemOutcome] = []
+    seen_ids: set[Any] = set()
+    skipped = 0
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise MMAUInputError(f"{where_file}: record {index}: expected a JSON object, got {type(record).__name__}")
+        name = _record_name(index, record)
+        where = f"{where_file}: {name}"
+        used = next((k for k in keys if k in record), None)
+        if used is None:  # official: `if output_key not in sample: continue`
+            skipped += 1
+            warnings.add("no_prediction", f"have no prediction key ({' or '.join(keys)}); skipped and "
+                         "left out of every line, as the official evaluation.py does", name)
+            continue
+        if key is None and used == PREDICTION_KEYS[0] and PREDICTION_KEYS[1] in record \
+                and record[PREDICTION_KEYS[1]] != record[used]:
+            warnings.add("both_keys_differ", "have both model_prediction and model_output, with different "
+                         "values; model_prediction was scored", name)
+        keys_used[used] = keys_used.get(used, 0) + 1
+        missing = [f for f in REQUIRED_FIELDS if f not in record]
+        if missing:
+            raise MMAUInputError(f"{where}: missing field {missing[0]!r} (MMAU records need "
+                                 f"{', '.join(REQUIRED_FIELDS)}; the official evaluation.py raises KeyError)")
+        answer, choices, prediction = record["answer"], record["choices"], record[used]
+        if not isinstance(answer, str):
+            raise MMAUInputError(f"{where}: field 'answer' must be a string, got {type(answer).__name__}")
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise MMAUInputError(f"{where}: field 'choices' must be a list of strings, got {choices!r:.80}")
+        if prediction is not None and not isinstance(prediction, str):
+            raise MMAUInputError(f"{where}: prediction {used!r} must be a string or null, got "
+                                 f"{type(prediction).__name__} (the official evaluation.py crashes on it)")
+        task = _normalised_label(record["task"], TASKS, "task", where, name, warnings)
+        difficulty = _normalised_label(record["difficulty"], DIFFICULTIES, "difficulty", where, name, warnings)
+        subcat = record.get("sub-category", None)
+        if subcat is None:
+            warnings.add("no_sub_category", "have no sub-category; they count in the task, difficulty and "
+                         "total lines only, as in the official evaluation.py", name)
+        elif isinstance(subcat, (list, dict)):
+            raise MMAUInputError(f"{where}: field 'sub-category' must be a string, got {type(subcat).__name__}")
+        elif subcat not in subcats:
+            subcats[subcat] = Tally()
+        if answer not in choices:
+            warnings.add("answer_not_in_choices", "have an answer that is not among their choices; "
+                         "scored by the rule all the same", name)
+        if "id" in record:
+            rid = record["id"]
+            if isinstance(rid, (str, int)) and rid in seen_ids:
+                warnings.add("duplicate_id", "repeat an earlier id; each copy is scored, as the official "
+                             "evaluation.py does", name)
+            elif isinstance(rid, (str, int)):
+                seen_ids.add(rid)
+        if prediction is None:
+            warnings.add("null_prediction", "have a null prediction; scored wrong like an empty prediction "
+                         "(the official evaluation.py raises AttributeError)", name)
+            correct = False
+        else:
+            correct = mmau_string_match(answer, prediction, choices)
+        for tally in (tasks[task], diffs[difficulty], total, subcats.get(subcat) if subcat is not None else None):
+            if tally is not None:
+                tally.total += 1
+                tally.correct += int(correct)
+        rid = record.get("id")
+        outcomes.append(ItemOutcome(index, rid if isinstance(rid, str) else None, correct))
+    if total.total == 0:
+        raise MMAUInputError(f"{where_file}: no record has a prediction under {' or '.join(keys)} "
+                             f"({len(records)} records); nothing to score")
+    return ScoreReport(tasks=tasks, difficulties=diffs, sub_categories=subcats, total=total,
+                       version=identify_version(records), keys_used=keys_used, n_records=len(records),
+                       n_skipped=skipped, warnings=warnings.as_list(), outcomes=outcomes, source=source)
+
+
+def format_report(report: ScoreReport, extra: bool = True) -> str:
+    """The official lines, byte-identical; then (unless `extra=False`) a block with what they omit."""
+    lines = report.official_lines()
+    if extra:
+        lines += ["", "Extra (not printed by the official evaluation.py):",
+                  f"MMAU version: {report.version}" + (" -- scores on different test-mini versions are not "
+                                                       "comparable" if report.version.label else "")]
+        keys = ", ".join(f"{k} ({n})" for k, n in report.keys_used.items())
+        lines.append(f"Scored {report.total.total} of {report.n_records} records; prediction key: {keys}")
+        lines.append("95% Wilson confidence intervals:")
+        groups = [("task", report.tasks), ("difficulty", report.difficulties), ("sub-category", report.sub_categories)]
+        for kind, tallies in groups:
+            lines += [_ci_line(f"{kind} {name}", t) for name, t in tallies.items()]
+        lines.append(_ci_line("total", report.total))
+        if report.warnings:
+            lines.append("Warnings (none changes an official line):")
+            lines += [f"  - {w}" for w in report.warnings]
+        else:
+            lines.append("Warnings: none")
+    return "\n".join(lines) + "\n"
+
+
+def _ci_line(name: str, tally: Tally) -> str:
+    ci = tally.ci95()
+    span = f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "[n/a]"
+    return f"  {name} : {tally.accuracy:.2f}% {span} ({tally.correct}/{tally.total})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading files
+# --------------------------------------------------------------------------------------------------
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; errors name the file and, for bad JSON, the line and column."""
+    path = Path(path)
+    if not path.exists():
+        raise MMAUInputError(f"{path}: no such file")
+    if path.is_dir():
+        raise MMAUInputError(f"{path}: is a directory, expected a JSON file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise MMAUInputError(f"{path}: not UTF-8 text (byte {err.start})") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MMAUInputError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
+
+
+def score_file(path: str | Path, key: str | None = None) -> ScoreReport:
+    """`score_predictions` on a JSON file (the MMAU question list with predictions added)."""
+    return score_predictions(read_json(path), key=key, source=str(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# MMAU version identification
+# --------------------------------------------------------------------------------------------------
+# Fields of an MMAU test-mini record. A record's fingerprint uses those it has (other keys, such as
+# predictions, are ignored); `audio_id` counts by file name only, since tools rewrite the folder.
+FULL_FIELDS = ("id", "audio_id", "question", "choices", "answer", "dataset", "task", "split",
+               "category", "sub-category", "difficulty")
+CORE_FIELDS = ("question", "choices", "answer")
+HASH_CHARS = 12  # 48 bits: no collision among the ~6k published items, none by chance for a foreign item
+
+# Names of published versions, from ../shared/data/README.md (commit -> (name, note)).
+VERSION_NAMES: dict[str, tuple[str, str]] = {
+    "1c6af99": ("first upload", "no 'id' field; 'Medium'/'Hard' spellings crash the official scorer"),
+    "a8d61f7": ("pre-v05.15.25", ""),
+    "a5cd89a": ("pre-v05.15.25", "in force when R1-AQA was published (2025-03-14)"),
+    "1f675a9": ("pre-v05.15.25 fix", "one answer changed vs a5cd89a"),
+    "6674fa1": ("v05.15.25 (first)", "~25% of Q&A revised; 147 answers not among choices"),
+    "8415fc1": ("v05.15.25", "fixed"),
+    "f0a4a97": ("current", "= mmau-test-mini.json of 2025-08-09"),
+}
+_FILE_RE = re.compile(r"(\d{8})_(\d{6})\.([0-9a-f]{7,40})\.json$")
+
+
+def item_fingerprint(record: dict, fields: Sequence[str] = FULL_FIELDS) -> str:
+    """Hash of a record's MMAU content, independent of key order, formatting and extra keys."""
+    obj = {k: record[k] for k in fields if k in record}
+    if isinstance(obj.get("audio_id"), str):
+        obj["audio_id"] = re.split(r"[\\/]", obj["audio_id"])[-1]
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:HASH_CHARS]
+
+
+def content_fingerprint(item_hashes: Iterable[str]) -> str:
+    """Hash of a whole version: its set of item fingerprints (record order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(set(item_hashes))).encode()).hexdigest()[:16]
+
+
+def build_fingerprints(files: Sequence[str | Path]) -> dict[str, Any]:
+    """The version table stored in aqa_core/mmau_versions.json, from published test-mini files.
+
+    Files are named `...<YYYYMMDD>_<HHMMSS>.<commit>.json`. Files with the same content (same set of
+    item fingerprints) form one version, labelled by the earliest commit and its date.
+    """
+    published = []
+    for f in files:
+        m = _FILE_RE.search(Path(f).name)
+        if not m:
+            raise MMAUInputError(f"{f}: name should end in <YYYYMMDD>_<HHMMSS>.<commit>.json")
+        day, time, commit = m.groups()
+        records = read_json(f)
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise MMAUInputError(f"{f}: expected a JSON list of MMAU records")
+        full = [item_fingerprint(r) for r in records]
+        published.append((day + time, commit[:7], f"{day[:4]}-{day[4:6]}-{day[6:]}", records, full))
+    published.sort(key=lambda p: p[0])
+    versions: list[dict[str, Any]] = []
+    by_content: dict[str, dict[str, Any]] = {}
+    for _, commit, date, records, full in published:
+        chash = content_fingerprint(full)
+        if chash in by_content:
+            by_content[chash]["published"].append({"commit": commit, "date": date})
+            continue
+        name, note = VERSION_NAMES.get(commit, (None, ""))
+        difficulty: dict[str, int] = {}
+        for r in records:
+            difficulty[str(r.get("difficulty"))] = difficulty.get(str(r.get("difficulty")), 0) + 1
+        v = {"commit": commit, "date": date, "name": name, "note": note, "n_items": len(set(full)),
+             "content_hash": chash, "difficulty": difficulty, "published": [{"commit": commit, "date": date}],
+             "_full": set(full), "_core": {item_fingerprint(r, CORE_FIELDS) for r in records}}
+        by_content[chash] = v
+        versions.append(v)
+    table: dict[str, Any] = {"format": 1, "hash": f"sha256 of canonical JSON, first {HASH_CHARS} hex",
+                             "full_fields": list(FULL_FIELDS), "core_fields": list(CORE_FIELDS),
+                             "versions": [], "items_full": {}, "items_core": {}}
+    for bit, v in enumerate(versions):
+        for kind in ("full", "core"):
+            for h in v[f"_{kind}"]:
+                table[f"items_{kind}"][h] = table[f"items_{kind}"].get(h, 0) | (1 << bit)
+        table["versions"].append({k: val for k, val in v.items() if not k.startswith("_")})
+    for kind in ("items_full", "items_core"):
+        table[kind] = dict(sorted(table[kind].items()))
+    return table
+
+
+@lru_cache(maxsize=1)
+def load_version_table(path: str | None = None) -> dict[str, Any]:
+    """The packaged fingerprint table (regenerate with scripts/mmau_fingerprints.py)."""
+    return json.loads(Path(path or VERSIONS_FILE).read_text(encoding="utf-8"))
+
+
+def version_label(v: dict[str, Any]) -> str:
+    """'v05.15.25 [8415fc1, 2025-05-24]', or 'unnamed revision [77fbb89, 2025-05-18]'."""
+    return f"{v.get('name') or 'unnamed revision'} [{v['commit']}, {v['date']}]"
+
+
+def identify_version(records: Any, table: dict[str, Any] | None = None) -> VersionInfo:
+    """Name the MMAU test-mini version a question or predictions list comes from, by content.
+
+    Every record is fingerprinted on its MMAU fields (key order, formatting, record order and added
+    keys such as predictions do not matter) and looked up among the published versions. A file can be
+    a whole version, a subset of one, one whose questions/choices/answers match but other fields
+    (difficulty, split, id...) differ, a modified copy, or not MMAU at all.
+    """
+    table = table or load_version_table()
+    items = [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
+    if not items:
+        return VersionInfo("empty", "not an MMAU test-mini file (no records)")
+    versions = table["versions"]
+    labels = [version_label(v) for v in versions]
+    uniq_full = {item_fingerprint(r) for r in items}
+    n = len(items)
+
+    def counts(hashes: set[str], lookup: dict[str, int]) -> list[int]:
+        out = [0] * len(versions)
+        for h in hashes:
+            mask = lookup.get(h, 0)
+            for bit in range(len(versions)):
+                if mask >> bit & 1:
+                    out[bit] += 1
+        return out
+
+    full_counts = counts(uniq_full, table["items_full"])
+    dup = f"; {n - len(uniq_full)} duplicate records" if n > len(uniq_full) else ""
+
+    def info(kind: str, j: int, matched: int, message: str, candidates: list[int]) -> VersionInfo:
+        v = versions[j]
+        return VersionInfo(kind, message, labels[j], v["commit"], v["date"], v.get("name"), matched, n,
+                           v["n_items"], [labels[c] for c in candidates])
+
+    whole = [j for j, c in enumerate(full_counts) if c == len(uniq_full)]
+    if whole:
+        exact = [j for j in whole if versions[j]["content_hash"] == content_fingerprint(uniq_full)]
+        if exact:
+            j = exact[0]
+            again = ", ".join(f"{p['commit']} ({p['date']})" for p in versions[j]["published"][1:])
+            again = f"; the same content was published again as {again}" if again else ""
+            return info("exact", j, len(uniq_full), f"MMAU test-mini {labels[j]} "
+                        f"({len(uniq_full)}/{versions[j]['n_items']} items{dup}){again}", exact)
+        j = whole[-1]
+        also = f"; the same items are in {len(whole) - 1} other version(s), e.g. {labels[whole[0]]}" \
+            if len(whole) > 1 else ""
+        return info("subset", j, len(uniq_full), f"subset of MMAU test-mini {labels[j]} "
+                    f"({len(uniq_full)}/{versions[j]['n_items']} items{dup}){also}", whole)
+    uniq_core = {item_fingerprint(r, CORE_FIELDS) for r in items}  # only needed from here on
+    core_counts = counts(uniq_core, table["items_core"])
+    by_core = [j for j, c in enumerate(core_counts) if c == len(uniq_core)]
+    if by_core:
+        j = max(by_core, key=lambda b: (full_counts[b], b))
+        part = "" if len(uniq_core) == versions[j]["n_items"] else "a subset of "
+        return info("metadata_differs", j, full_counts[j],
+                    f"{part}MMAU test-mini {labels[j]} by question, choices and answer "
+                    f"({len(uniq_core)}/{versions[j]['n_items']} items), but other fields (id, difficulty, "
+                    f"split, ...) differ in {len(uniq_full) - full_counts[j]} items{dup}", by_core)
+    j = max(range(len(versions)), key=lambda b: (full_counts[b], core_counts[b], b))
+    best = max(full_counts[j], core_counts[j])
+    if best * 2 >= len(uniq_full):
+        return info("modified", j, full_counts[j], f"modified copy of MMAU test-mini {labels[j]}: "
+                    f"{full_counts[j]} of {len(uniq_full)} distinct records match it exactly, "
+                    f"{core_counts[j]} by question/choices/answer", [j])
+    return VersionInfo("not_mmau", f"not an MMAU test-mini file: {best} of {len(uniq_full)} distinct records "
+                       "match a published test-mini question", matched=best, n_records=n)
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+def cli_score(argv: list[str]) -> int:
+    """`python -m aqa_core score PRED.json [--json] [--key K]`."""
+    parser = argparse.ArgumentParser(prog="python -m aqa_core score",
+                                     description="Score MMAU predictions exactly as the official evaluation.py.")
+    parser.add_argument("predictions", help="MMAU test-mini JSON list with a prediction per record")
+    parser.add_argument("--key", choices=PREDICTION_KEYS, default=None,
+                        help="prediction key (default: model_prediction, else model_output, per record)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable JSON result instead")
+    parser.add_argument("--official-only", action="store_true",
+                        help="print only the official lines (for diffing against evaluation.py)")
+    args = parser.parse_args(argv)
+    try:
+        report = score_file(args.predictions, key=args.key)
+    except MMAUInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(format_report(report, extra=not args.official_only))
+    return 0
+
+
+def cli_mmau_version(argv: list[str]) -> int:
+    """`python -m aqa_core mmau-version FILE [--json]`."""
+    parser = argparse.ArgumentParser(prog="python -m aqa_core mmau-version",
+                                     description="Name the MMAU test-mini version of a question or predictions file.")
+    parser.add_argument("file")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        records = read_json(args.file)
+        if not isinstance(records, list):
+            raise MMAUInputError(f"{args.file}: expected a JSON list of MMAU records, got {type(records).__name__}")
+    except MMAUInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    info = identify_version(records)
+    print(json.dumps(asdict(info), indent=2, ensure_ascii=False) if args.json else info.message)
+    return 0
+
+
+def cli(argv: list[str]) -> int:
+    """Default entry: scoring."""
+    return cli_score(argv)

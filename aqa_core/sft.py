@@ -1,0 +1,341 @@
+"""Supervised fine-tuning with prompt <1>, full or LoRA, on TRL's `SFTTrainer`.
+
+    python -m aqa_core sft --recipe recipes/sft/mini-full.yaml [--set key=value ...] [--output-dir D] [--resume]
+    accelerate launch --config_file recipes/accelerate/zero3.yaml -m aqa_core sft --recipe recipes/sft/paper-full.yaml
+
+The open-r1 skeleton: seed, data, model, trainer, train, save. TRL 1.16 has no audio path, so
+`SFTCollator` runs the audio processor and labels only the answer tokens (the dataset reaches
+it untouched: `remove_unused_columns=False`, `skip_prepare_dataset`). The run folder holds
+`config.yaml`, `metrics.jsonl`, `checkpoint-N/` and `final/`. A LoRA run's `checkpoint-N/`
+holds the adapter (what `--resume` reads) and `checkpoint-N/merged/`, a plain model folder;
+`final/` is always a plain model folder (`final/adapter/` keeps a LoRA run's adapter).
+`loadable_model_dir(path)` maps any of these to the folder `from_pretrained` should read.
+`--resume` continues the step count, data order, optimizer and RNG state of the last checkpoint
+(with a fix for transformers 5.23, whose Trainer would resume a full run from the initial weights).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from transformers import TrainerCallback
+
+from .config import RecipeError, load_recipe
+
+MERGED_DIR = "merged"
+FINAL_DIR = "final"
+# The Qwen2 decoder's attention and MLP projections (the Whisper audio tower's are named alike
+# but are left out: LoRA goes inside the language model only, see `lora_config`).
+LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class SFTRecipe:
+    """An SFT run. Names are TRL's/transformers' where the meaning is the same; the defaults
+    are the paper's (Section 4: batch 4 per device, accumulation 1, AdamW lr 5e-6, 4 epochs,
+    a checkpoint every 200 steps) where it states them."""
+
+    # model and data
+    model_name_or_path: str = "Qwen/Qwen2-Audio-7B-Instruct"
+    train_data: str = ""  # R1-AQA JSONL (.jsonl, AVQA form) or MMAU-schema JSON (.json)
+    train_audio_dir: str | None = None  # folder the records' audio paths are relative to
+    max_train_samples: int | None = None  # keep the first N questions (tests, quick looks)
+    output_dir: str = "runs/sft"
+    device: Literal["auto", "cuda", "cpu"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU (runs.choose_precision)
+    torch_threads: int | None = None  # CPU threads for torch (None: torch's default)
+    sft_tagged: bool = False  # target `<answer>X</answer>` instead of `X` (prompts.sft_target)
+    freeze_audio_tower: bool = False  # full SFT trains everything, as the paper's "full fine-tuning"
+    max_length: int | None = None  # cut longer sequences (never inside the audio tokens)
+    # optimisation (TRL / transformers TrainingArguments names)
+    learning_rate: float = 5e-6
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 4.0
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    optim: str = "adamw_torch"
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.0  # fraction of the steps; transformers 5 takes it as warmup_steps < 1
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    # bookkeeping
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int | None = None
+    dataloader_num_workers: int = 0
+    save_final: bool = True  # write `final/` (a plain model folder) after training
+    # LoRA (PEFT)
+    use_peft: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LM_PROJECTIONS))
+    save_merged: bool = True  # LoRA: also write checkpoint-N/merged (a plain model) at each save
+
+
+def check_recipe(cfg: SFTRecipe) -> None:
+    """Errors a recipe can have that types alone do not catch, named by key."""
+    if not cfg.train_data:
+        raise RecipeError("train_data is empty: set it in the recipe or with --set train_data=PATH")
+    if not 0.0 <= cfg.warmup_ratio < 1.0:
+        raise RecipeError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
+    if cfg.max_steps <= 0 and cfg.num_train_epochs <= 0:
+        raise RecipeError("set max_steps > 0 or num_train_epochs > 0")
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+        if getattr(cfg, key) < 1:
+            raise RecipeError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.use_peft and (cfg.lora_r < 1 or not cfg.lora_target_modules):
+        raise RecipeError("LoRA needs lora_r >= 1 and a non-empty lora_target_modules")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_questions(path: str | Path, audio_dir: str | Path | None = None, limit: int | None = None) -> list[dict]:
+    """Training questions as canonical records: `.jsonl` in the R1-AQA AVQA form, `.json` MMAU-schema."""
+    from .data import load_avqa_jsonl, load_mmau
+
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        records = load_avqa_jsonl(path, audio_dir=audio_dir, on_missing="warn")
+    elif path.suffix == ".json":
+        records = load_mmau(path, audio_dir=audio_dir, check_audio=True)
+    else:
+        raise RecipeError(f"train_data {path}: expected a .jsonl (R1-AQA AVQA form) or .json (MMAU schema) file")
+    records = records[:limit] if limit else records
+    if not records:
+        raise RecipeError(f"train_data {path}: no usable questions")
+    return records
+
+
+def to_dataset(records: list[dict]):
+    """A `datasets.Dataset` (what SFTTrainer requires) of the fields the collator reads; the
+    other source fields are dropped because their types vary between records (MMAU's category)."""
+    from datasets import Dataset
+
+    keep = ("id", "question", "choices", "answer", "audio_path")
+    return Dataset.from_list([{k: r[k] for k in keep} for r in records])
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def lora_config(cfg: SFTRecipe):
+    """LoRA on the named projections of the language model only (a regex: the Whisper audio
+    tower has q_proj/k_proj/v_proj too, and the paper adapts the LLM)."""
+    from peft import LoraConfig
+
+    names = "|".join(sorted(set(cfg.lora_target_modules)))
+    return LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+        task_type="CAUSAL_LM", target_modules=rf".*\blanguage_model\..*\.(?:{names})",
+    )
+
+
+def load_model(cfg: SFTRecipe, dtype):
+    """Qwen2-Audio (the real 7B or the mini one: the code does not know which) and its processor."""
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(cfg.model_name_or_path, dtype=dtype)
+    processor = AutoProcessor.from_pretrained(cfg.model_name_or_path)
+    if cfg.freeze_audio_tower:
+        model.model.audio_tower.requires_grad_(False)
+    return model, processor
+
+
+def merge_lora_state_dict(state_dict: dict, scaling: float, adapter: str = "default") -> dict:
+    """A PEFT model's state dict -> the plain model's, with W + scaling * B @ A in every
+    adapted Linear. Works from a (possibly ZeRO-3-gathered) state dict, so the training model
+    is never modified (merging in place and back would drift bf16 weights)."""
+    out = {}
+    for key, value in state_dict.items():
+        if ".lora_" in key:
+            continue
+        name = key.removeprefix("base_model.model.")
+        if ".base_layer." in key and key.endswith(".weight"):
+            stem = key[: -len(".base_layer.weight")]
+            a, b = state_dict[f"{stem}.lora_A.{adapter}.weight"], state_dict[f"{stem}.lora_B.{adapter}.weight"]
+            value = (value.float() + scaling * (b.float() @ a.float())).to(value.dtype)
+        out[name.replace(".base_layer.", ".")] = value
+    return out
+
+
+def save_merged(trainer, out_dir: str | Path) -> None:
+    """Write the merged LoRA model + processor to `out_dir` (called on every process: the
+    state dict gather is collective under ZeRO-3; only the main process writes)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    # The wrapped model: under ZeRO-3 only the DeepSpeed engine can gather the sharded weights.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if not trainer.accelerator.is_main_process:
+        return
+    peft_cfg = model.peft_config["default"]
+    scaling = peft_cfg.lora_alpha / (peft_cfg.r ** 0.5 if peft_cfg.use_rslora else peft_cfg.r)
+    merged = merge_lora_state_dict(state_dict, scaling)
+    model.get_base_model().save_pretrained(out_dir, state_dict=merged)
+    trainer.processing_class.save_pretrained(out_dir)
+
+
+def loadable_model_dir(path: str | Path) -> Path:
+    """The folder `from_pretrained` should read for a checkpoint or final folder: its
+    `merged/` when it is a LoRA checkpoint, else itself."""
+    path = Path(path)
+    return path / MERGED_DIR if (path / MERGED_DIR / "config.json").is_file() else path
+
+
+# ----------------------------------------------------------------------------- run
+
+
+class SaveMergedCallback(TrainerCallback):
+    """After each checkpoint of a LoRA run, write `checkpoint-N/merged/` (a plain model).
+    `trainer` is set once the trainer exists (the callback must be passed to its constructor)."""
+
+    trainer = None
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
+        save_merged(self.trainer, Path(args.output_dir) / f"checkpoint-{state.global_step}" / MERGED_DIR)
+
+
+def _trainer_class():
+    """TRL's SFTTrainer with one fix: resuming a full (non-PEFT) run loads the checkpoint's weights."""
+    from peft import PeftModel
+    from trl import SFTTrainer
+
+    class AudioSFTTrainer(SFTTrainer):
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):  # noqa: ANN001 - Trainer's
+            model = model if model is not None else self.model
+            if isinstance(model, PeftModel) or self.is_fsdp_enabled:  # adapters and FSDP load correctly
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            # transformers 5.23 saves Qwen2-Audio under its legacy key names (`audio_tower.*`,
+            # `language_model.model.*`), but Trainer resumes with a raw `load_state_dict(strict=False)`
+            # that matches none of them and keeps the initial weights, with only a warning. Load
+            # through `from_pretrained`, which maps the names, and insist that every key matches.
+            saved = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
+            model.load_state_dict(saved.state_dict(), strict=True)
+            return None
+
+    return AudioSFTTrainer
+
+
+def sft_config(cfg: SFTRecipe, precision) -> Any:
+    """TRL's SFTConfig for a recipe: data untouched for the audio collator, no hub, no reports."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=cfg.output_dir,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        optim=cfg.optim,
+        weight_decay=cfg.weight_decay,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        max_grad_norm=cfg.max_grad_norm,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # < 1 means a ratio in transformers 5
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for it
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        max_length=None,  # the collator cuts (TRL's truncation would not know the audio tokens)
+        report_to="none",
+        **precision.training_args(),
+    )
+
+
+def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None) -> dict:
+    """Train one SFT run into `cfg.output_dir`; returns the trainer's train metrics plus
+    `seconds_per_step`. `callbacks` are extra `TrainerCallback`s (tests use one to interrupt)."""
+    from transformers import set_seed
+
+    from .collate import SFTCollator
+    from .prompts import Prompt
+    from .runs import MetricsCallback, choose_precision, last_checkpoint, prepare_run_dir
+
+    check_recipe(cfg)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run_dir = prepare_run_dir(cfg.output_dir, cfg, resume=resume)
+    precision = choose_precision(cfg.device)
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
+    args = sft_config(cfg, precision)  # before the model: under ZeRO-3 it makes from_pretrained shard
+    set_seed(cfg.seed)
+
+    dataset = to_dataset(load_questions(cfg.train_data, cfg.train_audio_dir, cfg.max_train_samples))
+    model, processor = load_model(cfg, precision.torch_dtype())
+
+    merged_cb = SaveMergedCallback() if cfg.use_peft and cfg.save_merged else None
+    extra = [MetricsCallback(run_dir), *(callbacks or []), *([merged_cb] if merged_cb else [])]
+    trainer = _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        data_collator=SFTCollator(processor, prompt=Prompt.SFT, tagged=cfg.sft_tagged, max_length=cfg.max_length),
+        peft_config=lora_config(cfg) if cfg.use_peft else None,
+        callbacks=extra,
+    )
+    if merged_cb:
+        merged_cb.trainer = trainer
+    if trainer.accelerator.is_main_process:
+        n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        n_all = sum(p.numel() for p in trainer.model.parameters())
+        print(f"sft: {len(dataset)} questions, {n_train:,} of {n_all:,} parameters trainable "
+              f"({'LoRA' if cfg.use_peft else 'full'}), {precision.device} {'bf16' if precision.bf16 else 'fp32'}")
+
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    metrics = dict(result.metrics)
+    steps_run = trainer.state.global_step - (int(checkpoint.name.split("-")[1]) if checkpoint else 0)
+    metrics["seconds_per_step"] = metrics["train_runtime"] / max(steps_run, 1)
+    metrics["global_step"] = trainer.state.global_step
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    if cfg.save_final:
+        final = run_dir / FINAL_DIR
+        if cfg.use_peft:
+            save_merged(trainer, final)
+            trainer.save_model(str(final / "adapter"))
+        else:
+            trainer.save_model(str(final))
+    if trainer.accelerator.is_main_process:
+        print(f"sft: {trainer.state.global_step} steps, {metrics['seconds_per_step']:.3f} s/step, "
+              f"train loss {metrics.get('train_loss', float('nan')):.4f}; run folder {run_dir}")
+    return metrics
+
+
+def cli(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m aqa_core sft", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--recipe", required=True, help="recipes/sft/<name>.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe key (repeatable), e.g. --set max_steps=10")
+    ap.add_argument("--output-dir", help="run folder (same as --set output_dir=D)")
+    ap.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint-N")
+    args = ap.parse_args(argv)
+    overrides = args.overrides + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+    from .data import DataError
+    from .runs import RunDirError
+
+    try:
+        cfg = load_recipe(SFTRecipe, args.recipe, overrides)
+        run_sft(cfg, resume=args.resume)
+    except (RecipeError, RunDirError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

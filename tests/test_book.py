@@ -1,0 +1,268 @@
+"""The book builds from a small set of result files (not the full study) and its HTML holds what
+it must: both tables with numbers, both figures as images, every glue key resolved, no warning.
+
+The fixtures are written in the formats the pipeline writes them: MMAU prediction files
+(aqa_core.evaluate), run folders with `config.yaml`, `metrics.jsonl` and `eval/sweep.json`
+(aqa_core.runs, aqa_core.evaluate.sweep), the mini data `manifest.json` (aqa_core.mini_data).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("sound", "music", "speech")
+N_PER_TASK = 30
+# (folder, prompt, accuracy per task) of each fixture model; runs get checkpoints at these steps
+MODELS = {
+    "eval/base-prompt2": (2, (0.50, 0.45, 0.40)),
+    "eval/base-prompt1": (1, (0.45, 0.40, 0.40)),
+    "sft-full": (1, (0.60, 0.45, 0.45)),
+    "sft-lora": (1, (0.60, 0.55, 0.50)),
+    "grpo-prompt2": (2, (0.75, 0.65, 0.55)),
+    "grpo-prompt3": (3, (0.70, 0.60, 0.55)),
+}
+STEPS = (20, 40, 60)
+
+
+def _questions() -> list[dict]:
+    out = []
+    for t, task in enumerate(TASKS):
+        for i in range(N_PER_TASK):
+            choices = [f"{task} answer {k}" for k in range(4)]
+            out.append({"id": f"{task}-{i:03d}", "audio_id": f"./test-mini-audios/{task}-{i:03d}.wav",
+                        "question": f"Which {task} is it?", "choices": choices, "answer": choices[i % 4],
+                        "dataset": "mini", "task": task, "split": "test", "category": "Reasoning",
+                        "sub-category": f"{task} sub", "difficulty": ("easy", "medium", "hard")[i % 3]})
+    return out
+
+
+def _predictions(questions: list[dict], accuracy: tuple[float, ...], seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for q in questions:
+        p = accuracy[TASKS.index(q["task"])]
+        right = rng.random() < p
+        pred = q["answer"] if right else next(c for c in q["choices"] if c != q["answer"])
+        rows.append({**q, "model_prediction": pred, "model_output": pred, "raw_output": f"<answer>{pred}</answer>"})
+    return rows
+
+
+def _score(rows: list[dict]) -> dict:
+    from aqa_core.mmau import score_predictions
+
+    return score_predictions(rows).to_dict()
+
+
+def write_fixture_results(root: Path) -> Path:
+    """A results folder (`root/mini`) in the pipeline's formats: data manifest, base model stub,
+    direct-inference predictions, four run folders with metrics and sweeps."""
+    res = root / "mini"
+    questions = _questions()
+    data = res / "data"
+    data.mkdir(parents=True)
+    (data / "test-mini.json").write_text(json.dumps(questions, indent=1))
+    counts = {task: {f"{task} sub": N_PER_TASK} for task in TASKS}
+    (data / "manifest.json").write_text(json.dumps({
+        "generator": "aqa_core.mini_data", "version": "1", "seed": 0,
+        "sizes": {"train": 90, "validation": 30, "test": len(questions), "base": 60},
+        "counts": {"train": {"sound sub": 30, "music sub": 30}, "validation": {"sound sub": 30},
+                   "test": {f"{t} sub": N_PER_TASK for t in TASKS}, "base": {"sound sub": 60}},
+        "chance_test_mini": 0.25, "files": {}, "timing": {"seconds": 1.5}}))
+    del counts
+    base = res / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "qwen2_audio"}))
+    (base / "build_info.json").write_text(json.dumps({
+        "parameters": {"total": 3_000_000, "audio_tower": 2_000_000}, "tokenizer_size": 1024,
+        "audio_tokens_per_clip": 75, "spec": {"num_hidden_layers": 4, "hidden_size": 256, "audio_seconds": 3},
+        "hyperparameters": {"steps": 90}, "train_seconds": 30.0}))
+    for seed, (folder, (prompt, acc)) in enumerate(MODELS.items()):
+        d = res / folder
+        d.mkdir(parents=True, exist_ok=True)
+        if folder.startswith("eval/"):
+            rows = _predictions(questions, acc, seed)
+            (d / "predictions.json").write_text(json.dumps(rows))
+            (d / "predictions.json.score.json").write_text(json.dumps({"report": _score(rows), "seconds": 2.0}))
+            continue
+        is_grpo = folder.startswith("grpo")
+        (d / "config.yaml").write_text(yaml.safe_dump({"prompt": prompt, "max_steps": STEPS[-1], "seed": 42,
+                                                        "learning_rate": 1e-3, "use_peft": folder == "sft-lora",
+                                                        "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
+                                                        **({"num_generations": 4, "num_processes": 1} if is_grpo else {})}))
+        metrics = []
+        for step in range(1, STEPS[-1] + 1):
+            x = step / STEPS[-1]
+            if is_grpo:
+                metrics.append({"step": step, "loss": 0.01 * math.sin(step), "reward": 0.6 + 0.8 * x + 0.1 * math.sin(3 * step),
+                                "rewards/accuracy_reward/mean": 0.3 + 0.3 * x, "kl": 0.001 * step, "learning_rate": 1e-3})
+            elif step % 5 == 0:
+                metrics.append({"step": step, "loss": 2.0 * math.exp(-3 * x) + 0.05, "learning_rate": 1e-3})
+        metrics.append({"step": STEPS[-1], "train_runtime": 12.0, "summary": True})
+        (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        rows = []
+        for k, step in enumerate(STEPS):
+            (d / f"checkpoint-{step}").mkdir()
+            scale = 0.85 + 0.075 * k  # accuracy grows over the checkpoints
+            preds = _predictions(questions, tuple(a * scale for a in acc), 100 * seed + k)
+            (d / "eval").mkdir(exist_ok=True)
+            (d / "eval" / f"checkpoint-{step}.test.json").write_text(json.dumps(preds))
+            rep = _score(preds)
+            rows.append({"checkpoint": f"checkpoint-{step}", "step": step, "test": rep["total"]["accuracy"],
+                         **{f"test_{t}": rep["task"][t]["accuracy"] for t in TASKS},
+                         "test_ci95": rep["total"]["ci95"], "test_n": rep["total"]["total"],
+                         "validation": 50.0 + 10 * k - 15 * (k == 2), "validation_n": 30})
+        pick = lambda key: max(rows, key=lambda r: (r[key], -r["step"]))  # noqa: E731
+        sel = {name: {k: pick(key)[k] for k in ("checkpoint", "step", "test", "validation")}
+               for name, key in (("best_on_test", "test"), ("best_on_validation", "validation"))}
+        (d / "eval" / "sweep.json").write_text(json.dumps({"run": str(d), "prompt": prompt, "rows": rows,
+                                                            "selection": sel}))
+    return res
+
+
+def write_fixture_recipes(root: Path) -> dict[str, list[Path]]:
+    """Paper and mini recipes (GRPO and SFT) with the fields Table 1 reads."""
+    g, s = root / "recipes" / "grpo", root / "recipes" / "sft"
+    g.mkdir(parents=True)
+    s.mkdir(parents=True)
+    (g / "paper.yaml").write_text("per_device_train_batch_size: 8\nnum_generations: 8\ngradient_accumulation_steps: 2\n"
+                                  "max_steps: 500\nlearning_rate: 1.0e-6\ntemperature: 1.0\nmax_completion_length: 512\n"
+                                  "beta: 0.04\n")
+    (g / "official-code.yaml").write_text("_base: paper.yaml\nmax_steps: 1000\nmax_completion_length: 256\n"
+                                          "save_steps: 100\nmath_verify: true\n")
+    (g / "mini.yaml").write_text("_base: paper.yaml\nper_device_train_batch_size: 4\nnum_generations: 4\n"
+                                 "max_steps: 60\nlearning_rate: 2.0e-4\nmax_completion_length: 16\n")
+    (s / "paper-full.yaml").write_text("learning_rate: 5.0e-6\nper_device_train_batch_size: 4\nnum_train_epochs: 4\n")
+    (s / "mini-full.yaml").write_text("_base: paper-full.yaml\nlearning_rate: 1.0e-3\nmax_steps: 60\n")
+    return {"grpo": [g / "paper.yaml", g / "official-code.yaml", g / "mini.yaml"],
+            "sft": [s / "paper-full.yaml", s / "mini-full.yaml"]}
+
+
+# ------------------------------------------------------------------------------------ fast tests
+
+
+def test_table_results_reads_fixture_rows_and_pairs_them(tmp_path):
+    from aqa_core.report import table_results
+
+    res = write_fixture_results(tmp_path)
+    table = table_results([res, tmp_path / "full"], n_resamples=500)  # runs/full absent: skipped
+    mini = table.frame[table.frame["source"] == "this project, mini"]
+    assert list(mini["model, method"]) == ["Direct inference + Prompt <2>", "Direct inference + Prompt <1>",
+                                    "Full + Prompt <1>", "LoRA + Prompt <1>", "GRPO + Prompt <2>", "GRPO + Prompt <3>"]
+    assert re.fullmatch(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", mini["average"].iloc[0])
+    v = table.values
+    assert 0 <= v["mini_grpo_p2_lo"] <= v["mini_grpo_p2_avg"] <= v["mini_grpo_p2_hi"] <= 100
+    assert v["mini_grpo_p2_step"] == 40  # validation-selected checkpoint of the fixture sweep
+    assert v["paper_grpo_p2_average"] == 64.5 and v["paper_sft_lora_average"] == 56.4
+    assert {"mini_grpo_p2_vs_sft_full_diff", "mini_grpo_p2_vs_sft_lora_p_mcnemar"} <= set(v)
+    assert len(table.extra["comparisons"]) == 7
+    assert all(isinstance(x, (int, float, str)) and type(x).__module__ == "builtins" for x in v.values())
+    assert "mini_verdict" in v and "interval" in v["mini_verdict"]
+
+
+def test_paper_odd_cells_are_the_known_ones():
+    from aqa_core.report import paper_values
+
+    odd = paper_values()["paper_odd_cells"]
+    assert "49.19" in odd and "50.98" in odd and "52.58" in odd and "64.50" not in odd
+
+
+def test_table_hyperparameters_reads_every_value_from_the_files(tmp_path):
+    from aqa_core.report import table_hyperparameters
+
+    rec = write_fixture_recipes(tmp_path)
+    t = table_hyperparameters(rec["grpo"]).frame.set_index("setting")
+    assert t.loc["Training Steps", "paper.yaml"] == "500" and t.loc["Training Steps", "mini.yaml"] == "60"
+    assert t.loc["Batch Size per Device", "paper.yaml"] == "1"  # 8 completions / 8 generations
+    assert t.loc["Batch Size per Device", "mini.yaml"] == "1"
+    assert t.loc["Temperature", "mini.yaml"] == "1"  # inherited through _base: still from a file
+    assert t.loc["Training Steps", "paper (Table 1)"] == "500"
+    # a field no file sets is the runner's default, marked
+    assert t.loc["top_k", "paper.yaml"].endswith("†") if "top_k" in t.index else True
+
+
+def test_figures_have_both_panels_and_values(tmp_path):
+    from aqa_core.report import figure_grpo_convergence, figure_sft_convergence
+
+    res = write_fixture_results(tmp_path)
+    f3, f4 = figure_grpo_convergence(res), figure_sft_convergence(res)
+    assert len(f3.fig.axes) == 2 and len(f4.fig.axes) == 2
+    assert f3.values["fig3_grpo_p2_reward_rise"] > 0.5
+    assert f4.values["fig4_sft_full_loss_last_tenth"] < f4.values["fig4_sft_full_loss_first_tenth"]
+    assert len(f3.fig.axes[1].lines) >= 3  # two accuracy curves (+ stars) and the baseline
+    png = f3.save(tmp_path / "f3.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------------------ the book
+
+
+def _html_text(path: Path) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", path.read_text(encoding="utf-8")))
+
+
+@pytest.mark.slow
+def test_book_builds_from_fixture_results(tmp_path):
+    """Execute the notebooks on fixture results with papermill (as the study does), build the book
+    with warnings as errors, then read the HTML."""
+    from aqa_core.study import build_book, execute_notebooks
+
+    res = write_fixture_results(tmp_path / "runs")
+    rec = write_fixture_recipes(tmp_path)
+    book = tmp_path / "book"
+    shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "results"), symlinks=False)
+    (tmp_path / "aqa_core").symlink_to(ROOT / "aqa_core")  # pages include code from ../aqa_core
+    (book / "_config.yml").unlink(missing_ok=True)
+    shutil.copy(ROOT / "_config.yml", book / "_config.yml")
+    execute_notebooks(res, book / "results", recipes={"grpo": rec["grpo"], "sft": rec["sft"]},
+                      figures_dir=tmp_path / "figures", result_dirs=[res, tmp_path / "runs" / "full"], cwd=ROOT)
+    log = build_book(book)
+    assert "WARNING" not in log and "ERROR" not in log, log[-3000:]
+    html = book / "_build" / "html"
+
+    t1 = _html_text(html / "table1.html")
+    assert "Training Steps" in t1 and re.search(r"\b500\b", t1) and re.search(r"\b60\b", t1)
+    t2 = _html_text(html / "table2.html")
+    assert "64.50" in t2 and "GRPO + Prompt <2>" in t2.replace("&lt;", "<").replace("&gt;", ">")
+    assert re.search(r"\d+\.\d \[\d+\.\d, \d+\.\d\]", t2), "mini rows with CIs"
+    assert "McNemar" in t2
+    figs = (html / "figures.html").read_text(encoding="utf-8")
+    imgs = re.findall(r'<img[^>]+src="([^"]+\.png)"', figs)
+    assert len(imgs) >= 2
+    for src in imgs:
+        assert (html / src).is_file(), src
+    for page in html.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert "{glue" not in text and "glue:" not in _html_text(page), f"unresolved glue in {page.name}"
+    found = _html_text(html / "findings.html")
+    assert re.search(r"\d+\.\d", found)
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert "cdn.jsdelivr" not in (html / "method.html").read_text(encoding="utf-8")
+
+
+def test_study_notebook_paths_exist():
+    """Every notebook the study executes exists and has a `parameters` cell."""
+    from aqa_core.study import NOTEBOOKS
+
+    for nb_name in {nb for nb, _ in NOTEBOOKS.values()}:
+        nb = json.loads((ROOT / "notebooks" / nb_name).read_text())
+        tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, nb_name
+        assert nb["cells"][0]["cell_type"] == "markdown" and "papermill" in "".join(nb["cells"][0]["source"])
+        code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        assert not re.search(r"^\s*(def|for|while|class) ", code, re.M), f"{nb_name}: no functions or loops"
+
+
+if __name__ == "__main__":  # write fixtures for a manual look: python tests/test_book.py DIR
+    out = Path(sys.argv[1])
+    print(write_fixture_results(out / "runs"), write_fixture_recipes(out))
+    subprocess.run(["ls", "-R", str(out)], check=False)

@@ -1,0 +1,77 @@
+"""The study's stage cache: a stage reruns exactly when its command, config, code or an upstream
+output changed (or it is forced), and every run is timed into timings.json."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from aqa_core.study import NOTEBOOKS, Stage, run_stages, study_stages, write_timings
+
+
+def _stage(name: str, out: Path, deps: list[str], text: str = "x") -> Stage:
+    target = out / f"{name}.txt"
+    code = f"import pathlib,time; p=pathlib.Path({str(target)!r}); p.write_text({text!r} + str(time.time_ns()))"
+    return Stage(name, [sys.executable, "-c", code], deps, [target], code=[], clear=[target])
+
+
+def _statuses(timings) -> dict[str, str]:
+    return {t.stage: t.status for t in timings}
+
+
+def test_second_run_is_cached_and_changes_propagate_downstream(tmp_path):
+    a, b, c = _stage("a", tmp_path, []), _stage("b", tmp_path, ["a"]), _stage("c", tmp_path, [])
+    assert _statuses(run_stages([a, b, c], tmp_path, echo=False)) == {"a": "ran", "b": "ran", "c": "ran"}
+    first_b = (tmp_path / "b.txt").read_text()
+    assert _statuses(run_stages([a, b, c], tmp_path, echo=False)) == {"a": "cached", "b": "cached", "c": "cached"}
+    assert (tmp_path / "b.txt").read_text() == first_b
+
+    a2 = _stage("a", tmp_path, [], text="changed")  # a's command changed: a and b rerun, c does not
+    assert _statuses(run_stages([a2, b, c], tmp_path, echo=False)) == {"a": "ran", "b": "ran", "c": "cached"}
+    assert (tmp_path / "b.txt").read_text() != first_b
+
+
+def test_force_glob_and_missing_output_rerun(tmp_path):
+    stages = [_stage("grpo-p2", tmp_path, []), _stage("grpo-p3", tmp_path, []), _stage("sft-full", tmp_path, [])]
+    run_stages(stages, tmp_path, echo=False)
+    assert _statuses(run_stages(stages, tmp_path, force=["grpo-*"], echo=False)) == {
+        "grpo-p2": "ran", "grpo-p3": "ran", "sft-full": "cached"}
+    (tmp_path / "sft-full.txt").unlink()
+    assert _statuses(run_stages(stages, tmp_path, echo=False))["sft-full"] == "ran"
+    with pytest.raises(SystemExit, match="matches no stage"):
+        run_stages(stages, tmp_path, force=["nope"], echo=False)
+
+
+def test_failure_skips_dependents_and_timings_are_written(tmp_path):
+    bad = Stage("bad", [sys.executable, "-c", "raise SystemExit(3)"], [], [tmp_path / "never"], code=[])
+    after = _stage("after", tmp_path, ["bad"])
+    other = _stage("other", tmp_path, [])
+    timings = run_stages([bad, after, other], tmp_path, jobs=2, echo=False)
+    assert _statuses(timings) == {"bad": "failed", "after": "skipped", "other": "ran"}
+    path = write_timings(timings, tmp_path, wall=1.0, jobs=2)
+    data = json.loads(path.read_text())
+    assert [s["stage"] for s in data["stages"]] == ["bad", "after", "other"]
+    assert (tmp_path / "logs" / "bad.log").read_text().startswith("$ ")
+
+
+def test_code_change_changes_the_key(tmp_path):
+    s = Stage("s", ["true"], [], [], code=["aqa_core/study.py"])
+    assert s.key({}) == s.key({})
+    assert s.key({}) != s.key({"up": "other-output"})
+    assert s.key({}, hash_code=True) != s.key({}, hash_code=False)
+
+
+def test_study_stages_cover_the_study(tmp_path):
+    stages = study_stages(tmp_path / "mini", seeds=2, book=tmp_path / "book")
+    names = [s.name for s in stages]
+    for name in ["data", "base", "eval-base-p2", "eval-base-p1", "sft-full", "sft-lora", "grpo-p2", "grpo-p3",
+                 "sweep-grpo-p3", "sft-full-seed1", "sweep-grpo-p2-seed1", *[f"nb-{n}" for n in NOTEBOOKS]]:
+        assert name in names, name
+    by = {s.name: s for s in stages}
+    assert set(by["nb-report"].deps) >= {"sweep-grpo-p2", "eval-base-p1"}
+    grpo3 = " ".join(by["grpo-p3"].argv)
+    assert "--set prompt=3" in grpo3 and str(tmp_path / "mini" / "base") in grpo3
+    assert "seed=" in " ".join(by["grpo-p2-seed1"].argv)
+    assert all(names.index(d) < names.index(s.name) for s in stages for d in s.deps)  # dependency order

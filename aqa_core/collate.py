@@ -90,11 +90,14 @@ class SFTCollator:
                 "feature_attention_mask": enc["feature_attention_mask"][0]}
 
     def __call__(self, examples: list[Mapping[str, Any]]) -> dict:
-        import torch
-
         if not examples:
             raise ValueError("SFTCollator got an empty batch")
-        items = [self.encode(ex) for ex in examples]
+        return self.pad([self.encode(ex) for ex in examples])
+
+    def pad(self, items: list[dict]) -> dict:
+        """Right-pad `encode` outputs into a batch (labels padded with -100, attention mask 0)."""
+        import torch
+
         width = max(len(it["input_ids"]) for it in items)
         input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)

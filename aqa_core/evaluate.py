@@ -1,0 +1,693 @@
+"""Batched MMAU-style inference, written in the official prediction format and scored by the
+official rule; checkpoint sweeps with two model selections.
+
+    python -m aqa_core evaluate --model PATH --data QUESTIONS.json --audio-dir DIR --out FILE
+    python -m aqa_core sweep --run RUN_DIR --data QUESTIONS.json --audio-dir DIR \
+        [--validation VAL.jsonl --validation-audio-dir DIR]
+
+What it does, and where it departs from the official R1-AQA `src/test.py` (batches of 16,
+`max_new_tokens=256`, bf16, the raw generation kept as `model_output_ori`):
+- Prompt: `build_messages(record, prompt)` through the processor's chat template; audio via
+  `load_audio` (channel 0, 16 kHz); answer = `extract_answer(raw)` (the rewards' rule).
+- Padding: left, set explicitly. The official script never set the tokenizer's padding side;
+  batched generation needs left padding (right padding would put pad tokens between the prompt
+  and the generated text). The processor expands `<|AUDIO|>` to one token per audio frame
+  before padding (so the model's non-legacy path scatters exactly the unpadded audio features);
+  the attention mask hides the pads, and transformers 5.23's `generate` passes `position_ids`
+  from the mask (`cumsum - 1`; Qwen2's RoPE is relative anyway, so a constant shift would not
+  matter). A padded item's logits thus equal its unpadded ones up to floating-point rounding
+  (different matmul shapes), which can flip a near-tie argmax (tests/test_evaluate.py).
+- Decoding: greedy (`do_sample=False`, no repetition penalty) by default, so a score is a
+  function of the weights. `decoding="checkpoint"` decodes with the checkpoint's own
+  `generation_config` as the official script did (it passed only `max_new_tokens`); when that
+  samples, scores vary run to run (seeded with `seed`, but not across batch sizes or resumes).
+- Items are processed longest-first (less padding per batch); output keeps the file's order.
+- Resumable: each finished batch is appended to `FILE.progress.jsonl` and fsync'ed; rerunning
+  the same command skips what is there. Batch size may change on resume, nothing else may.
+- Every wav is decoded once up front: missing, unreadable or silent ones are reported (count,
+  first ids) before the model is loaded; `--skip-missing` drops them with a counted warning.
+
+The output FILE is the question list with `model_prediction` and `model_output` (both the
+extracted answer) and `raw_output` (the generation) added, so MMAU's `evaluation.py` runs on it
+unchanged; `FILE.score.json` and `FILE.score.txt` hold the report (`aqa_core.mmau`). A `.jsonl`
+question file is read as R1-AQA/AVQA JSONL (a validation split) and scored by the same string
+match, total only (it has no task or difficulty fields).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .answers import extract_answer
+from .audio import SAMPLE_RATE, AudioError, load_audio
+from .prompts import as_prompt, build_messages
+
+PROGRESS_SUFFIX = ".progress.jsonl"
+SCORE_JSON_SUFFIX = ".score.json"
+SCORE_TXT_SUFFIX = ".score.txt"
+DECODINGS = ("greedy", "checkpoint")
+
+
+class EvalError(RuntimeError):
+    """An evaluation that cannot run as asked; the message names the file/record and the fix."""
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The folder `from_pretrained` reads: `path/merged/` for a LoRA checkpoint (see aqa_core.sft),
+    else `path` itself, which must hold a `config.json`."""
+    path = Path(path)
+    if (path / "merged" / "config.json").is_file():
+        return path / "merged"
+    if (path / "config.json").is_file():
+        return path
+    if (path / "adapter_config.json").is_file():
+        raise EvalError(f"{path}: a LoRA adapter without a merged model; expected {path}/merged/ "
+                        "(aqa_core.sft writes it)")
+    raise EvalError(f"{path}: not a model folder (no config.json)")
+
+
+def _processor_dir(model_dir: Path) -> Path:
+    """The first of the model folder and its two parents that holds a saved processor (HF Trainer
+    checkpoints normally do; a `merged/` subfolder may rely on its checkpoint's)."""
+    for d in (model_dir, model_dir.parent, model_dir.parent.parent):
+        if (d / "preprocessor_config.json").is_file() or (d / "processor_config.json").is_file():
+            return d
+    return model_dir
+
+
+def load_model(path: str | Path, device: str | None = None):
+    """(model, processor) from a checkpoint folder, offline, ready for batched generation:
+    eval mode, left padding; bf16 on CUDA, fp32 on CPU."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    model_dir = resolve_model_dir(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    processor = AutoProcessor.from_pretrained(_processor_dir(model_dir))
+    processor.tokenizer.padding_side = "left"
+    return model, processor
+
+
+def generation_config_for(model, processor, decoding: str = "greedy", max_new_tokens: int = 256):
+    """Greedy decoding, or (`"checkpoint"`) the checkpoint's own generation config as the official
+    script used it; `max_new_tokens` in both."""
+    import copy
+
+    from transformers import GenerationConfig
+
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+    base = model.generation_config
+    pad = base.pad_token_id if base.pad_token_id is not None else processor.tokenizer.pad_token_id
+    if decoding == "checkpoint":
+        cfg = copy.deepcopy(base)
+        cfg.max_new_tokens = max_new_tokens  # takes precedence over the config's max_length
+    else:
+        cfg = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                               eos_token_id=base.eos_token_id, bos_token_id=base.bos_token_id)
+    if cfg.pad_token_id is None:
+        eos = cfg.eos_token_id
+        cfg.pad_token_id = pad if pad is not None else (eos[0] if isinstance(eos, list) else eos)
+    return cfg
+
+
+def prompt_texts(processor, records: Sequence[dict], prompt) -> list[str]:
+    """The chat-template text of each record (audio placeholder first, then the user text)."""
+    return [processor.apply_chat_template(build_messages(r, prompt), add_generation_prompt=True, tokenize=False)
+            for r in records]
+
+
+def _audio_seconds(path: str) -> float:
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError):
+        return 0.0
+    return info.frames / max(info.samplerate, 1)
+
+
+def _load_batch_audio(records: Sequence[dict]) -> list:
+    audios = []
+    for r in records:
+        try:
+            audios.append(load_audio(r["audio_path"], SAMPLE_RATE))
+        except AudioError as exc:
+            raise EvalError(f"record id {r.get('id')!r}: {exc}") from exc
+    return audios
+
+
+def _generate(model, processor, texts: list[str], records: Sequence[dict], gen_cfg) -> list[str]:
+    """One left-padded batch through `generate`; the decoded new tokens (special tokens dropped,
+    as the official script's `batch_decode(..., skip_special_tokens=True)`)."""
+    import torch
+
+    inputs = processor(text=texts, audio=_load_batch_audio(records), sampling_rate=SAMPLE_RATE,
+                       return_tensors="pt", padding=True).to(model.device)
+    inputs["input_features"] = inputs["input_features"].to(model.dtype)
+    with torch.inference_mode():
+        out = model.generate(**inputs, generation_config=gen_cfg)
+    return processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True,
+                                  clean_up_tokenization_spaces=False)
+
+
+def evaluate_records(
+    model,
+    processor,
+    records: Sequence[dict],
+    prompt=2,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    decoding: str = "greedy",
+    seed: int = 0,
+    sort_by_length: bool = True,
+    progress: bool = True,
+    on_batch: Callable[[list[tuple[int, dict]]], None] | None = None,
+    desc: str = "evaluate",
+) -> list[dict]:
+    """Generate an answer for every record with a live model (also usable during training).
+
+    Returns, in input order, `{**record, "model_prediction", "model_output", "raw_output"}`.
+    `on_batch` is called after each batch with `[(input index, row), ...]` (the resumable file
+    writer uses it). The model's train/eval mode is restored afterwards.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    prompt = as_prompt(prompt)
+    gen_cfg = generation_config_for(model, processor, decoding, max_new_tokens)
+    processor.tokenizer.padding_side = "left"
+    texts = prompt_texts(processor, records, prompt)
+    order = list(range(len(records)))
+    if sort_by_length:  # longest first: batches of similar length waste less on padding
+        window = getattr(processor.feature_extractor, "chunk_length", 30)
+        key = {i: (min(_audio_seconds(str(records[i]["audio_path"])), window), len(texts[i])) for i in order}
+        order.sort(key=lambda i: key[i], reverse=True)
+    results: list[dict | None] = [None] * len(records)
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(records), unit="item", desc=desc, disable=not progress, dynamic_ncols=True)
+    devices = [model.device] if model.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):  # seeding must not move a training run's RNG
+            torch.manual_seed(seed)
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                raw = _generate(model, processor, [texts[i] for i in idx], [records[i] for i in idx], gen_cfg)
+                done = []
+                for i, text in zip(idx, raw):
+                    answer = extract_answer(text)
+                    results[i] = {**records[i], "model_prediction": answer, "model_output": answer,
+                                  "raw_output": text}
+                    done.append((i, results[i]))
+                if on_batch is not None:
+                    on_batch(done)
+                bar.update(len(idx))
+    finally:
+        bar.close()
+        model.train(was_training)
+    return results  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- questions
+
+
+def load_questions(path: str | Path, audio_dir: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+    """(records, output rows' base fields). MMAU JSON: the output keeps each question's original
+    fields untouched. `.jsonl`: R1-AQA/AVQA questions, output = the loaded record (answer as text)."""
+    from .data import load_avqa_jsonl, load_mmau
+
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        records = load_avqa_jsonl(path, audio_dir=audio_dir, on_missing="keep")
+        return records, [dict(r) for r in records]
+    records = load_mmau(path, audio_dir=audio_dir)
+    originals = json.loads(path.read_text(encoding="utf-8"))
+    return records, originals
+
+
+def check_audio(records: Sequence[dict], progress: bool = False) -> list[tuple[str, str]]:
+    """(id, problem) for each record whose wav `load_audio` rejects (missing, unreadable, empty,
+    silent). Every file is decoded once, so nothing can fail later, mid-run: a header check
+    (`audio.check_audio_files`) would miss silent files, which `load_audio` refuses."""
+    from tqdm.auto import tqdm
+
+    ids_by_path: dict[str, list[str]] = {}
+    for r in records:
+        ids_by_path.setdefault(str(r["audio_path"]), []).append(str(r.get("id")))
+    problems = []
+    for path, ids in tqdm(ids_by_path.items(), desc="checking audio", unit="file", disable=not progress):
+        try:
+            load_audio(path, SAMPLE_RATE)
+        except AudioError as exc:
+            problems += [(i, str(exc).removeprefix(f"{path}: ")) for i in ids]
+    return problems
+
+
+# ----------------------------------------------------------------------------- resumable file
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _model_fingerprint(model_dir: Path) -> str:
+    """Names, sizes and mtimes of the weight files: changes when the checkpoint is rewritten."""
+    parts = [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
+             for p in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin"))]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything a prediction depends on (batch size aside: it only moves near-ties)."""
+
+    model: str
+    model_fingerprint: str
+    data: str
+    data_sha256: str
+    audio_dir: str | None
+    prompt: int
+    max_new_tokens: int
+    decoding: str
+    seed: int
+    limit: int | None
+
+
+def _read_progress(path: Path, settings: EvalSettings, ids: list[str]) -> dict[int, dict] | None:
+    """Finished rows `{index: row}` from a progress sidecar, or None when it belongs to other settings.
+    A torn last line (killed mid-write) is removed from the file; a bad line elsewhere is an error."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    if not lines:
+        return {}
+    if not text.endswith("\n"):  # killed between a row and its newline: end the line before appending
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write("\n")
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError as exc:
+        raise EvalError(f"{path}: unreadable header ({exc.msg}); delete it to start over") from exc
+    if header.get("settings") != asdict(settings):
+        return None
+    done: dict[int, dict] = {}
+    for n, line in enumerate(lines[1:], 2):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n == len(lines):  # cut it off, or the next append would continue the torn line
+                _write_atomic(path, "\n".join(lines[:-1]) + "\n")
+                warnings.warn(f"{path}: dropped a torn last line (interrupted mid-write)", stacklevel=2)
+                break
+            raise EvalError(f"{path}:{n}: invalid JSON ({exc.msg}); delete the file to start over") from exc
+        i = row.get("index")
+        if not isinstance(i, int) or not 0 <= i < len(ids) or row.get("id") != ids[i]:
+            raise EvalError(f"{path}:{n}: row (index {i!r}, id {row.get('id')!r}) does not match the question file")
+        done.setdefault(i, row)  # first copy wins: a batch is never counted twice
+    return done
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def score_rows(rows: list[dict], source: str, avqa: bool) -> tuple[dict, str]:
+    """(report dict, printable text): the official MMAU report for MMAU rows; for AVQA rows the
+    total under the same string match (with a Wilson interval)."""
+    from . import mmau
+
+    if not avqa:
+        report = mmau.score_predictions(rows, source=source)
+        return report.to_dict(), mmau.format_report(report)
+    tally = mmau.Tally()
+    for r in rows:
+        tally.total += 1
+        tally.correct += int(mmau.mmau_string_match(r["answer"], r["model_prediction"], r["choices"]))
+    text = f"Total Accuracy: {tally.accuracy:.2f}% over {tally.total} samples (string match; no task fields)\n"
+    return {"source": source, "total": tally.to_dict(), "scored": tally.total, "records": len(rows)}, text
+
+
+def evaluate_file(
+    model_path: str | Path,
+    data: str | Path,
+    out: str | Path,
+    audio_dir: str | Path | None = None,
+    prompt=2,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    decoding: str = "greedy",
+    seed: int = 0,
+    limit: int | None = None,
+    skip_missing: bool = False,
+    overwrite: bool = False,
+    loader: Callable[[], tuple[Any, Any]] | None = None,
+    after_batch: Callable[[int], None] | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+) -> dict:
+    """Evaluate one model on one question file into `out` (+ `.score.json`/`.score.txt`); returns
+    the score summary. Skips the work when `out` already holds these settings' results; resumes
+    from `out.progress.jsonl`. `loader` supplies (model, processor) (default `load_model`), called
+    only if something is left to generate; `after_batch(n_batches_done)` is a hook (tests interrupt
+    with it)."""
+    say = print if verbose else (lambda *a, **k: None)
+    out, data = Path(out), Path(data)
+    model_dir = resolve_model_dir(model_path)
+    prompt = int(as_prompt(prompt))
+    if decoding not in DECODINGS:
+        raise EvalError(f"--decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+    records, base_rows = load_questions(data, audio_dir)
+    if limit is not None:
+        records, base_rows = records[:limit], base_rows[:limit]
+    settings = EvalSettings(str(model_dir.resolve()), _model_fingerprint(model_dir), str(data.resolve()),
+                            _sha256(data), str(Path(audio_dir).resolve()) if audio_dir else None, prompt,
+                            max_new_tokens, decoding, seed, limit)
+    score_json = out.with_name(out.name + SCORE_JSON_SUFFIX)
+    sidecar = out.with_name(out.name + PROGRESS_SUFFIX)
+    if out.exists() and not sidecar.exists():
+        previous = json.loads(score_json.read_text(encoding="utf-8")) if score_json.is_file() else {}
+        if previous.get("settings") == asdict(settings):
+            score_txt = out.with_name(out.name + SCORE_TXT_SUFFIX)
+            say(score_txt.read_text(encoding="utf-8") if score_txt.is_file() else "", end="")
+            say(f"{out}: already evaluated with these settings (cached)")
+            return {**previous, "cached": True}
+        if not overwrite:
+            raise EvalError(f"{out} exists, from other settings (model, data, prompt, decoding...) or another "
+                            "tool; pass --overwrite or choose another --out")
+
+    problems = check_audio(records, progress)  # before any model work
+    skipped_ids: list[str] = []
+    if problems:
+        detail = "; ".join(f"{i}: {p}" for i, p in problems[:5])
+        msg = (f"{data}: {len(problems)} of {len(records)} question(s) have missing or unreadable audio "
+               f"(first: {detail})")
+        if not skip_missing:
+            raise EvalError(msg + "; fix --audio-dir or pass --skip-missing to drop them")
+        warnings.warn(msg + "; dropped (--skip-missing), so the score covers fewer items", stacklevel=2)
+        skipped_ids = [i for i, _ in problems]
+    bad = set(skipped_ids)
+    ids = [str(r["id"]) for r in records]
+
+    done: dict[int, dict] = {}
+    if sidecar.exists() and sidecar.stat().st_size == 0:  # killed before its header was written
+        sidecar.unlink()
+    if sidecar.exists():
+        found = _read_progress(sidecar, settings, ids)
+        if found is None:
+            if not overwrite:
+                raise EvalError(f"{sidecar} is a partial run with other settings; pass --overwrite to restart")
+            sidecar.unlink()
+        else:
+            done = found
+            say(f"{out}: resuming, {len(done)} of {len(records)} item(s) already done")
+    if not sidecar.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sidecar.write_text(json.dumps({"settings": asdict(settings)}) + "\n", encoding="utf-8")
+
+    pending = [i for i in range(len(records)) if i not in done and ids[i] not in bad]
+    seconds = 0.0
+    if pending:
+        model, processor = (loader or (lambda: load_model(model_dir)))()
+        n_batches = 0
+
+        def write_batch(rows: list[tuple[int, dict]]) -> None:
+            nonlocal n_batches
+            with sidecar.open("a", encoding="utf-8") as fh:
+                for i, row in rows:
+                    fh.write(json.dumps({"index": i, "id": ids[i], "raw_output": row["raw_output"]},
+                                        ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            n_batches += 1
+            if after_batch is not None:
+                after_batch(n_batches)
+
+        t0 = time.perf_counter()
+        try:
+            evaluate_records(model, processor, [records[i] for i in pending], prompt, batch_size, max_new_tokens,
+                             decoding, seed, progress=progress, desc=out.name,
+                             on_batch=lambda rows: write_batch([(pending[j], r) for j, r in rows]))
+        except KeyboardInterrupt:
+            say(f"\ninterrupted: progress kept in {sidecar}; rerun the same command to resume")
+            raise
+        seconds = time.perf_counter() - t0
+        done = _read_progress(sidecar, settings, ids) or {}
+
+    rows = []
+    for i, base in enumerate(base_rows):
+        if ids[i] in bad:
+            continue
+        raw = done[i]["raw_output"]
+        answer = extract_answer(raw)
+        rows.append({**base, "model_prediction": answer, "model_output": answer, "raw_output": raw})
+    _write_atomic(out, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+    report, text = score_rows(rows, str(out), avqa=data.suffix == ".jsonl")
+    summary = {"settings": asdict(settings), "predictions": str(out), "report": report,
+               "skipped_missing_audio": len(skipped_ids), "skipped_ids": skipped_ids[:20],
+               "generated": len(pending), "seconds": round(seconds, 3),
+               "items_per_second": round(len(pending) / seconds, 3) if seconds else None}
+    _write_atomic(score_json, json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    _write_atomic(out.with_name(out.name + SCORE_TXT_SUFFIX), text)
+    sidecar.unlink()
+    summary["cached"] = False
+    say(text, end="")
+    if pending:
+        say(f"{len(pending)} item(s) in {seconds:.1f} s ({len(pending) / seconds:.2f} items/s); wrote {out}")
+    return summary
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+
+def run_models(run_dir: str | Path, include_base: bool = False) -> list[tuple[str, int | None, Path]]:
+    """(name, step, folder) of every `checkpoint-N` of a run, in step order, then `final/` if present
+    (its step is the run's last global step from a `trainer_state.json` in the run, in final/ or
+    else in the last checkpoint: the final model may be a few steps past it). `include_base` puts
+    the model the run started from (`model_name_or_path` in its config.yaml) first, as step 0."""
+    import yaml
+
+    from .runs import checkpoints
+
+    run_dir = Path(run_dir)
+    found: list[tuple[str, int | None, Path]] = []
+    if include_base:
+        cfg_path = run_dir / "config.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+        if not cfg.get("model_name_or_path"):
+            raise EvalError(f"{cfg_path}: no model_name_or_path to evaluate as the base (step 0)")
+        found.append(("base", 0, Path(cfg["model_name_or_path"])))
+    found += [(p.name, int(p.name.split("-")[1]), p) for p in checkpoints(run_dir)]
+    final = run_dir / "final"
+    if (final / "config.json").is_file() or (final / "merged" / "config.json").is_file():
+        step = None
+        last = [f[2] / "trainer_state.json" for f in found if f[0].startswith("checkpoint-")][-1:]
+        for state in (run_dir / "trainer_state.json", final / "trainer_state.json", *last):
+            if state.is_file():
+                step = json.loads(state.read_text(encoding="utf-8")).get("global_step")
+                break
+        found.append(("final", step, final))
+    if not found or found[-1][0] == "base":
+        raise EvalError(f"{run_dir}: no checkpoint-N/ or final/ model folders to evaluate")
+    return found
+
+
+def run_prompt(run_dir: str | Path) -> int:
+    """The prompt a run was trained with: its config's `prompt`, or 1 for an SFT run."""
+    import yaml
+
+    cfg_path = Path(run_dir) / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    if cfg.get("prompt") is not None:
+        return int(as_prompt(cfg["prompt"]))
+    if "sft_tagged" in cfg:  # aqa_core.sft trains with prompt <1> only
+        return 1
+    raise EvalError(f"{run_dir}: cannot tell the run's prompt from {cfg_path}; pass --prompt")
+
+
+def _accuracy(summary: dict | None, task: str | None = None) -> float | None:
+    if summary is None:
+        return None
+    report = summary["report"]
+    tally = report["total"] if task is None else report.get("task", {}).get(task)
+    return tally["accuracy"] if tally and tally["total"] else None
+
+
+def _pick(rows: list[dict], key: str) -> dict | None:
+    scored = [r for r in rows if r[key] is not None]
+    return max(scored, key=lambda r: (r[key], -(r["step"] or 0))) if scored else None  # ties: earliest
+
+
+def sweep(
+    run_dir: str | Path,
+    data: str | Path,
+    audio_dir: str | Path | None = None,
+    validation: str | Path | None = None,
+    validation_audio_dir: str | Path | None = None,
+    prompt=None,
+    out_dir: str | Path | None = None,
+    include_base: bool = False,
+    **eval_kwargs: Any,
+) -> dict:
+    """Evaluate every checkpoint of a run on the test file (and the validation file), write
+    `sweep.json` and `sweep.csv` (accuracy per task per step: Figures 3-4's data) under
+    `out_dir` (default RUN/eval), and report two selections: best on test (the paper's,
+    optimistic) and best on validation, scored on test (the base, when included, is a candidate
+    too). Evaluated checkpoints are cached."""
+    from .mmau import TASKS
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir else run_dir / "eval"
+    prompt = int(as_prompt(prompt)) if prompt is not None else run_prompt(run_dir)
+    eval_kwargs.setdefault("verbose", False)  # one line per checkpoint instead of full reports
+    rows = []
+    for name, step, folder in run_models(run_dir, include_base):
+        cache: list = []
+
+        def loader(folder=folder, cache=cache):
+            if not cache:
+                cache.append(load_model(folder))
+            return cache[0]
+
+        test = evaluate_file(folder, data, out_dir / f"{name}.test.json", audio_dir, prompt, loader=loader,
+                             overwrite=True, **eval_kwargs)
+        val = None
+        if validation is not None:
+            val = evaluate_file(folder, validation, out_dir / f"{name}.validation.json", validation_audio_dir,
+                                prompt, loader=loader, overwrite=True, **eval_kwargs)
+        cache.clear()
+        gc.collect()
+        row = {"checkpoint": name, "step": step, "test": _accuracy(test),
+               **{f"test_{t}": _accuracy(test, t) for t in TASKS},
+               "test_ci95": test["report"]["total"]["ci95"], "test_n": test["report"]["total"]["total"],
+               "validation": _accuracy(val), "validation_n": val["report"]["total"]["total"] if val else None}
+        rows.append(row)
+        print(f"{name}: test {_pct(row['test'])}% of {row['test_n']}"
+              + (f", validation {_pct(row['validation'])}% of {row['validation_n']}" if val else "")
+              + (" (cached)" if test["cached"] and (val is None or val["cached"]) else ""))
+    best_test, best_val = _pick(rows, "test"), _pick(rows, "validation")
+    keep = ("checkpoint", "step", "test", "validation")
+    result = {"run": str(run_dir), "data": str(data), "validation": str(validation) if validation else None,
+              "prompt": prompt, "rows": rows,
+              "selection": {
+                  "best_on_test": best_test and {k: best_test[k] for k in keep},
+                  "best_on_validation": best_val and {k: best_val[k] for k in keep},
+              }}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out_dir / "sweep.json", json.dumps(result, indent=2) + "\n")
+    fields = ["checkpoint", "step", "test", *[f"test_{t}" for t in TASKS], "test_n", "validation", "validation_n"]
+    with (out_dir / "sweep.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    print(format_sweep(result))
+    return result
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def format_sweep(result: dict) -> str:
+    """The sweep as a table plus the two selections side by side."""
+    def pct(x):
+        return "   -  " if x is None else f"{x:6.2f}"
+
+    lines = [f"{'checkpoint':<16}{'step':>6}  {'test':>6}  {'sound':>6}  {'music':>6}  {'speech':>6}  {'valid':>6}"]
+    for r in result["rows"]:
+        step = "-" if r["step"] is None else r["step"]
+        cells = "  ".join(pct(r[k]) for k in ("test", "test_sound", "test_music", "test_speech", "validation"))
+        lines.append(f"{r['checkpoint']:<16}{step:>6}  {cells}")
+    sel = result["selection"]
+    for label, key in (("best on test (paper; optimistic)", "best_on_test"),
+                       ("best on validation, scored on test", "best_on_validation")):
+        s = sel[key]
+        picked = f"{s['checkpoint']} test {pct(s['test']).strip()}%" if s else "n/a (no validation)"
+        lines.append(f"{label:<36}: {picked}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def _eval_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--decoding", choices=DECODINGS, default="greedy",
+                    help="greedy (default) or the checkpoint's generation_config, as the official script")
+    ap.add_argument("--seed", type=int, default=0, help="torch seed (matters only when decoding samples)")
+    ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
+    ap.add_argument("--skip-missing", action="store_true", help="drop questions whose wav is missing (counted)")
+
+
+def cli_evaluate(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m aqa_core evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="model folder (checkpoint, final/, or a base model)")
+    ap.add_argument("--data", required=True, help="MMAU-schema question JSON (or R1-AQA JSONL)")
+    ap.add_argument("--audio-dir", default=None,
+                    help="folder that audio_id paths are relative to (default: the JSON's folder)")
+    ap.add_argument("--out", required=True, help="predictions JSON to write (report beside it)")
+    ap.add_argument("--prompt", default="2", help="1 (SFT), 2 (answer tags, the official eval prompt) or 3 (think)")
+    ap.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
+    _eval_args(ap)
+    a = ap.parse_args(argv)
+    try:
+        evaluate_file(a.model, a.data, a.out, a.audio_dir, a.prompt, a.batch_size, a.max_new_tokens, a.decoding,
+                      a.seed, a.limit, a.skip_missing, a.overwrite)
+    except (EvalError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def cli_sweep(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m aqa_core sweep", description=sweep.__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="run folder with checkpoint-N/ (and final/)")
+    ap.add_argument("--data", required=True, help="test question JSON (MMAU schema)")
+    ap.add_argument("--audio-dir", default=None)
+    ap.add_argument("--validation", default=None, help="validation questions (R1-AQA JSONL or MMAU JSON)")
+    ap.add_argument("--validation-audio-dir", default=None)
+    ap.add_argument("--prompt", default=None, help="default: the run's config (`prompt`; SFT runs: 1)")
+    ap.add_argument("--out-dir", default=None, help="default: RUN/eval")
+    ap.add_argument("--include-base", action="store_true",
+                    help="also evaluate the run's starting model (config model_name_or_path) as step 0")
+    _eval_args(ap)
+    a = ap.parse_args(argv)
+    try:
+        sweep(a.run, a.data, a.audio_dir, a.validation, a.validation_audio_dir, a.prompt, a.out_dir, a.include_base,
+              batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, decoding=a.decoding, seed=a.seed,
+              limit=a.limit, skip_missing=a.skip_missing)
+    except (EvalError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+cli = cli_evaluate

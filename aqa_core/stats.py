@@ -44,12 +44,11 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
         raise ValueError(f"need 0 <= correct <= total, got correct={correct}, total={total}")
     if total == 0:
         return 0.0, 1.0
-    z = _z(confidence)
-    p = correct / total
-    denom = 1.0 + z * z / total
-    centre = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # One formula in the package: mmau.wilson_interval (percent, no numpy/scipy import).
+    from .mmau import wilson_interval as wilson_percent
+
+    lo, hi = wilson_percent(correct, total, z=_z(confidence))
+    return lo / 100.0, hi / 100.0
 
 
 def mcnemar_exact(b: int, c: int) -> float:

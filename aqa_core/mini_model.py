@@ -103,7 +103,10 @@ def build_tokenizer(vocab_size: int = 1024, corpus_path: Path = CORPUS_PATH):
     """A Qwen2-style byte-level BPE tokenizer trained on the fixed corpus (deterministic, <1 s).
 
     Specials as in Qwen2-Audio-7B-Instruct (eos `<|im_end|>`, pad `<|endoftext|>`, no bos), left
-    padding for batched generation, and the Qwen2-Audio chat template.
+    padding for batched generation, and the Qwen2-Audio chat template. Saved as the generic
+    `TokenizersBackend`: `Qwen2Tokenizer` would rebuild Qwen2's own pre-tokenizer on load and
+    drop ours (see PRETOKENIZE_REGEX). The trainer stops below `vocab_size` (857 tokens) when no
+    pair occurs twice in the corpus.
     """
     from tokenizers import Tokenizer
     from transformers import Qwen2AudioProcessor, TokenizersBackend

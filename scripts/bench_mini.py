@@ -91,7 +91,7 @@ def time_sft_steps(model_dir: Path, train_jsonl: Path, steps: int = 4, batch_siz
     model, processor = mini_model.load(model_dir)
     model.model.audio_tower.requires_grad_(False)
     model.train()
-    records = load_avqa_jsonl(train_jsonl)
+    records = load_avqa_jsonl(train_jsonl, audio_dir=train_jsonl.parent / "train-audios", on_missing="error")
     collate = SFTCollator(processor)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     times = []

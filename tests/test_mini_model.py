@@ -32,6 +32,7 @@ def _inputs(processor, seconds=(3.0, 1.0)):
     return processor(text=[text] * len(audio), audio=audio, sampling_rate=16000, return_tensors="pt", padding=True)
 
 
+@pytest.mark.slow
 def test_load_offline_in_fresh_process(tiny_dir):
     """Exactly how later stages load it: two from_pretrained calls, HF_HUB_OFFLINE=1, nothing else."""
     code = (
@@ -291,3 +292,30 @@ def test_converted_whisper_transcribes_speech():
     tok = Tokenizer.from_file(str(mini_model.whisper_tiny_path().with_name("tokenizer.json")))
     text = tok.decode(out[0].tolist(), skip_special_tokens=True).lower()
     assert "tomorrow" in text and "morning" in text, text
+
+
+@pytest.mark.slow
+def test_mini_base_end_to_end_on_generated_data(tmp_path):
+    """mini-data at tiny sizes -> mini-base (Whisper encoder, 3 steps) -> load -> greedy answer."""
+    from aqa_core import mini_data
+    from aqa_core.audio import load_audio
+    from aqa_core.data import load_mmau
+    from aqa_core.prompts import build_messages
+
+    mini_data.generate(tmp_path / "data", sizes=mini_data.MiniSizes(train=4, validation=2, test=4, base=12),
+                       progress=False)
+    out = mini_model.build_base(tmp_path / "data", tmp_path / "base", steps=3,
+                                hp=mini_model.BaseTraining(batch_size=4), progress=False)
+    info = json.loads((out / "build_info.json").read_text())
+    assert info["base_rows"] == 12 and info["hyperparameters"]["steps"] == 3
+    assert info["audio_tower"].startswith("Whisper tiny.en") and info["audio_tower"].endswith("frozen")
+    model, processor = mini_model.load(out)
+    ct = mini_model.read_ctranslate2(mini_model.whisper_tiny_path(), prefix="encoder/conv2/weight")
+    assert torch.equal(model.model.audio_tower.conv2.weight, torch.from_numpy(ct["encoder/conv2/weight"].astype(np.float32)))
+    rec = load_mmau(tmp_path / "data" / "test-mini.json")[0]
+    text = processor.apply_chat_template(build_messages(rec, 2), add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], audio=[load_audio(rec["audio_path"])], sampling_rate=16000, return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.audio_token_id).sum()) == 75  # 3 s clip
+    with torch.no_grad():
+        out_ids = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert out_ids.shape[1] > inputs["input_ids"].shape[1]

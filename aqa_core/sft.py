@@ -203,22 +203,14 @@ class SaveMergedCallback(TrainerCallback):
 
 
 def _trainer_class():
-    """TRL's SFTTrainer with one fix: resuming a full (non-PEFT) run loads the checkpoint's weights."""
-    from peft import PeftModel
+    """TRL's SFTTrainer with one fix, shared with GRPO: resuming a full (non-PEFT) run really
+    loads the checkpoint's weights (see `aqa_core.runs.PretrainedResumeMixin`)."""
     from trl import SFTTrainer
 
-    class AudioSFTTrainer(SFTTrainer):
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):  # noqa: ANN001 - Trainer's
-            model = model if model is not None else self.model
-            if isinstance(model, PeftModel) or self.is_fsdp_enabled:  # adapters and FSDP load correctly
-                return super()._load_from_checkpoint(resume_from_checkpoint, model)
-            # transformers 5.23 saves Qwen2-Audio under its legacy key names (`audio_tower.*`,
-            # `language_model.model.*`), but Trainer resumes with a raw `load_state_dict(strict=False)`
-            # that matches none of them and keeps the initial weights, with only a warning. Load
-            # through `from_pretrained`, which maps the names, and insist that every key matches.
-            saved = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
-            model.load_state_dict(saved.state_dict(), strict=True)
-            return None
+    from .runs import PretrainedResumeMixin
+
+    class AudioSFTTrainer(PretrainedResumeMixin, SFTTrainer):
+        pass
 
     return AudioSFTTrainer
 

@@ -79,6 +79,10 @@ NOTEBOOKS = {
     "grpo_prompt3": ("grpo.ipynb", "sweep-grpo-p3"),
     "report": ("report.ipynb", "*"),
 }
+# A kernel that never answered its first request: nothing in the notebook ran, so it is safe to
+# start it again. Seen once in CI (two kernels starting together; one waited 60 s for a reply).
+KERNEL_START_FAILURES = ("Kernel didn't respond in", "Kernel died before replying to kernel_info")
+KERNEL_START_ATTEMPTS = 3
 NOTEBOOK_ENV = {"MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "HF_HUB_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
 
@@ -217,7 +221,12 @@ def papermill_argv(template: Path, target: Path, params: dict, cwd: Path) -> lis
     """`python -m papermill TEMPLATE TARGET -y PARAMS --cwd CWD` (a subprocess: its own kernel;
     the parameters' relative paths are relative to CWD, the folder the study runs from)."""
     return [sys.executable, "-m", "papermill", str(template), str(target), "-y", yaml.safe_dump(params),
-            "--cwd", str(cwd), "--no-progress-bar", "--log-level", "WARNING"]
+            "--cwd", str(cwd), "--no-progress-bar", "--log-level", "WARNING", "--start-timeout", "180"]
+
+
+def kernel_failed_to_start(output: str) -> bool:
+    """True when papermill's output says the kernel never started (see KERNEL_START_FAILURES)."""
+    return any(msg in output for msg in KERNEL_START_FAILURES)
 
 
 # ----------------------------------------------------------------------------- running
@@ -297,7 +306,13 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
         if echo:
             print(f"\n=== study: {stage.name} ===", flush=True)
         env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // jobs))} if jobs > 1 else {}
-        rc = _run_logged(stage.argv + stage.runtime_args, log_path, echo=echo and jobs == 1, env=env)
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            rc = _run_logged(stage.argv + stage.runtime_args, log_path, echo=echo and jobs == 1, env=env)
+            if rc == 0 or attempt == KERNEL_START_ATTEMPTS or not kernel_failed_to_start(
+                    log_path.read_text(encoding="utf-8", errors="replace")[-4000:]):
+                break
+            print(f"study: {stage.name}: the kernel did not start; trying again ({attempt + 1}/{KERNEL_START_ATTEMPTS})",
+                  file=sys.stderr, flush=True)
         seconds = round(time.perf_counter() - t0, 1)
         missing = [str(p) for p in stage.outputs if not Path(p).exists()]
         if rc != 0 or missing:
@@ -588,7 +603,11 @@ def execute_notebooks(result_dir: str | Path, results_dir: str | Path, recipes: 
             params["grpo_recipes"] = [str(p) for p in recipes["grpo"]]
             params["sft_recipes"] = [str(p) for p in recipes["sft"]]
         argv = papermill_argv(ROOT / "notebooks" / template, results_dir / f"{name}.ipynb", params, Path(cwd))
-        proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **NOTEBOOK_ENV}, capture_output=True, text=True)
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **NOTEBOOK_ENV}, capture_output=True, text=True)
+            if proc.returncode == 0 or not kernel_failed_to_start(proc.stdout[-4000:] + proc.stderr[-4000:]):
+                break
+            print(f"papermill {template}: the kernel did not start; trying again", file=sys.stderr, flush=True)
         if proc.returncode != 0:
             raise RuntimeError(f"papermill {template} -> {name}.ipynb failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 

@@ -56,6 +56,24 @@ def test_failure_skips_dependents_and_timings_are_written(tmp_path):
     assert (tmp_path / "logs" / "bad.log").read_text().startswith("$ ")
 
 
+def test_a_kernel_that_never_started_is_started_again(tmp_path):
+    """The first attempt prints papermill's kernel-start error; the stage is retried, not failed.
+    Any other failure is not retried."""
+    target, count = tmp_path / "nb.txt", tmp_path / "attempts"
+    code = (f"import pathlib,sys; c=pathlib.Path({str(count)!r}); n=int(c.read_text()) if c.exists() else 0; "
+            f"c.write_text(str(n+1)); "
+            f"sys.exit(print(\"RuntimeError: Kernel didn't respond in 60 seconds\") or 1) if n == 0 else "
+            f"pathlib.Path({str(target)!r}).write_text('ok')")
+    flaky = Stage("nb", [sys.executable, "-c", code], [], [target], code=[])
+    assert _statuses(run_stages([flaky], tmp_path, echo=False)) == {"nb": "ran"}
+    assert count.read_text() == "2"
+
+    other = Stage("bad", [sys.executable, "-c", f"open({str(count)!r}, 'a').write('x'); raise SystemExit(2)"],
+                  [], [tmp_path / "never"], code=[])
+    assert _statuses(run_stages([other], tmp_path, echo=False)) == {"bad": "failed"}
+    assert count.read_text() == "2x"  # one attempt
+
+
 def test_code_change_changes_the_key(tmp_path):
     s = Stage("s", ["true"], [], [], code=["aqa_core/study.py"])
     assert s.key({}) == s.key({})

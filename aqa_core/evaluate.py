@@ -36,6 +36,7 @@ match, total only (it has no task or difficulty fields).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gc
 import hashlib
@@ -51,6 +52,7 @@ from typing import Any, Callable, Sequence
 from .answers import extract_answer
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .prompts import as_prompt, build_messages
+from .tower_cache import TowerCache
 
 PROGRESS_SUFFIX = ".progress.jsonl"
 SCORE_JSON_SUFFIX = ".score.json"
@@ -153,15 +155,19 @@ def _load_batch_audio(records: Sequence[dict]) -> list:
     return audios
 
 
-def _generate(model, processor, texts: list[str], records: Sequence[dict], gen_cfg) -> list[str]:
+def _generate(model, processor, texts: list[str], records: Sequence[dict], gen_cfg,
+              tower_cache: TowerCache | None = None) -> list[str]:
     """One left-padded batch through `generate`; the decoded new tokens (special tokens dropped,
-    as the official script's `batch_decode(..., skip_special_tokens=True)`)."""
+    as the official script's `batch_decode(..., skip_special_tokens=True)`). With `tower_cache`
+    (bound to this model's tower), clips it has already encoded are not encoded again."""
     import torch
 
     inputs = processor(text=texts, audio=_load_batch_audio(records), sampling_rate=SAMPLE_RATE,
                        return_tensors="pt", padding=True).to(model.device)
     inputs["input_features"] = inputs["input_features"].to(model.dtype)
-    with torch.inference_mode():
+    replay = (tower_cache.replaying(model, [str(r["audio_path"]) for r in records]) if tower_cache is not None
+              else contextlib.nullcontext())
+    with torch.inference_mode(), replay:
         out = model.generate(**inputs, generation_config=gen_cfg)
     return processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True,
                                   clean_up_tokenization_spaces=False)
@@ -180,12 +186,15 @@ def evaluate_records(
     progress: bool = True,
     on_batch: Callable[[list[tuple[int, dict]]], None] | None = None,
     desc: str = "evaluate",
+    tower_cache: TowerCache | None = None,
 ) -> list[dict]:
     """Generate an answer for every record with a live model (also usable during training).
 
     Returns, in input order, `{**record, "model_prediction", "model_output", "raw_output"}`.
     `on_batch` is called after each batch with `[(input index, row), ...]` (the resumable file
-    writer uses it). The model's train/eval mode is restored afterwards.
+    writer uses it). The model's train/eval mode is restored afterwards. `tower_cache` reuses
+    audio-tower outputs from earlier calls when this model's tower is byte-identical to theirs
+    (a sweep over the checkpoints of a run whose tower was frozen).
     """
     import torch
     from tqdm.auto import tqdm
@@ -202,6 +211,8 @@ def evaluate_records(
         key = {i: (min(_audio_seconds(str(records[i]["audio_path"])), window), len(texts[i])) for i in order}
         order.sort(key=lambda i: key[i], reverse=True)
     results: list[dict | None] = [None] * len(records)
+    if tower_cache is not None:
+        tower_cache.bind(model)
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(records), unit="item", desc=desc, disable=not progress, dynamic_ncols=True)
@@ -211,7 +222,8 @@ def evaluate_records(
             torch.manual_seed(seed)
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
-                raw = _generate(model, processor, [texts[i] for i in idx], [records[i] for i in idx], gen_cfg)
+                raw = _generate(model, processor, [texts[i] for i in idx], [records[i] for i in idx], gen_cfg,
+                                tower_cache)
                 done = []
                 for i, text in zip(idx, raw):
                     answer = extract_answer(text)
@@ -368,12 +380,13 @@ def evaluate_file(
     after_batch: Callable[[int], None] | None = None,
     progress: bool = True,
     verbose: bool = True,
+    tower_cache: TowerCache | None = None,
 ) -> dict:
     """Evaluate one model on one question file into `out` (+ `.score.json`/`.score.txt`); returns
     the score summary. Skips the work when `out` already holds these settings' results; resumes
     from `out.progress.jsonl`. `loader` supplies (model, processor) (default `load_model`), called
     only if something is left to generate; `after_batch(n_batches_done)` is a hook (tests interrupt
-    with it)."""
+    with it); `tower_cache` is passed to `evaluate_records`."""
     say = print if verbose else (lambda *a, **k: None)
     out, data = Path(out), Path(data)
     model_dir = resolve_model_dir(model_path)
@@ -449,7 +462,7 @@ def evaluate_file(
         t0 = time.perf_counter()
         try:
             evaluate_records(model, processor, [records[i] for i in pending], prompt, batch_size, max_new_tokens,
-                             decoding, seed, progress=progress, desc=out.name,
+                             decoding, seed, progress=progress, desc=out.name, tower_cache=tower_cache,
                              on_batch=lambda rows: write_batch([(pending[j], r) for j, r in rows]))
         except KeyboardInterrupt:
             say(f"\ninterrupted: progress kept in {sidecar}; rerun the same command to resume")
@@ -541,6 +554,36 @@ def _pick(rows: list[dict], key: str) -> dict | None:
     return max(scored, key=lambda r: (r[key], -(r["step"] or 0))) if scored else None  # ties: earliest
 
 
+def _same_weights(a: Path, b: Path) -> bool:
+    """True when two model folders hold the same tensors (compared one tensor at a time; the
+    files' bytes may differ in tensor order)."""
+    import torch
+    from safetensors import safe_open
+
+    def index(folder: Path) -> dict[str, Path]:
+        return {k: f for f in sorted(resolve_model_dir(folder).glob("*.safetensors"))
+                for k in safe_open(str(f), "pt").keys()}
+
+    ia, ib = index(a), index(b)
+    if not ia or ia.keys() != ib.keys():
+        return False
+    for key in ia:
+        with safe_open(str(ia[key]), "pt") as fa, safe_open(str(ib[key]), "pt") as fb:
+            if not torch.equal(fa.get_tensor(key), fb.get_tensor(key)):
+                return False
+    return True
+
+
+def _same_weights_checkpoint(models: list[tuple[str, int | None, Path]], step: int | None,
+                             folder: Path) -> str | None:
+    """The checkpoint at `step` whose weight files are byte-identical to `folder`'s, if any (a run
+    saves its last step as a checkpoint and again as final/)."""
+    for name, s, other in models:
+        if name.startswith("checkpoint-") and s == step and _same_weights(other, folder):
+            return name
+    return None
+
+
 def sweep(
     run_dir: str | Path,
     data: str | Path,
@@ -563,8 +606,14 @@ def sweep(
     out_dir = Path(out_dir) if out_dir else run_dir / "eval"
     prompt = int(as_prompt(prompt)) if prompt is not None else run_prompt(run_dir)
     eval_kwargs.setdefault("verbose", False)  # one line per checkpoint instead of full reports
+    # A frozen tower is byte-identical in every checkpoint: each clip is encoded once per sweep.
+    eval_kwargs.setdefault("tower_cache", TowerCache(device="cpu"))
     rows = []
-    for name, step, folder in run_models(run_dir, include_base):
+    models = run_models(run_dir, include_base)
+    for name, step, folder in models:
+        if name == "final" and (twin := _same_weights_checkpoint(models, step, folder)) is not None:
+            print(f"final: the same weights as {twin} (not evaluated again)")
+            continue
         cache: list = []
 
         def loader(folder=folder, cache=cache):

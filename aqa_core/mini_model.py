@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .tower_cache import TowerCache
+
 CODE_VERSION = "mini-model-3"  # bump when a change here alters what gets built
 CORPUS_PATH = Path(__file__).with_name("tokenizer_corpus.txt")
 SAMPLE_RATE = 16_000
@@ -389,63 +391,8 @@ def _is_cached(out: Path, fp: str) -> bool:
     return json.loads(info.read_text()).get("fingerprint") == fp
 
 
-class _TowerDone(Exception):
-    """Raised by a hook to stop a forward pass right after the audio tower."""
-
-
-class FrozenTowerCache:
-    """Run a frozen audio tower once per example and replay its output afterwards.
-
-    With the tower frozen its output for a clip never changes, so later epochs skip the encoder
-    (about half of a step's compute). Both directions use the stock Qwen2-Audio forward: new
-    examples go through it until the tower has run (a hook captures the output and stops there);
-    then `audio_tower.forward` is swapped, for one call, for a lookup of the cached outputs, so
-    the projector, the audio-token merge and the loss are the model's own code.
-    """
-
-    def __init__(self):
-        self.outputs: dict = {}
-
-    def _fill(self, model, batch: dict, rows: list[int], keys: list) -> None:
-        import torch
-
-        tower, captured = model.model.audio_tower, {}
-
-        def hook(module, args, output):
-            captured["hidden"] = output.last_hidden_state
-            raise _TowerDone
-
-        handle = tower.register_forward_hook(hook)
-        try:
-            with torch.no_grad():
-                model.model(**{k: batch[k][rows] for k in
-                               ("input_ids", "attention_mask", "input_features", "feature_attention_mask")})
-        except _TowerDone:
-            pass
-        finally:
-            handle.remove()
-        for j, i in enumerate(rows):
-            self.outputs[keys[i]] = captured["hidden"][j].clone()
-
-    def forward(self, model, batch: dict, keys: list):
-        """`model(**batch)` with the tower's outputs taken from (and added to) the cache."""
-        import torch
-        from transformers.modeling_outputs import BaseModelOutput
-
-        todo = [i for i, k in enumerate(keys) if k not in self.outputs]
-        if todo:
-            self._fill(model, batch, todo, keys)
-        hidden = torch.stack([self.outputs[k] for k in keys])
-        tower = model.model.audio_tower
-        tower.forward = lambda *args, **kwargs: BaseModelOutput(last_hidden_state=hidden)
-        try:
-            return model(**batch)
-        finally:
-            del tower.forward  # back to the class's forward
-
-
 def train_base(model, processor, rows: list[dict], hp: BaseTraining, *, seed: int = 0, progress: bool = True,
-               tower_cache: FrozenTowerCache | None = None) -> list[dict]:
+               tower_cache: TowerCache | None = None) -> list[dict]:
     """The base stage's plain torch loop: AdamW, constant lr after a short warmup, batches drawn
     from seeded epoch permutations of `rows`, loss on the response tokens only (SFTCollator).
     Returns the per-step log. The frozen tower's outputs are cached across epochs."""
@@ -456,7 +403,7 @@ def train_base(model, processor, rows: list[dict], hp: BaseTraining, *, seed: in
 
     if hp.freeze_audio_tower:
         model.model.audio_tower.requires_grad_(False)
-        tower_cache = tower_cache if tower_cache is not None else FrozenTowerCache()
+        tower_cache = tower_cache if tower_cache is not None else TowerCache()
     else:
         tower_cache = None
     params = [p for p in model.parameters() if p.requires_grad]

@@ -69,7 +69,7 @@ class ScriptedGeneration:
         self.rule = rule or (lambda model_name, rec: int(rec["id"].lstrip("qv") or 0) % 2 == 0)
         self.items: list[str] = []
 
-    def __call__(self, model, processor, texts, records, gen_cfg):
+    def __call__(self, model, processor, texts, records, gen_cfg, tower_cache=None):
         assert len(texts) == len(records) and all("<|AUDIO|>" in t for t in texts)
         out = []
         for r in records:
@@ -242,8 +242,9 @@ def test_sweep_tabulates_steps_and_selects_two_ways(tmp_path, tiny_model, monkey
     val = write_avqa(tmp_path / "v", n=6)
     kw = dict(batch_size=4, max_new_tokens=8, progress=False, verbose=False)
     res = ev.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios", **kw)
-    assert [r["checkpoint"] for r in res["rows"]] == ["checkpoint-10", "checkpoint-20", "checkpoint-30", "final"]
-    assert [r["step"] for r in res["rows"]] == [10, 20, 30, 30]
+    # final/ holds checkpoint-30's weights (as a run's last save does): it is not evaluated again
+    assert [r["checkpoint"] for r in res["rows"]] == ["checkpoint-10", "checkpoint-20", "checkpoint-30"]
+    assert [r["step"] for r in res["rows"]] == [10, 20, 30]
     assert res["rows"][1]["test"] == pytest.approx(100 * 6 / 9)
     assert res["rows"][0]["validation"] == 100.0
     assert res["selection"]["best_on_test"]["checkpoint"] == "checkpoint-20"
@@ -251,10 +252,11 @@ def test_sweep_tabulates_steps_and_selects_two_ways(tmp_path, tiny_model, monkey
     assert res["selection"]["best_on_validation"]["test"] == pytest.approx(100 * 3 / 9)
     assert (run_dir / "eval" / "checkpoint-20.test.json").is_file()
     csv_lines = (run_dir / "eval" / "sweep.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("checkpoint,step,test,test_sound,test_music,test_speech") and len(csv_lines) == 5
+    assert csv_lines[0].startswith("checkpoint,step,test,test_sound,test_music,test_speech") and len(csv_lines) == 4
     assert json.loads((run_dir / "eval" / "sweep.json").read_text())["selection"] == res["selection"]
     printed = capsys.readouterr().out
     assert "best on test" in printed and "best on validation" in printed
+    assert "final: the same weights as checkpoint-30" in printed
 
     n = len(gen.items)
     (run_dir / "checkpoint-40").mkdir()  # a new checkpoint: only it is evaluated on the rerun
@@ -266,7 +268,24 @@ def test_sweep_tabulates_steps_and_selects_two_ways(tmp_path, tiny_model, monkey
                     include_base=True, **kw)
     assert len(gen.items) - n == 2 * (9 + 6)  # only the new checkpoint and the base
     assert [(r["checkpoint"], r["step"]) for r in res2["rows"]][:2] == [("base", 0), ("checkpoint-10", 10)]
-    assert len(res2["rows"]) == 6 and "(cached)" in capsys.readouterr().out
+    assert len(res2["rows"]) == 5 and "(cached)" in capsys.readouterr().out
+
+
+def test_sweep_evaluates_a_final_model_that_differs(tmp_path, tiny_model, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    run_dir = _make_run(tmp_path, tiny_model)
+    weights = run_dir / "final" / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+    gen = ScriptedGeneration()
+    monkeypatch.setattr(ev, "_generate", gen)
+    data = write_mmau(tmp_path / "d", n=4)
+    res = ev.sweep(run_dir, data, batch_size=4, max_new_tokens=8, progress=False, verbose=False)
+    assert [r["checkpoint"] for r in res["rows"]] == ["checkpoint-10", "checkpoint-20", "checkpoint-30", "final"]
+    assert len(gen.items) == 4 * 4
 
 
 def test_run_prompt_from_config(tmp_path):
@@ -322,6 +341,34 @@ def test_left_padding_matches_batch_size_one(tmp_path, tiny_model):
     assert same / len(records) >= 0.99
     assert [r["id"] for r in batched] == [r["id"] for r in records]  # input order kept despite sorting
     assert all(len(r["raw_output"]) > 0 for r in batched)
+
+
+@pytest.mark.slow
+def test_tower_cache_replays_an_identical_tower_only(tmp_path, tiny_model):
+    """A second model with the same tower weights encodes nothing and predicts the same; a model
+    whose tower differs empties the cache and encodes every clip again."""
+    import torch
+
+    from aqa_core.data import load_mmau
+    from aqa_core.tower_cache import TowerCache, audio_tower
+
+    torch.set_num_threads(1)
+    records = load_mmau(write_mmau(tmp_path / "d", n=8), check_audio=True)
+    model, processor = ev.load_model(tiny_model)
+    kw = dict(batch_size=3, max_new_tokens=12, progress=False)
+    plain = ev.evaluate_records(model, processor, records, 2, **kw)
+    cache = TowerCache(device="cpu")
+    first = ev.evaluate_records(model, processor, records, 2, tower_cache=cache, **kw)
+    assert (cache.misses, cache.hits) == (8, 0)
+    again, _ = ev.load_model(tiny_model)  # another checkpoint, same tower
+    second = ev.evaluate_records(again, processor, records, 2, tower_cache=cache, **kw)
+    assert (cache.misses, cache.hits) == (8, 8)
+    assert [r["raw_output"] for r in first] == [r["raw_output"] for r in second] == [r["raw_output"] for r in plain]
+    with torch.no_grad():
+        next(audio_tower(again).parameters()).add_(0.01)  # a tower that was trained
+    ev.evaluate_records(again, processor, records, 2, tower_cache=cache, **kw)
+    assert (cache.misses, cache.hits) == (16, 8)
+    assert "forward" not in vars(audio_tower(again))
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import torch
 
 from aqa_core import mini_model
 from aqa_core.mini_model import SPECIAL_TOKENS
+from aqa_core.tower_cache import TowerCache
 
 
 @pytest.fixture(scope="module")
@@ -207,13 +208,13 @@ def test_load_base_rows_names_missing_audio(base_data, tmp_path):
         mini_model.load_base_rows(tmp_path)
 
 
-def test_frozen_tower_cache_gives_stock_logits(tiny, base_data):
+def test_tower_cache_gives_stock_logits(tiny, base_data):
     from aqa_core.collate import SFTCollator
 
     model, processor = tiny
     rows = mini_model.load_base_rows(base_data)
     collate = SFTCollator(processor)
-    cache = mini_model.FrozenTowerCache()
+    cache = TowerCache()
     batch = collate(rows[:4])
     keys = [r["audio_path"] for r in rows[:4]]
     with torch.no_grad():
@@ -222,7 +223,7 @@ def test_frozen_tower_cache_gives_stock_logits(tiny, base_data):
         batch2 = collate([rows[2], rows[0]])  # replayed from the cache, other batch layout
         assert torch.allclose(cache.forward(model, batch2, [keys[2], keys[0]]).logits, model(**batch2).logits,
                               atol=1e-6)
-    assert len(cache.outputs) == 4
+    assert len(cache.outputs) == 4 and (cache.misses, cache.hits) == (4, 2)
     assert "forward" not in vars(model.model.audio_tower)  # the swap is undone
 
 

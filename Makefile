@@ -6,6 +6,8 @@ VPY    := $(VENV)/bin/python
 # torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build on CPU machines.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# stages of the study run at once (torch threads are split among them)
+JOBS   ?= 2
 
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
@@ -33,7 +35,7 @@ test-fast: $(STAMP)
 
 ## The main job: the mini reproduction (cached stage by stage), then the book.
 book: $(STAMP)
-	$(VPY) -m aqa_core study --out runs/mini
+	$(VPY) -m aqa_core study --out runs/mini --jobs $(JOBS)
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going
 
 ## Rebuild the book from existing results only.

@@ -102,6 +102,7 @@ class Stage:
     config: dict[str, Any] = field(default_factory=dict)
     clear: list[Path] = field(default_factory=list)  # removed before the stage reruns
     runtime_args: list[str] = field(default_factory=list)  # appended when run, not part of the key (threads)
+    exclusive: bool = False  # runs alone with every core (the stages everything else waits for)
 
     def key(self, dep_ids: dict[str, str], hash_code: bool = True) -> str:
         h = hashlib.sha256()
@@ -144,7 +145,8 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
         Stage("data", _py("mini-data", "--out", data, *data_args), [], [data / "manifest.json", test],
               CODE["data"]),
         Stage("base", _py("mini-base", "--data", data, "--out", base, *base_args),
-              ["data"], [base / "build_info.json"], CODE["base"], clear=[base], runtime_args=["--threads", str(threads)]),
+              ["data"], [base / "build_info.json"], CODE["base"], clear=[base],
+              runtime_args=["--threads", str(os.cpu_count() or 2)], exclusive=True),
     ]
     for p in (2, 1):
         pred = out / "eval" / f"base-prompt{p}" / "predictions.json"
@@ -171,7 +173,7 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
             stages.append(Stage(f"sweep-{name}{suffix}",
                                 _py("sweep", "--run", run_dir, "--data", test, "--audio-dir", data,
                                     "--validation", val, "--validation-audio-dir", data / "validation-audios",
-                                    *eval_args),
+                                    "--include-base", *eval_args),
                                 [name + suffix], [run_dir / "eval" / "sweep.json"], CODE["eval"],
                                 clear=[run_dir / "eval"]))
     done_before = [s.name for s in stages]
@@ -305,7 +307,7 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
         log_path = logs / f"{stage.name}.log"
         if echo:
             print(f"\n=== study: {stage.name} ===", flush=True)
-        env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // jobs))} if jobs > 1 else {}
+        env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // jobs))} if jobs > 1 and not stage.exclusive else {}
         for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
             rc = _run_logged(stage.argv + stage.runtime_args, log_path, echo=echo and jobs == 1, env=env)
             if rc == 0 or attempt == KERNEL_START_ATTEMPTS or not kernel_failed_to_start(
@@ -337,7 +339,8 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
                 if any(t is not None and t.status in ("failed", "skipped") for t in states):
                     timings[stage.name] = Timing(stage.name, "skipped", 0.0)
                     pending.remove(stage)
-                elif all(t is not None for t in states) and len(running) < max(1, jobs):
+                elif (all(t is not None for t in states) and len(running) < max(1, jobs)
+                      and not (stage.exclusive and running) and not any(r.exclusive for r in running.values())):
                     running[pool.submit(work, stage)] = stage
                     pending.remove(stage)
             if not running:

@@ -419,40 +419,6 @@ def build_trainer(cfg: GRPORecipe, run_dir: str | Path | None = None, callbacks:
     )
 
 
-def save_final(trainer, run_dir: str | Path) -> Path:
-    """`<run_dir>/final`: model + processor, loadable with `from_pretrained` like the base model.
-    A LoRA run writes the merged weights there and its adapter in `final/adapter` (the layout
-    aqa_core.sft uses and aqa_core.evaluate reads)."""
-    from accelerate.utils import is_peft_model
-
-    final = Path(run_dir) / "final"
-    if is_peft_model(trainer.accelerator.unwrap_model(trainer.model)):
-        from .sft import save_merged
-
-        save_merged(trainer, final)  # collective under ZeRO-3: every process calls it
-        trainer.save_model(str(final / "adapter"))
-    else:
-        trainer.save_model(str(final))
-        if trainer.accelerator.is_main_process:
-            trainer.processing_class.save_pretrained(final)
-    trainer.accelerator.wait_for_everyone()
-    return final
-
-
-def merged_checkpoints_callback(trainer_ref: list):
-    """A TrainerCallback writing `checkpoint-N/merged/` (the merged LoRA model) at every save, so
-    the checkpoint sweep loads LoRA checkpoints like full ones (`trainer_ref[0]` is the trainer)."""
-    from transformers import TrainerCallback
-
-    from .sft import MERGED_DIR, save_merged
-
-    class MergedCheckpoints(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            save_merged(trainer_ref[0], Path(args.output_dir) / f"checkpoint-{state.global_step}" / MERGED_DIR)
-
-    return MergedCheckpoints()
-
-
 def run_grpo(cfg: GRPORecipe, resume: bool = False, callbacks: list | None = None, reward_funcs: list | None = None):
     """Train one GRPO run into `cfg.output_dir` (seed, data, model, trainer, train, save).
     `resume` continues from the folder's last checkpoint; `callbacks` are extra TrainerCallbacks
@@ -460,7 +426,7 @@ def run_grpo(cfg: GRPORecipe, resume: bool = False, callbacks: list | None = Non
     import torch
     from transformers import set_seed
 
-    from .runs import MetricsCallback, last_checkpoint, prepare_run_dir
+    from .runs import MetricsCallback, SaveMergedCallback, last_checkpoint, prepare_run_dir, save_final
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -471,12 +437,11 @@ def run_grpo(cfg: GRPORecipe, resume: bool = False, callbacks: list | None = Non
     if cfg.num_processes is not None and cfg.num_processes != world:
         log.warning("recipe assumes %d processes, running on %d: the effective batch differs from the recipe's",
                     cfg.num_processes, world)
-    trainer_ref: list = []
-    extra = [MetricsCallback(run_dir), *(callbacks or [])]
-    if cfg.use_peft:
-        extra.append(merged_checkpoints_callback(trainer_ref))
+    merged_cb = SaveMergedCallback() if cfg.use_peft else None
+    extra = [MetricsCallback(run_dir), *(callbacks or []), *([merged_cb] if merged_cb else [])]
     trainer = build_trainer(cfg, run_dir, callbacks=extra, reward_funcs=reward_funcs)
-    trainer_ref.append(trainer)
+    if merged_cb:
+        merged_cb.trainer = trainer
     if trainer.accelerator.is_main_process:
         print(f"grpo: {len(trainer.train_dataset)} questions, prompt <{cfg.prompt}>, rewards "
               f"{'+'.join(f.__name__ for f in trainer.reward_funcs)}, world size {trainer.accelerator.num_processes}, "

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from . import synth as S
 from .prompts import Prompt, avqa_question, user_text
 
-VERSION = "1"
+VERSION = "2"  # bump when the generated data changes
 NUMS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLITS = ("train", "validation", "test", "base")
 SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
@@ -149,6 +149,11 @@ CAPTION_PROMPTS = ("Describe the audio.", "What do you hear?", "Write a short ca
                    "Give a one-sentence description of the clip.")
 TAG_TAILS = (" Output the final answer in <answer> </answer>.", " Put your answer in <answer> </answer>.",
              " Answer inside <answer> </answer>.")
+# The base corpus also shows reasoning before the answer (an instruct model has seen such
+# formats; without them prompt <3>'s format reward is never earned and GRPO has no signal for it):
+# the "thinking" is the clip's caption, a description of what is heard.
+THINK_TAILS = (" Output the thinking process in <think> </think> and final answer in <answer> </answer>.",
+               " Describe what you hear in <think> </think>, then answer in <answer> </answer>.")
 VOICES = {"train": {"male": ("en+m1", "en+m3"), "female": ("en+f1", "en+f3")},
           "test": {"male": ("en+m2", "en+m7"), "female": ("en+f2", "en+f4")}}
 SENTENCES = {"train": ("Hello, how are you today?", "The weather is nice.", "Please close the window.",
@@ -390,6 +395,8 @@ def _base_text(key: str, kind: str, choices: list[str], answer: str, caption: st
             else f"{q} Choose one of: {' / '.join(choices)}.")
     if kind == "mc_tagged":
         return body + _pick(rng, TAG_TAILS), f"<answer>{answer}</answer>"
+    if kind == "mc_think":
+        return body + _pick(rng, THINK_TAILS), f"<think>{caption}</think><answer>{answer}</answer>"
     return body, answer
 
 
@@ -408,7 +415,7 @@ def _plan(split: str, n: int, seed: int) -> list[dict]:
             item["id"] = str(uuid.UUID(bytes=rng.bytes(16), version=4))
             item["difficulty"] = difficulty(key, params)
         elif split == "base":
-            item["kind"] = str(rng.choice(["caption", "open", "mc_tagged", "mc_plain"], p=[.25, .2, .35, .2]))
+            item["kind"] = str(rng.choice(["caption", "open", "mc_tagged", "mc_think", "mc_plain"], p=[.2, .15, .3, .15, .2]))
             item["prompt"], item["response"] = _base_text(key, item["kind"], item["choices"], answer, caption, rng)
         else:
             item["question"] = _pick(rng, sub.train_q)

@@ -35,6 +35,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from .metrics import read_metrics, tenth_means
+
 PAPER_RESULTS_FILE = Path(__file__).with_name("paper_results.yaml")
 TASKS = ("sound", "music", "speech")
 SWEEP_FILE = Path("eval") / "sweep.json"
@@ -600,26 +602,6 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
     return head + np.convolve(v, kernel, mode="valid").tolist()
 
 
-def read_metrics(run_dir: str | Path, summary: bool = False) -> list[dict]:
-    """The rows of `RUN/metrics.jsonl` (the format of `aqa_core.runs.MetricsCallback`; per-step rows,
-    plus the final summary row with `summary=True`). Read here rather than through
-    `aqa_core.runs.read_metrics` because importing `aqa_core.runs` imports transformers and torch,
-    seconds to a minute per notebook kernel, for a file of JSON lines."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics file (has the run started?)")
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-            if summary or not row.get("summary"):
-                rows.append(row)
-    return rows
-
-
 def metric_series(run_dir: str | Path, key: str) -> tuple[list[int], list[float]]:
     """(steps, values) of one logged metric of a run (rows without it are skipped)."""
     rows = [r for r in read_metrics(run_dir) if isinstance(r.get(key), (int, float))]
@@ -674,12 +656,6 @@ def _accuracy_panel(ax, runs: Mapping[str, tuple[str, Path]], baseline: tuple[st
     ax.set_ylabel("test accuracy (%)")
     ax.legend(loc="best", fontsize=8)
     return values
-
-
-def _reward_rise(values: Sequence[float]) -> tuple[float, float]:
-    """Mean of the first and of the last tenth of the logged steps (at least one step each)."""
-    n = max(1, len(values) // 10)
-    return float(sum(values[:n]) / n), float(sum(values[-n:]) / n)
 
 
 def _new_figure(width: float, height: float):
@@ -750,7 +726,7 @@ def figure_grpo_convergence(runs: Mapping[str, str | Path] | str | Path, result_
         w = smooth or max(1, len(steps) // 15)
         ax_r.plot(steps, reward, color=color, alpha=0.25, linewidth=0.8)
         ax_r.plot(steps, _smooth(reward, w), color=color, linewidth=2, label=label)
-        first, last = _reward_rise(reward)
+        first, last = tenth_means(reward)
         values[f"{key}_reward_first_tenth"], values[f"{key}_reward_last_tenth"] = first, last
         values[f"{key}_reward_rise"] = last - first
         values[f"{key}_steps"] = int(steps[-1])
@@ -787,7 +763,7 @@ def figure_sft_convergence(runs: Mapping[str, str | Path] | str | Path, result_d
             continue
         ax_l.plot(steps, loss, color=color, alpha=0.3, linewidth=0.8)
         ax_l.plot(steps, _smooth(loss, smooth or max(1, len(steps) // 15)), color=color, linewidth=2, label=label)
-        first, last = _reward_rise(loss)
+        first, last = tenth_means(loss)
         values[f"{key}_loss_first_tenth"], values[f"{key}_loss_last_tenth"] = first, last
         values[f"{key}_steps"] = int(steps[-1])
     ax_l.set_xlabel("training step")

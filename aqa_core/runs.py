@@ -42,8 +42,11 @@ from typing import Any
 import yaml
 
 from .config import save_config, to_dict
+from .metrics import METRICS_FILE, first_last_tenth, read_metrics  # noqa: F401 - part of this API
 
-METRICS_FILE = "metrics.jsonl"
+FINAL_DIR = "final"  # the model at the end of a run, always a plain model folder
+MERGED_DIR = "merged"  # checkpoint-N/merged/: a LoRA checkpoint as a plain model folder
+
 CONFIG_FILE = "config.yaml"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -158,22 +161,67 @@ class MetricsCallback(TrainerCallback):
                 fh.write(json.dumps(row) + "\n")
 
 
-def read_metrics(run_dir: str | Path, summary: bool = False) -> list[dict]:
-    """The rows of `<run_dir>/metrics.jsonl` (per-step rows; `summary=True` adds the final one)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no metrics file (has the run started?)")
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
+# ----------------------------------------------------------------------------- LoRA runs
+
+
+def merge_lora_state_dict(state_dict: dict, scaling: float, adapter: str = "default") -> dict:
+    """A PEFT model's state dict -> the plain model's, with W + scaling * B @ A in every
+    adapted Linear. Works from a (possibly ZeRO-3-gathered) state dict, so the training model
+    is never modified (merging in place and back would drift bf16 weights)."""
+    out = {}
+    for key, value in state_dict.items():
+        if ".lora_" in key:
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-        if summary or not row.get("summary"):
-            rows.append(row)
-    return rows
+        name = key.removeprefix("base_model.model.")
+        if ".base_layer." in key and key.endswith(".weight"):
+            stem = key[: -len(".base_layer.weight")]
+            a, b = state_dict[f"{stem}.lora_A.{adapter}.weight"], state_dict[f"{stem}.lora_B.{adapter}.weight"]
+            value = (value.float() + scaling * (b.float() @ a.float())).to(value.dtype)
+        out[name.replace(".base_layer.", ".")] = value
+    return out
+
+
+def save_merged(trainer, out_dir: str | Path) -> None:
+    """Write the merged LoRA model + processor to `out_dir` (called on every process: the
+    state dict gather is collective under ZeRO-3; only the main process writes)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    # The wrapped model: under ZeRO-3 only the DeepSpeed engine can gather the sharded weights.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if not trainer.accelerator.is_main_process:
+        return
+    peft_cfg = model.peft_config["default"]
+    scaling = peft_cfg.lora_alpha / (peft_cfg.r ** 0.5 if peft_cfg.use_rslora else peft_cfg.r)
+    merged = merge_lora_state_dict(state_dict, scaling)
+    model.get_base_model().save_pretrained(out_dir, state_dict=merged)
+    trainer.processing_class.save_pretrained(out_dir)
+
+
+class SaveMergedCallback(TrainerCallback):
+    """After each checkpoint of a LoRA run, write `checkpoint-N/merged/` (a plain model).
+    `trainer` is set once the trainer exists (the callback must be passed to its constructor)."""
+
+    trainer = None
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
+        save_merged(self.trainer, Path(args.output_dir) / f"checkpoint-{state.global_step}" / MERGED_DIR)
+
+
+def save_final(trainer, run_dir: str | Path) -> Path:
+    """`<run_dir>/final`: model + processor, loadable with `from_pretrained` like the base model.
+    A LoRA run writes the merged weights there and its adapter in `final/adapter` (the layout
+    aqa_core.sft uses and aqa_core.evaluate reads)."""
+    from accelerate.utils import is_peft_model
+
+    final = Path(run_dir) / FINAL_DIR
+    if is_peft_model(trainer.accelerator.unwrap_model(trainer.model)):
+        save_merged(trainer, final)  # collective under ZeRO-3: every process calls it
+        trainer.save_model(str(final / "adapter"))
+    else:
+        trainer.save_model(str(final))
+        if trainer.accelerator.is_main_process:
+            trainer.processing_class.save_pretrained(final)
+    trainer.accelerator.wait_for_everyone()
+    return final
 
 
 class PretrainedResumeMixin:
@@ -201,19 +249,6 @@ class PretrainedResumeMixin:
         unwrapped.load_state_dict(loaded.state_dict(), strict=True)  # an incomplete checkpoint fails here
         del loaded
         return None
-
-
-def first_last_tenth(rows: list[dict], key: str) -> tuple[float, float]:
-    """Mean of `key` over the first and the last tenth of the logged steps (at least one row each).
-
-    >>> first_last_tenth([{"step": i, "reward": i / 10} for i in range(1, 21)], "reward")
-    (0.15, 1.95)
-    """
-    values = [float(r[key]) for r in rows if r.get(key) is not None]
-    if not values:
-        raise ValueError(f"no {key!r} values in {len(rows)} metric rows")
-    n = max(1, len(values) // 10)
-    return round(sum(values[:n]) / n, 10), round(sum(values[-n:]) / n, 10)
 
 
 @dataclass(frozen=True)

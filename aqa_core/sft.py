@@ -25,9 +25,8 @@ from typing import Any, Literal
 from transformers import TrainerCallback
 
 from .config import RecipeError, load_recipe
+from .runs import FINAL_DIR, MERGED_DIR, SaveMergedCallback, merge_lora_state_dict, save_final, save_merged  # noqa: F401
 
-MERGED_DIR = "merged"
-FINAL_DIR = "final"
 # The Qwen2 decoder's attention and MLP projections (the Whisper audio tower's are named alike
 # but are left out: LoRA goes inside the language model only, see `lora_config`).
 LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -150,38 +149,6 @@ def load_model(cfg: SFTRecipe, dtype):
     return model, processor
 
 
-def merge_lora_state_dict(state_dict: dict, scaling: float, adapter: str = "default") -> dict:
-    """A PEFT model's state dict -> the plain model's, with W + scaling * B @ A in every
-    adapted Linear. Works from a (possibly ZeRO-3-gathered) state dict, so the training model
-    is never modified (merging in place and back would drift bf16 weights)."""
-    out = {}
-    for key, value in state_dict.items():
-        if ".lora_" in key:
-            continue
-        name = key.removeprefix("base_model.model.")
-        if ".base_layer." in key and key.endswith(".weight"):
-            stem = key[: -len(".base_layer.weight")]
-            a, b = state_dict[f"{stem}.lora_A.{adapter}.weight"], state_dict[f"{stem}.lora_B.{adapter}.weight"]
-            value = (value.float() + scaling * (b.float() @ a.float())).to(value.dtype)
-        out[name.replace(".base_layer.", ".")] = value
-    return out
-
-
-def save_merged(trainer, out_dir: str | Path) -> None:
-    """Write the merged LoRA model + processor to `out_dir` (called on every process: the
-    state dict gather is collective under ZeRO-3; only the main process writes)."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    # The wrapped model: under ZeRO-3 only the DeepSpeed engine can gather the sharded weights.
-    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
-    if not trainer.accelerator.is_main_process:
-        return
-    peft_cfg = model.peft_config["default"]
-    scaling = peft_cfg.lora_alpha / (peft_cfg.r ** 0.5 if peft_cfg.use_rslora else peft_cfg.r)
-    merged = merge_lora_state_dict(state_dict, scaling)
-    model.get_base_model().save_pretrained(out_dir, state_dict=merged)
-    trainer.processing_class.save_pretrained(out_dir)
-
-
 def loadable_model_dir(path: str | Path) -> Path:
     """The folder `from_pretrained` should read for a checkpoint or final folder: its
     `merged/` when it is a LoRA checkpoint, else itself."""
@@ -190,16 +157,6 @@ def loadable_model_dir(path: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- run
-
-
-class SaveMergedCallback(TrainerCallback):
-    """After each checkpoint of a LoRA run, write `checkpoint-N/merged/` (a plain model).
-    `trainer` is set once the trainer exists (the callback must be passed to its constructor)."""
-
-    trainer = None
-
-    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
-        save_merged(self.trainer, Path(args.output_dir) / f"checkpoint-{state.global_step}" / MERGED_DIR)
 
 
 def _trainer_class():
@@ -300,12 +257,7 @@ def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None)
     trainer.save_state()
 
     if cfg.save_final:
-        final = run_dir / FINAL_DIR
-        if cfg.use_peft:
-            save_merged(trainer, final)
-            trainer.save_model(str(final / "adapter"))
-        else:
-            trainer.save_model(str(final))
+        save_final(trainer, run_dir)
     if trainer.accelerator.is_main_process:
         print(f"sft: {trainer.state.global_step} steps, {metrics['seconds_per_step']:.3f} s/step, "
               f"train loss {metrics.get('train_loss', float('nan')):.4f}; run folder {run_dir}")

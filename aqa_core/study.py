@@ -522,7 +522,8 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
     `python -m` on a multi-GPU node."""
     import pandas as pd
 
-    from .report import figure_training_curves, read_metrics, read_sweep
+    from .metrics import read_metrics, tenth_means
+    from .report import figure_training_curves, read_sweep
 
     if runner not in ("grpo", "sft"):
         raise ValueError(f"runner must be 'grpo' or 'sft', got {runner!r}")
@@ -553,7 +554,6 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
     metrics = pd.DataFrame(rows)
     curve = "reward" if runner == "grpo" else "loss"
     series = [float(r[curve]) for r in rows if isinstance(r.get(curve), (int, float))]
-    n = max(1, len(series) // 10)
     values: dict[str, Any] = {"steps": int(rows[-1]["step"]) if rows else 0, "runner": runner,
                               "prompt": int(config.get("prompt", 1) or 1),
                               "learning_rate": float(config.get("learning_rate", float("nan")))}
@@ -563,8 +563,7 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
     values["questions_per_step"] = per_step
     values["questions_seen"] = per_step * values["steps"]
     if series:
-        values[f"{curve}_first_tenth"] = sum(series[:n]) / n
-        values[f"{curve}_last_tenth"] = sum(series[-n:]) / n
+        values[f"{curve}_first_tenth"], values[f"{curve}_last_tenth"] = tenth_means(series)
     if summary and "train_runtime" in summary[-1]:
         values["train_seconds"] = float(summary[-1]["train_runtime"])
     from .report import Table

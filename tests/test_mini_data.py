@@ -3,6 +3,7 @@ the train/test shift, the base corpus and the cache."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -200,11 +201,16 @@ def test_test_wordings_and_test_only_subcategories(tiny):
 def test_base_corpus_kinds_and_tags(tiny):
     out, _ = tiny
     base = _jsonl(out / "base.jsonl")
-    assert len(base) == TINY.base and {b["kind"] for b in base} == {"caption", "open", "mc_tagged", "mc_plain"}
+    kinds = {"caption", "open", "mc_tagged", "mc_think", "mc_plain"}
+    assert len(base) == TINY.base and {b["kind"] for b in base} == kinds
     for b in base:
         assert (out / "base-audios" / b["audio_path"]).is_file()
-        tagged = b["response"].startswith("<answer>")
-        assert tagged == (b["kind"] == "mc_tagged") == ("<answer> </answer>" in b["prompt"])
+        tagged, think = b["response"].startswith("<answer>"), b["response"].startswith("<think>")
+        assert tagged == (b["kind"] == "mc_tagged")
+        assert think == (b["kind"] == "mc_think") == ("<think> </think>" in b["prompt"])
+        assert (tagged or think) == ("<answer> </answer>" in b["prompt"])
+        if think:  # the reasoning is the clip's caption, then the answer: prompt <3>'s format
+            assert re.fullmatch(r"<think>[^<]+</think><answer>[^<]+</answer>", b["response"])
         if b["kind"].startswith("mc"):
             assert extract_answer(b["response"]) in b["prompt"]
         assert "video" not in b["prompt"]

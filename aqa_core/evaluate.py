@@ -598,8 +598,9 @@ def sweep(
     """Evaluate every checkpoint of a run on the test file (and the validation file), write
     `sweep.json` and `sweep.csv` (accuracy per task per step: Figures 3-4's data) under
     `out_dir` (default RUN/eval), and report two selections: best on test (the paper's,
-    optimistic) and best on validation, scored on test (the base, when included, is a candidate
-    too). Evaluated checkpoints are cached."""
+    optimistic) and best on validation, scored on test; the base, when included, is step 0 of the
+    curves but not a candidate (a run is scored at one of its own checkpoints, as in the paper).
+    Evaluated checkpoints are cached."""
     from .mmau import TASKS
 
     run_dir = Path(run_dir)
@@ -637,7 +638,8 @@ def sweep(
         print(f"{name}: test {_pct(row['test'])}% of {row['test_n']}"
               + (f", validation {_pct(row['validation'])}% of {row['validation_n']}" if val else "")
               + (" (cached)" if test["cached"] and (val is None or val["cached"]) else ""))
-    best_test, best_val = _pick(rows, "test"), _pick(rows, "validation")
+    trained = [r for r in rows if r["checkpoint"] != "base"]  # the base is step 0 of the curve, not a candidate
+    best_test, best_val = _pick(trained, "test"), _pick(trained, "validation")
     keep = ("checkpoint", "step", "test", "validation")
     result = {"run": str(run_dir), "data": str(data), "validation": str(validation) if validation else None,
               "prompt": prompt, "rows": rows,

@@ -263,12 +263,13 @@ def test_sweep_tabulates_steps_and_selects_two_ways(tmp_path, tiny_model, monkey
     for f in tiny_model.iterdir():
         shutil.copy(f, run_dir / "checkpoint-40" / f.name)
     right["checkpoint-40"] = ({0}, {0})
-    right[tiny_model.name] = ({0, 1}, {0})  # the base model the run started from
+    right[tiny_model.name] = (set(range(9)), set(range(6)))  # the base: best everywhere, yet never selected
     res2 = ev.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
                     include_base=True, **kw)
     assert len(gen.items) - n == 2 * (9 + 6)  # only the new checkpoint and the base
     assert [(r["checkpoint"], r["step"]) for r in res2["rows"]][:2] == [("base", 0), ("checkpoint-10", 10)]
     assert len(res2["rows"]) == 5 and "(cached)" in capsys.readouterr().out
+    assert res2["rows"][0]["test"] == 100.0 and res2["selection"] == res["selection"]
 
 
 def test_sweep_evaluates_a_final_model_that_differs(tmp_path, tiny_model, monkeypatch):

@@ -646,7 +646,9 @@ def _accuracy_panel(ax, runs: Mapping[str, tuple[str, Path]], baseline: tuple[st
                     linestyle="none")
         if s["test"]:
             values[f"{key}_first_test"], values[f"{key}_last_test"] = float(s["test"][0]), float(s["test"][-1])
-            values[f"{key}_max_test"] = float(max(s["test"]))
+            values[f"{key}_first_step"], values[f"{key}_last_step"] = int(s["step"][0]), int(s["step"][-1])
+            trained = [t for st, t in zip(s["step"], s["test"]) if st > 0] or s["test"]
+            values[f"{key}_max_test"] = float(max(trained))  # over the run's checkpoints (not the base)
     name, base = baseline
     if base is not None:
         ax.axhline(base, color="#7f7f7f", linestyle="--", linewidth=1.2, label=name)

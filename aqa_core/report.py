@@ -660,6 +660,29 @@ def _accuracy_panel(ax, runs: Mapping[str, tuple[str, Path]], baseline: tuple[st
     return values
 
 
+def trend_sentence(subject: str, series: Sequence[float]) -> str:
+    """Whether a logged metric moved between the first and the last tenth of training, judged
+    against its step-to-step noise: a change beyond two standard errors of the difference of the
+    two means is "rose"/"fell", anything smaller "did not change beyond step-to-step noise".
+
+    >>> trend_sentence("The reward", [0.0, 1.0] * 10 + [5.0, 6.0] * 10)
+    'The reward rose from 0.50 to 5.50 between the first and the last tenth of training (± 0.82, two standard errors).'
+    """
+    n = max(1, len(series) // 10)
+    head, tail = [float(v) for v in series[:n]], [float(v) for v in series[-n:]]
+    first, last = sum(head) / n, sum(tail) / n
+
+    def var(xs: list[float], m: float) -> float:
+        return sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
+
+    two_se = 2 * math.sqrt(var(head, first) / n + var(tail, last) / n)
+    verb = ("rose" if last - first > two_se else "fell" if first - last > two_se
+            else "did not change beyond step-to-step noise")
+    return (f"{subject} {verb}{' (' if verb.startswith('did') else ' '}from {first:.2f} to {last:.2f}"
+            f"{')' if verb.startswith('did') else ''} between the first and the last tenth of training "
+            f"(± {two_se:.2f}, two standard errors).")
+
+
 def _new_figure(width: float, height: float):
     """A matplotlib Figure outside pyplot: nothing is shown twice in a notebook, nothing leaks."""
     from matplotlib.figure import Figure as MplFigure
@@ -732,6 +755,7 @@ def figure_grpo_convergence(runs: Mapping[str, str | Path] | str | Path, result_
         values[f"{key}_reward_first_tenth"], values[f"{key}_reward_last_tenth"] = first, last
         values[f"{key}_reward_rise"] = last - first
         values[f"{key}_steps"] = int(steps[-1])
+        values[f"{key}_reward_sentence"] = trend_sentence(f"The mean reward of {label}", reward)
     ax_r.set_xlabel("training step")
     ax_r.set_ylabel("mean reward (accuracy + format, max 2)")
     ax_r.set_title("GRPO reward")

@@ -17,7 +17,7 @@ COMMANDS = {
     "grpo": ("aqa_core.grpo", "Train with GRPO (audio in every pass)."),
     "sft": ("aqa_core.sft", "Supervised fine-tuning, full or LoRA."),
     "evaluate": ("aqa_core.evaluate", "Batched MMAU-style inference, scored as the official scorer."),
-    "sweep": ("aqa_core.evaluate", "Evaluate every checkpoint of a run."),
+    "sweep": ("aqa_core.sweep", "Evaluate every checkpoint of a run."),
     "study": ("aqa_core.study", "Run the whole mini study, stage by stage, cached."),
 }
 

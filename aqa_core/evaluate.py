@@ -1,9 +1,7 @@
 """Batched MMAU-style inference, written in the official prediction format and scored by the
-official rule; checkpoint sweeps with two model selections.
+official rule (checkpoint sweeps and model selection: `aqa_core.sweep`).
 
     python -m aqa_core evaluate --model PATH --data QUESTIONS.json --audio-dir DIR --out FILE
-    python -m aqa_core sweep --run RUN_DIR --data QUESTIONS.json --audio-dir DIR \
-        [--validation VAL.jsonl --validation-audio-dir DIR]
 
 What it does, and where it departs from the official R1-AQA `src/test.py` (batches of 16,
 `max_new_tokens=256`, bf16, the raw generation kept as `model_output_ori`):
@@ -37,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import gc
 import hashlib
 import json
 import os
@@ -493,194 +489,6 @@ def evaluate_file(
     return summary
 
 
-# ----------------------------------------------------------------------------- sweeps
-
-
-def run_models(run_dir: str | Path, include_base: bool = False) -> list[tuple[str, int | None, Path]]:
-    """(name, step, folder) of every `checkpoint-N` of a run, in step order, then `final/` if present
-    (its step is the run's last global step from a `trainer_state.json` in the run, in final/ or
-    else in the last checkpoint: the final model may be a few steps past it). `include_base` puts
-    the model the run started from (`model_name_or_path` in its config.yaml) first, as step 0."""
-    import yaml
-
-    from .runs import checkpoints
-
-    run_dir = Path(run_dir)
-    found: list[tuple[str, int | None, Path]] = []
-    if include_base:
-        cfg_path = run_dir / "config.yaml"
-        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-        if not cfg.get("model_name_or_path"):
-            raise EvalError(f"{cfg_path}: no model_name_or_path to evaluate as the base (step 0)")
-        found.append(("base", 0, Path(cfg["model_name_or_path"])))
-    found += [(p.name, int(p.name.split("-")[1]), p) for p in checkpoints(run_dir)]
-    final = run_dir / "final"
-    if (final / "config.json").is_file() or (final / "merged" / "config.json").is_file():
-        step = None
-        last = [f[2] / "trainer_state.json" for f in found if f[0].startswith("checkpoint-")][-1:]
-        for state in (run_dir / "trainer_state.json", final / "trainer_state.json", *last):
-            if state.is_file():
-                step = json.loads(state.read_text(encoding="utf-8")).get("global_step")
-                break
-        found.append(("final", step, final))
-    if not found or found[-1][0] == "base":
-        raise EvalError(f"{run_dir}: no checkpoint-N/ or final/ model folders to evaluate")
-    return found
-
-
-def run_prompt(run_dir: str | Path) -> int:
-    """The prompt a run was trained with: its config's `prompt`, or 1 for an SFT run."""
-    import yaml
-
-    cfg_path = Path(run_dir) / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-    if cfg.get("prompt") is not None:
-        return int(as_prompt(cfg["prompt"]))
-    if "sft_tagged" in cfg:  # aqa_core.sft trains with prompt <1> only
-        return 1
-    raise EvalError(f"{run_dir}: cannot tell the run's prompt from {cfg_path}; pass --prompt")
-
-
-def _accuracy(summary: dict | None, task: str | None = None) -> float | None:
-    if summary is None:
-        return None
-    report = summary["report"]
-    tally = report["total"] if task is None else report.get("task", {}).get(task)
-    return tally["accuracy"] if tally and tally["total"] else None
-
-
-def _pick(rows: list[dict], key: str) -> dict | None:
-    scored = [r for r in rows if r[key] is not None]
-    return max(scored, key=lambda r: (r[key], -(r["step"] or 0))) if scored else None  # ties: earliest
-
-
-def _same_weights(a: Path, b: Path) -> bool:
-    """True when two model folders hold the same tensors (compared one tensor at a time; the
-    files' bytes may differ in tensor order)."""
-    import torch
-    from safetensors import safe_open
-
-    def index(folder: Path) -> dict[str, Path]:
-        return {k: f for f in sorted(resolve_model_dir(folder).glob("*.safetensors"))
-                for k in safe_open(str(f), "pt").keys()}
-
-    ia, ib = index(a), index(b)
-    if not ia or ia.keys() != ib.keys():
-        return False
-    for key in ia:
-        with safe_open(str(ia[key]), "pt") as fa, safe_open(str(ib[key]), "pt") as fb:
-            if not torch.equal(fa.get_tensor(key), fb.get_tensor(key)):
-                return False
-    return True
-
-
-def _same_weights_checkpoint(models: list[tuple[str, int | None, Path]], step: int | None,
-                             folder: Path) -> str | None:
-    """The checkpoint at `step` whose weight files are byte-identical to `folder`'s, if any (a run
-    saves its last step as a checkpoint and again as final/)."""
-    for name, s, other in models:
-        if name.startswith("checkpoint-") and s == step and _same_weights(other, folder):
-            return name
-    return None
-
-
-def sweep(
-    run_dir: str | Path,
-    data: str | Path,
-    audio_dir: str | Path | None = None,
-    validation: str | Path | None = None,
-    validation_audio_dir: str | Path | None = None,
-    prompt=None,
-    out_dir: str | Path | None = None,
-    include_base: bool = False,
-    **eval_kwargs: Any,
-) -> dict:
-    """Evaluate every checkpoint of a run on the test file (and the validation file), write
-    `sweep.json` and `sweep.csv` (accuracy per task per step: Figures 3-4's data) under
-    `out_dir` (default RUN/eval), and report two selections: best on test (the paper's,
-    optimistic) and best on validation, scored on test; the base, when included, is step 0 of the
-    curves but not a candidate (a run is scored at one of its own checkpoints, as in the paper).
-    Evaluated checkpoints are cached."""
-    from .mmau import TASKS
-
-    run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir else run_dir / "eval"
-    prompt = int(as_prompt(prompt)) if prompt is not None else run_prompt(run_dir)
-    eval_kwargs.setdefault("verbose", False)  # one line per checkpoint instead of full reports
-    # A frozen tower is byte-identical in every checkpoint: each clip is encoded once per sweep.
-    eval_kwargs.setdefault("tower_cache", TowerCache(device="cpu"))
-    rows = []
-    models = run_models(run_dir, include_base)
-    for name, step, folder in models:
-        if name == "final" and (twin := _same_weights_checkpoint(models, step, folder)) is not None:
-            print(f"final: the same weights as {twin} (not evaluated again)")
-            continue
-        cache: list = []
-
-        def loader(folder=folder, cache=cache):
-            if not cache:
-                cache.append(load_model(folder))
-            return cache[0]
-
-        test = evaluate_file(folder, data, out_dir / f"{name}.test.json", audio_dir, prompt, loader=loader,
-                             overwrite=True, **eval_kwargs)
-        val = None
-        if validation is not None:
-            val = evaluate_file(folder, validation, out_dir / f"{name}.validation.json", validation_audio_dir,
-                                prompt, loader=loader, overwrite=True, **eval_kwargs)
-        cache.clear()
-        gc.collect()
-        row = {"checkpoint": name, "step": step, "test": _accuracy(test),
-               **{f"test_{t}": _accuracy(test, t) for t in TASKS},
-               "test_ci95": test["report"]["total"]["ci95"], "test_n": test["report"]["total"]["total"],
-               "validation": _accuracy(val), "validation_n": val["report"]["total"]["total"] if val else None}
-        rows.append(row)
-        print(f"{name}: test {_pct(row['test'])}% of {row['test_n']}"
-              + (f", validation {_pct(row['validation'])}% of {row['validation_n']}" if val else "")
-              + (" (cached)" if test["cached"] and (val is None or val["cached"]) else ""))
-    trained = [r for r in rows if r["checkpoint"] != "base"]  # the base is step 0 of the curve, not a candidate
-    best_test, best_val = _pick(trained, "test"), _pick(trained, "validation")
-    keep = ("checkpoint", "step", "test", "validation")
-    result = {"run": str(run_dir), "data": str(data), "validation": str(validation) if validation else None,
-              "prompt": prompt, "rows": rows,
-              "selection": {
-                  "best_on_test": best_test and {k: best_test[k] for k in keep},
-                  "best_on_validation": best_val and {k: best_val[k] for k in keep},
-              }}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "sweep.json", json.dumps(result, indent=2) + "\n")
-    fields = ["checkpoint", "step", "test", *[f"test_{t}" for t in TASKS], "test_n", "validation", "validation_n"]
-    with (out_dir / "sweep.csv").open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    print(format_sweep(result))
-    return result
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
-def format_sweep(result: dict) -> str:
-    """The sweep as a table plus the two selections side by side."""
-    def pct(x):
-        return "   -  " if x is None else f"{x:6.2f}"
-
-    lines = [f"{'checkpoint':<16}{'step':>6}  {'test':>6}  {'sound':>6}  {'music':>6}  {'speech':>6}  {'valid':>6}"]
-    for r in result["rows"]:
-        step = "-" if r["step"] is None else r["step"]
-        cells = "  ".join(pct(r[k]) for k in ("test", "test_sound", "test_music", "test_speech", "validation"))
-        lines.append(f"{r['checkpoint']:<16}{step:>6}  {cells}")
-    sel = result["selection"]
-    for label, key in (("best on test (paper; optimistic)", "best_on_test"),
-                       ("best on validation, scored on test", "best_on_validation")):
-        s = sel[key]
-        picked = f"{s['checkpoint']} test {pct(s['test']).strip()}%" if s else "n/a (no validation)"
-        lines.append(f"{label:<36}: {picked}")
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- command line
 
 
@@ -708,31 +516,6 @@ def cli_evaluate(argv: list[str]) -> int:
     try:
         evaluate_file(a.model, a.data, a.out, a.audio_dir, a.prompt, a.batch_size, a.max_new_tokens, a.decoding,
                       a.seed, a.limit, a.skip_missing, a.overwrite)
-    except (EvalError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-def cli_sweep(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m aqa_core sweep", description=sweep.__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, help="run folder with checkpoint-N/ (and final/)")
-    ap.add_argument("--data", required=True, help="test question JSON (MMAU schema)")
-    ap.add_argument("--audio-dir", default=None)
-    ap.add_argument("--validation", default=None, help="validation questions (R1-AQA JSONL or MMAU JSON)")
-    ap.add_argument("--validation-audio-dir", default=None)
-    ap.add_argument("--prompt", default=None, help="default: the run's config (`prompt`; SFT runs: 1)")
-    ap.add_argument("--out-dir", default=None, help="default: RUN/eval")
-    ap.add_argument("--include-base", action="store_true",
-                    help="also evaluate the run's starting model (config model_name_or_path) as step 0")
-    _eval_args(ap)
-    a = ap.parse_args(argv)
-    try:
-        sweep(a.run, a.data, a.audio_dir, a.validation, a.validation_audio_dir, a.prompt, a.out_dir, a.include_base,
-              batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, decoding=a.decoding, seed=a.seed,
-              limit=a.limit, skip_missing=a.skip_missing)
     except (EvalError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

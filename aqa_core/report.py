@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -300,7 +300,7 @@ def score_predictions_file(path: str | Path) -> tuple[dict[str, bool], dict[str,
 
 
 def read_sweep(run_dir: str | Path) -> dict:
-    """`RUN/eval/sweep.json` as aqa_core.evaluate.sweep writes it."""
+    """`RUN/eval/sweep.json` as aqa_core.sweep writes it."""
     path = Path(run_dir) / SWEEP_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no sweep (run `python -m aqa_core sweep --run {run_dir} ...`)")

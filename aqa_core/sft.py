@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from transformers import TrainerCallback
 
 from .config import RecipeError, load_recipe
 from .runs import FINAL_DIR, MERGED_DIR, SaveMergedCallback, merge_lora_state_dict, save_final, save_merged  # noqa: F401

@@ -61,12 +61,14 @@ RUNS = {
 _COMMON = ["aqa_core/prompts.py", "aqa_core/answers.py", "aqa_core/audio.py", "aqa_core/data.py", "aqa_core/config.py"]
 CODE = {
     "data": ["aqa_core/mini_data.py", "aqa_core/synth.py", "aqa_core/prompts.py"],
-    "base": ["aqa_core/mini_model.py", "aqa_core/tokenizer_corpus.txt", "aqa_core/collate.py", *_COMMON],
-    "eval": ["aqa_core/evaluate.py", "aqa_core/mmau.py", *_COMMON],
-    "sft": ["aqa_core/sft.py", "aqa_core/collate.py", "aqa_core/runs.py", *_COMMON],
-    "grpo": ["aqa_core/grpo.py", "aqa_core/rewards.py", "aqa_core/collate.py", "aqa_core/runs.py", *_COMMON],
+    "base": ["aqa_core/mini_model.py", "aqa_core/tokenizer_corpus.txt", "aqa_core/collate.py",
+             "aqa_core/tower_cache.py", *_COMMON],
+    "eval": ["aqa_core/evaluate.py", "aqa_core/sweep.py", "aqa_core/tower_cache.py", "aqa_core/mmau.py", *_COMMON],
+    "sft": ["aqa_core/sft.py", "aqa_core/collate.py", "aqa_core/runs.py", "aqa_core/metrics.py", *_COMMON],
+    "grpo": ["aqa_core/grpo.py", "aqa_core/rewards.py", "aqa_core/collate.py", "aqa_core/runs.py",
+             "aqa_core/metrics.py", *_COMMON],
     "notebook": ["aqa_core/study.py", "aqa_core/report.py", "aqa_core/paper_results.yaml", "aqa_core/stats.py",
-                 "aqa_core/mmau.py", "aqa_core/runs.py"],
+                 "aqa_core/mmau.py", "aqa_core/metrics.py"],
 }
 #: Executed notebooks: output name (book/results/NAME.ipynb) -> (template, stage it records).
 NOTEBOOKS = {
@@ -113,6 +115,19 @@ class Stage:
             h.update(rel.encode())
             h.update(path.read_bytes() if path.is_file() else b"<missing>")
         return h.hexdigest()[:20]
+
+
+def sweep_argv(run_dir: Path, test: str | Path, audio_dir: str | Path | None = None,
+               validation: str | Path | None = None, validation_audio_dir: str | Path | None = None,
+               extra: Sequence[str] = ()) -> list[str]:
+    """The checkpoint sweep of one run, as the study and the notebooks run it: every checkpoint
+    and the base (step 0 of the curves) on the test file, and on the validation file if given."""
+    argv = _py("sweep", "--run", run_dir, "--data", test, "--include-base")
+    argv += ["--audio-dir", str(audio_dir)] if audio_dir else []
+    if validation:
+        argv += ["--validation", str(validation)]
+        argv += ["--validation-audio-dir", str(validation_audio_dir)] if validation_audio_dir else []
+    return argv + list(extra)
 
 
 def _py(*args: str) -> list[str]:
@@ -171,9 +186,7 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
                                 config={"recipe": rcfg}, clear=[run_dir],
                                 runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
             stages.append(Stage(f"sweep-{name}{suffix}",
-                                _py("sweep", "--run", run_dir, "--data", test, "--audio-dir", data,
-                                    "--validation", val, "--validation-audio-dir", data / "validation-audios",
-                                    "--include-base", *eval_args),
+                                sweep_argv(run_dir, test, data, val, data / "validation-audios", eval_args),
                                 [name + suffix], [run_dir / "eval" / "sweep.json"], CODE["eval"],
                                 clear=[run_dir / "eval"]))
     done_before = [s.name for s in stages]
@@ -541,12 +554,7 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
         ran = True
     sweep_path = run_dir / "eval" / "sweep.json"
     if test_data and not sweep_path.is_file():
-        argv = _py("sweep", "--run", run_dir, "--data", test_data)
-        argv += ["--audio-dir", str(audio_dir)] if audio_dir else []
-        if validation_data:
-            argv += ["--validation", str(validation_data)]
-            argv += ["--validation-audio-dir", str(validation_audio_dir)] if validation_audio_dir else []
-        _run_or_fail(argv)
+        _run_or_fail(sweep_argv(run_dir, test_data, audio_dir, validation_data, validation_audio_dir))
         ran = True
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     rows = read_metrics(run_dir)

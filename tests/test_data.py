@@ -1,6 +1,5 @@
 """Loaders and the AVQA conversion: the canonical record, and clear errors at the edge."""
 import json
-import warnings
 
 import numpy as np
 import pytest

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from aqa_core import evaluate as ev
+from aqa_core import sweep as sw
 from aqa_core import mmau
 from aqa_core.answers import extract_answer
 
@@ -241,7 +242,7 @@ def test_sweep_tabulates_steps_and_selects_two_ways(tmp_path, tiny_model, monkey
     data = write_mmau(tmp_path / "d", n=9)
     val = write_avqa(tmp_path / "v", n=6)
     kw = dict(batch_size=4, max_new_tokens=8, progress=False, verbose=False)
-    res = ev.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios", **kw)
+    res = sw.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios", **kw)
     # final/ holds checkpoint-30's weights (as a run's last save does): it is not evaluated again
     assert [r["checkpoint"] for r in res["rows"]] == ["checkpoint-10", "checkpoint-20", "checkpoint-30"]
     assert [r["step"] for r in res["rows"]] == [10, 20, 30]
@@ -264,7 +265,7 @@ def test_sweep_tabulates_steps_and_selects_two_ways(tmp_path, tiny_model, monkey
         shutil.copy(f, run_dir / "checkpoint-40" / f.name)
     right["checkpoint-40"] = ({0}, {0})
     right[tiny_model.name] = (set(range(9)), set(range(6)))  # the base: best everywhere, yet never selected
-    res2 = ev.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
+    res2 = sw.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
                     include_base=True, **kw)
     assert len(gen.items) - n == 2 * (9 + 6)  # only the new checkpoint and the base
     assert [(r["checkpoint"], r["step"]) for r in res2["rows"]][:2] == [("base", 0), ("checkpoint-10", 10)]
@@ -284,19 +285,19 @@ def test_sweep_evaluates_a_final_model_that_differs(tmp_path, tiny_model, monkey
     gen = ScriptedGeneration()
     monkeypatch.setattr(ev, "_generate", gen)
     data = write_mmau(tmp_path / "d", n=4)
-    res = ev.sweep(run_dir, data, batch_size=4, max_new_tokens=8, progress=False, verbose=False)
+    res = sw.sweep(run_dir, data, batch_size=4, max_new_tokens=8, progress=False, verbose=False)
     assert [r["checkpoint"] for r in res["rows"]] == ["checkpoint-10", "checkpoint-20", "checkpoint-30", "final"]
     assert len(gen.items) == 4 * 4
 
 
 def test_run_prompt_from_config(tmp_path):
     (tmp_path / "config.yaml").write_text("prompt: 3\n")
-    assert ev.run_prompt(tmp_path) == 3
+    assert sw.run_prompt(tmp_path) == 3
     (tmp_path / "config.yaml").write_text("sft_tagged: false\nuse_peft: true\n")
-    assert ev.run_prompt(tmp_path) == 1
+    assert sw.run_prompt(tmp_path) == 1
     (tmp_path / "config.yaml").write_text("learning_rate: 1.0\n")
     with pytest.raises(ev.EvalError, match="--prompt"):
-        ev.run_prompt(tmp_path)
+        sw.run_prompt(tmp_path)
 
 
 def test_lora_checkpoint_reads_merged_model(tmp_path, tiny_model):

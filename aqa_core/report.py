@@ -6,19 +6,9 @@
 - `table_results(result_dirs)`: Table 2, the paper's rows next to each results folder's rows
   (direct inference, full SFT, LoRA SFT, GRPO prompts 2 and 3) with 95% Wilson intervals, and
   the paired comparisons (McNemar, paired bootstrap) of GRPO against SFT on the same items.
-- `figure_grpo_convergence(runs)`, `figure_sft_convergence(runs)`: Figures 3 and 4.
-
-A results folder has one layout at every scale (the study writes it; the full-scale page says
-how to write it by hand), so rows from `runs/full` appear as soon as the folder exists:
-
-    RESULTS/eval/base-prompt2/predictions.json   direct inference, prompt <2> (+ .score.json)
-    RESULTS/eval/base-prompt1/predictions.json   direct inference, prompt <1>
-    RESULTS/sft-full/ sft-lora/ grpo-prompt2/ grpo-prompt3/   run folders, each with eval/sweep.json
-    RESULTS/<run>-seed<N>/                                     extra seeds, same layout
-
-A trained row is scored at the checkpoint chosen on the validation split (`best_on_validation`
-of the sweep; honest) and, beside it, at the checkpoint chosen on the test set itself
-(`best_on_test`; what the paper did, optimistic). Accuracies are percentages, as MMAU prints them.
+- `figure_grpo_convergence(runs)`, `figure_sft_convergence(runs)`: Figures 3 and 4 (drawn in
+  `aqa_core.figures`; results folders are read by `aqa_core.results`, which gives their layout).
+- `build_report(...)`: all of them at once, with the findings' sentences, for the report notebook.
 
 Numbers reach the book as glue: every function returns plain `float`/`int`/`str` values in a
 flat dict (`.values`) whose keys the book's pages quote. `setup(app)` makes this module a tiny
@@ -35,12 +25,12 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .metrics import read_metrics, tenth_means
+from .figures import (STYLE, Figure, figure_grpo_convergence, figure_sft_convergence,  # noqa: F401 - the report's API
+                      figure_training_curves, set_style, trend_sentence)
+from .results import (COMPARISONS, PREDICTIONS_FILE, ROWS, SELECTIONS, SWEEP_FILE, TASKS,  # noqa: F401
+                      ModelResult, RowSpec, glue_safe, load_result_dir, read_sweep, score_predictions_file)
 
 PAPER_RESULTS_FILE = Path(__file__).with_name("paper_results.yaml")
-TASKS = ("sound", "music", "speech")
-SWEEP_FILE = Path("eval") / "sweep.json"
-SELECTIONS = ("best_on_validation", "best_on_test")
 
 
 # --------------------------------------------------------------------------------------- paper
@@ -226,138 +216,6 @@ def table_hyperparameters(recipe_paths: Sequence[str | Path] | Mapping[str, str 
                  "the files; † = not set in the file (the runner's default).")
 
 
-# --------------------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    """One Table 2 row of ours: its key, label, prompt and folder inside a results folder."""
-
-    key: str
-    method: str
-    folder: str
-    kind: str  # "eval": a predictions file; "run": a run folder with a sweep
-
-
-ROWS = (
-    RowSpec("direct_p2", "Direct inference + Prompt <2>", "eval/base-prompt2", "eval"),
-    RowSpec("direct_p1", "Direct inference + Prompt <1>", "eval/base-prompt1", "eval"),
-    RowSpec("sft_full", "Full + Prompt <1>", "sft-full", "run"),
-    RowSpec("sft_lora", "LoRA + Prompt <1>", "sft-lora", "run"),
-    RowSpec("grpo_p2", "GRPO + Prompt <2>", "grpo-prompt2", "run"),
-    RowSpec("grpo_p3", "GRPO + Prompt <3>", "grpo-prompt3", "run"),
-)
-#: The paired comparisons Table 2 reports: (A, B) tests accuracy(A) - accuracy(B).
-COMPARISONS = (("grpo_p2", "sft_full"), ("grpo_p2", "sft_lora"), ("grpo_p3", "sft_full"),
-               ("grpo_p3", "sft_lora"), ("grpo_p3", "grpo_p2"), ("sft_lora", "sft_full"), ("grpo_p2", "direct_p2"))
-PREDICTIONS_FILE = "predictions.json"
-
-
-@dataclass
-class ModelResult:
-    """One model scored on one test file: per-item correctness (by id) and per-task tallies."""
-
-    scale: str
-    key: str
-    method: str
-    predictions: Path
-    checkpoint: str | None = None
-    step: int | None = None
-    correct: dict[str, bool] = field(default_factory=dict)
-    task_of: dict[str, str] = field(default_factory=dict)
-    test_selected_average: float | None = None  # the run's best-on-test accuracy (paper's selection)
-    test_selected_step: int | None = None
-
-    def tally(self, task: str | None = None) -> tuple[int, int]:
-        ids = [i for i in self.correct if task is None or self.task_of[i] == task]
-        return sum(self.correct[i] for i in ids), len(ids)
-
-    def accuracy(self, task: str | None = None) -> tuple[float, float, float]:
-        """(accuracy, CI low, CI high) in percent; NaN for an empty group."""
-        from .stats import wilson_interval
-
-        k, n = self.tally(task)
-        if n == 0:
-            return math.nan, math.nan, math.nan
-        lo, hi = wilson_interval(k, n)
-        return 100 * k / n, 100 * lo, 100 * hi
-
-
-def score_predictions_file(path: str | Path) -> tuple[dict[str, bool], dict[str, str]]:
-    """Per-item correctness and task, by the official MMAU rule (aqa_core.mmau), for one file."""
-    from .mmau import score_file
-
-    path = Path(path)
-    report = score_file(path)
-    records = json.loads(path.read_text(encoding="utf-8"))
-    correct, task_of = {}, {}
-    for outcome in report.outcomes:
-        rec = records[outcome.index]
-        rid = str(rec.get("id", outcome.index))
-        correct[rid] = bool(outcome.correct)
-        task_of[rid] = str(rec["task"]).strip().lower()
-    return correct, task_of
-
-
-def read_sweep(run_dir: str | Path) -> dict:
-    """`RUN/eval/sweep.json` as aqa_core.sweep writes it."""
-    path = Path(run_dir) / SWEEP_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no sweep (run `python -m aqa_core sweep --run {run_dir} ...`)")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _row_folders(result_dir: Path, spec: RowSpec) -> list[tuple[str, Path]]:
-    """(suffix, folder) for the main folder and any `-seed<N>` siblings that exist."""
-    found = []
-    main = result_dir / spec.folder
-    if main.exists():
-        found.append(("", main))
-    for extra in sorted(main.parent.glob(main.name + "-seed*")):
-        m = re.fullmatch(re.escape(main.name) + r"-seed(\d+)", extra.name)
-        if m and extra.is_dir():
-            found.append((f"_seed{m.group(1)}", extra))
-    return found
-
-
-def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation",
-                    scale: str | None = None) -> list[ModelResult]:
-    """Every Table 2 row present in one results folder, in ROWS order (missing rows are skipped).
-    A run is scored at the sweep's `selection` checkpoint (falling back to best-on-test, flagged
-    in `checkpoint`, when the sweep had no validation split)."""
-    if selection not in SELECTIONS:
-        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
-    result_dir = Path(result_dir)
-    scale = scale or result_dir.name
-    out = []
-    for spec in ROWS:
-        for suffix, folder in _row_folders(result_dir, spec):
-            label = spec.method + (f" (seed {suffix.split('seed')[1]})" if suffix else "")
-            if spec.kind == "eval":
-                preds = folder / PREDICTIONS_FILE
-                if not preds.is_file():
-                    continue
-                res = ModelResult(scale, spec.key + suffix, label, preds)
-            else:
-                if not (folder / SWEEP_FILE).is_file():
-                    continue
-                sweep = read_sweep(folder)
-                chosen = sweep["selection"].get(selection)
-                note = ""
-                if chosen is None:
-                    chosen, note = sweep["selection"].get("best_on_test"), " (on test: no validation)"
-                if chosen is None:
-                    continue
-                preds = folder / "eval" / f"{chosen['checkpoint']}.test.json"
-                best_test = sweep["selection"].get("best_on_test") or {}
-                res = ModelResult(scale, spec.key + suffix, label, preds, chosen["checkpoint"] + note,
-                                  chosen.get("step"), test_selected_average=best_test.get("test"),
-                                  test_selected_step=best_test.get("step"))
-            res.correct, res.task_of = score_predictions_file(res.predictions)
-            out.append(res)
-    return out
-
-
 @dataclass
 class Table:
     """A table for the book: the display frame, its caption and the glue values it yields."""
@@ -402,15 +260,6 @@ def _checkpoint_cell(r: ModelResult) -> str:
 def _cell(acc: tuple[float, float, float]) -> str:
     a, lo, hi = acc
     return "" if math.isnan(a) else f"{a:.1f} [{lo:.1f}, {hi:.1f}]"
-
-
-def _plain(x: Any) -> Any:
-    """A glue-safe plain Python value (numpy>=2 scalars break myst-nb format specs)."""
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        x = x.item()
-    if isinstance(x, float) and math.isnan(x):
-        return float("nan")
-    return x
 
 
 def compare(a: ModelResult, b: ModelResult, n_resamples: int = 10_000, seed: int = 0) -> dict:
@@ -508,7 +357,7 @@ def table_results(result_dirs: Sequence[str | Path], selection: str = "best_on_v
     sel = "chosen on the validation split" if selection == "best_on_validation" else "chosen on the test set"
     caption = (f"Accuracy (%) on MMAU test-mini (paper) and on each scale's test-mini analogue (this project), "
                f"with 95% Wilson intervals; trained rows at the checkpoint {sel}.")
-    return Table(frame.fillna(""), values={k: _plain(v) for k, v in values.items()}, caption=caption,
+    return Table(frame.fillna(""), values={k: glue_safe(v) for k, v in values.items()}, caption=caption,
                  extra={"comparisons": comparisons})
 
 
@@ -566,257 +415,6 @@ def findings(scale: str, by_key: Mapping[str, ModelResult], values: Mapping[str,
     out[f"{scale}_selection_gap"] = float(sum(gaps) / len(gaps)) if gaps else 0.0
     out[f"{scale}_selection_runs"] = len(gaps)
     return out
-
-
-# --------------------------------------------------------------------------------------- figures
-
-#: One colour and marker per method, in every figure.
-STYLE = {
-    "grpo_p2": ("#1f77b4", "o"), "grpo_p3": ("#2ca02c", "s"),
-    "sft_full": ("#d62728", "^"), "sft_lora": ("#ff7f0e", "v"),
-    "direct_p2": ("#7f7f7f", None), "direct_p1": ("#7f7f7f", None),
-}
-
-
-def set_style() -> None:
-    """The book's one plotting style: seaborn's whitegrid/paper look, from the style sheets that
-    ship with matplotlib (importing seaborn itself costs seconds per notebook kernel)."""
-    import matplotlib
-    import matplotlib.style
-
-    matplotlib.style.use(["seaborn-v0_8-whitegrid", "seaborn-v0_8-paper"])
-    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.titleweight": "bold",
-                                "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
-                                "xtick.labelsize": 10, "ytick.labelsize": 10,
-                                "legend.frameon": True, "legend.framealpha": 0.9})
-
-
-def _smooth(values: Sequence[float], window: int) -> list[float]:
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    if window <= 1 or len(v) < window:
-        return v.tolist()
-    kernel = np.ones(window) / window
-    head = [float(v[: i + 1].mean()) for i in range(window - 1)]
-    return head + np.convolve(v, kernel, mode="valid").tolist()
-
-
-def metric_series(run_dir: str | Path, key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one logged metric of a run (rows without it are skipped)."""
-    rows = [r for r in read_metrics(run_dir) if isinstance(r.get(key), (int, float))]
-    return [int(r["step"]) for r in rows], [float(r[key]) for r in rows]
-
-
-def sweep_series(run_dir: str | Path) -> dict[str, list]:
-    """Test accuracy per checkpoint step (and its CI) from a run's sweep; `final/` is dropped when
-    a checkpoint of the same step exists."""
-    sweep = read_sweep(run_dir)
-    rows = [r for r in sweep["rows"] if r.get("step") is not None and r.get("test") is not None]
-    steps_ckpt = {r["step"] for r in rows if r["checkpoint"] != "final"}
-    rows = sorted((r for r in rows if not (r["checkpoint"] == "final" and r["step"] in steps_ckpt)),
-                  key=lambda r: r["step"])
-    ci = [r.get("test_ci95") or [math.nan, math.nan] for r in rows]
-    sel = (sweep.get("selection") or {}).get("best_on_validation") or {}
-    return {"step": [r["step"] for r in rows], "test": [r["test"] for r in rows],
-            "lo": [c[0] for c in ci], "hi": [c[1] for c in ci], "selected_step": sel.get("step")}
-
-
-def _baseline(result_dir: Path | None, key: str) -> float | None:
-    if result_dir is None:
-        return None
-    spec = next(s for s in ROWS if s.key == key)
-    preds = result_dir / spec.folder / PREDICTIONS_FILE
-    if not preds.is_file():
-        return None
-    correct, _ = score_predictions_file(preds)
-    return 100 * sum(correct.values()) / len(correct) if correct else None
-
-
-def _accuracy_panel(ax, runs: Mapping[str, tuple[str, Path]], baseline: tuple[str, float | None]) -> dict:
-    values = {}
-    for label, (key, run_dir) in runs.items():
-        color, marker = STYLE.get(key, ("black", "o"))
-        s = sweep_series(run_dir)
-        ax.plot(s["step"], s["test"], color=color, marker=marker, label=label)
-        ax.fill_between(s["step"], s["lo"], s["hi"], color=color, alpha=0.12, linewidth=0)
-        if s["selected_step"] in s["step"]:
-            i = s["step"].index(s["selected_step"])
-            ax.plot([s["step"][i]], [s["test"][i]], marker="*", markersize=15, color=color, markeredgecolor="black",
-                    linestyle="none")
-        if s["test"]:
-            values[f"{key}_first_test"], values[f"{key}_last_test"] = float(s["test"][0]), float(s["test"][-1])
-            values[f"{key}_first_step"], values[f"{key}_last_step"] = int(s["step"][0]), int(s["step"][-1])
-            trained = [t for st, t in zip(s["step"], s["test"]) if st > 0] or s["test"]
-            values[f"{key}_max_test"] = float(max(trained))  # over the run's checkpoints (not the base)
-    name, base = baseline
-    if base is not None:
-        ax.axhline(base, color="#7f7f7f", linestyle="--", linewidth=1.2, label=name)
-    ax.plot([], [], marker="*", markersize=12, color="#999999", markeredgecolor="black", linestyle="none",
-            label="checkpoint chosen on validation")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend(loc="best", fontsize=8)
-    return values
-
-
-def trend_sentence(subject: str, series: Sequence[float]) -> str:
-    """Whether a logged metric moved between the first and the last tenth of training, judged
-    against its step-to-step noise: a change beyond two standard errors of the difference of the
-    two means is "rose"/"fell", anything smaller "did not change beyond step-to-step noise".
-
-    >>> trend_sentence("The reward", [0.0, 1.0] * 10 + [5.0, 6.0] * 10)
-    'The reward rose from 0.50 to 5.50 between the first and the last tenth of training (± 0.82, two standard errors).'
-    """
-    n = max(1, len(series) // 10)
-    head, tail = [float(v) for v in series[:n]], [float(v) for v in series[-n:]]
-    first, last = sum(head) / n, sum(tail) / n
-
-    def var(xs: list[float], m: float) -> float:
-        return sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
-
-    two_se = 2 * math.sqrt(var(head, first) / n + var(tail, last) / n)
-    verb = ("rose" if last - first > two_se else "fell" if first - last > two_se
-            else "did not change beyond step-to-step noise")
-    return (f"{subject} {verb}{' (' if verb.startswith('did') else ' '}from {first:.2f} to {last:.2f}"
-            f"{')' if verb.startswith('did') else ''} between the first and the last tenth of training "
-            f"(± {two_se:.2f}, two standard errors).")
-
-
-def _new_figure(width: float, height: float):
-    """A matplotlib Figure outside pyplot: nothing is shown twice in a notebook, nothing leaks."""
-    from matplotlib.figure import Figure as MplFigure
-
-    return MplFigure(figsize=(width, height), layout="tight")
-
-
-@dataclass
-class Figure:
-    """A matplotlib figure with its caption and the glue values read off its data. Displays (and
-    glues) as PNG whatever the notebook's matplotlib backend."""
-
-    fig: Any
-    values: dict[str, Any] = field(default_factory=dict)
-    caption: str = ""
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fig.savefig(path, bbox_inches="tight")
-        return path
-
-    def _repr_png_(self) -> bytes:
-        import io
-
-        buf = io.BytesIO()
-        self.fig.savefig(buf, format="png", bbox_inches="tight")
-        return buf.getvalue()
-
-
-def _runs_arg(runs: Mapping[str, str | Path] | Sequence[str | Path], keys: Sequence[str]) -> dict[str, tuple[str, Path]]:
-    """Normalise `runs` to {label: (row key, folder)}: a mapping row key -> folder, or a results
-    folder (then the standard folders for `keys` inside it), skipping folders without data."""
-    if isinstance(runs, (str, Path)):
-        base = Path(runs)
-        runs = {k: base / next(s.folder for s in ROWS if s.key == k) for k in keys}
-    out = {}
-    for key, folder in dict(runs).items():
-        folder = Path(folder)
-        if (folder / SWEEP_FILE).is_file() or (folder / "metrics.jsonl").is_file():
-            label = next((s.method for s in ROWS if s.key == key), key)
-            out[label] = (key, folder)
-    return out
-
-
-def figure_grpo_convergence(runs: Mapping[str, str | Path] | str | Path, result_dir: str | Path | None = None,
-                            smooth: int | None = None) -> Figure:
-    """Figure 3: GRPO's mean reward per step (left; raw faint, smoothed solid) and test accuracy
-    per checkpoint with its 95% interval (right; the star marks the validation-selected one), for
-    prompts <2> and <3>, with direct inference (prompt <2>) as the dashed line. `runs` is a results
-    folder or {"grpo_p2": run_dir, "grpo_p3": run_dir}."""
-    set_style()
-    if isinstance(runs, (str, Path)):
-        result_dir = result_dir or runs
-    runs = _runs_arg(runs, ("grpo_p2", "grpo_p3"))
-    if not runs:
-        raise FileNotFoundError("figure_grpo_convergence: no GRPO run folder with metrics.jsonl or eval/sweep.json")
-    fig = _new_figure(11, 4)
-    ax_r, ax_a = fig.subplots(1, 2)
-    values: dict[str, Any] = {}
-    for label, (key, run_dir) in runs.items():
-        color, _ = STYLE.get(key, ("black", "o"))
-        steps, reward = metric_series(run_dir, "reward")
-        if not steps:
-            continue
-        w = smooth or max(1, len(steps) // 15)
-        ax_r.plot(steps, reward, color=color, alpha=0.25, linewidth=0.8)
-        ax_r.plot(steps, _smooth(reward, w), color=color, linewidth=2, label=label)
-        first, last = tenth_means(reward)
-        values[f"{key}_reward_first_tenth"], values[f"{key}_reward_last_tenth"] = first, last
-        values[f"{key}_reward_rise"] = last - first
-        values[f"{key}_steps"] = int(steps[-1])
-        values[f"{key}_reward_sentence"] = trend_sentence(f"The mean reward of {label}", reward)
-    ax_r.set_xlabel("training step")
-    ax_r.set_ylabel("mean reward (accuracy + format, max 2)")
-    ax_r.set_title("GRPO reward")
-    ax_r.legend(loc="best", fontsize=8)
-    base = _baseline(Path(result_dir) if result_dir else None, "direct_p2")
-    values.update(_accuracy_panel(ax_a, {k: v for k, v in runs.items() if (v[1] / SWEEP_FILE).is_file()},
-                                  ("direct inference, prompt <2>", base)))
-    ax_a.set_title("test accuracy")
-    return Figure(fig, {f"fig3_{k}": _plain(v) for k, v in values.items()},
-                  caption="Convergence of GRPO (Figure 3): reward per step and test accuracy per checkpoint.")
-
-
-def figure_sft_convergence(runs: Mapping[str, str | Path] | str | Path, result_dir: str | Path | None = None,
-                           smooth: int | None = None) -> Figure:
-    """Figure 4: SFT training loss per logging step (left) and test accuracy per checkpoint
-    (right), full fine-tuning against LoRA, with direct inference (prompt <1>) as the dashed line.
-    `runs` is a results folder or {"sft_full": run_dir, "sft_lora": run_dir}."""
-    set_style()
-    if isinstance(runs, (str, Path)):
-        result_dir = result_dir or runs
-    runs = _runs_arg(runs, ("sft_full", "sft_lora"))
-    if not runs:
-        raise FileNotFoundError("figure_sft_convergence: no SFT run folder with metrics.jsonl or eval/sweep.json")
-    fig = _new_figure(11, 4)
-    ax_l, ax_a = fig.subplots(1, 2)
-    values: dict[str, Any] = {}
-    for label, (key, run_dir) in runs.items():
-        color, marker = STYLE.get(key, ("black", "o"))
-        steps, loss = metric_series(run_dir, "loss")
-        if not steps:
-            continue
-        ax_l.plot(steps, loss, color=color, alpha=0.3, linewidth=0.8)
-        ax_l.plot(steps, _smooth(loss, smooth or max(1, len(steps) // 15)), color=color, linewidth=2, label=label)
-        first, last = tenth_means(loss)
-        values[f"{key}_loss_first_tenth"], values[f"{key}_loss_last_tenth"] = first, last
-        values[f"{key}_steps"] = int(steps[-1])
-    ax_l.set_xlabel("training step")
-    ax_l.set_ylabel("training loss (answer tokens)")
-    ax_l.set_title("SFT loss")
-    ax_l.legend(loc="best", fontsize=8)
-    base = _baseline(Path(result_dir) if result_dir else None, "direct_p1")
-    values.update(_accuracy_panel(ax_a, {k: v for k, v in runs.items() if (v[1] / SWEEP_FILE).is_file()},
-                                  ("direct inference, prompt <1>", base)))
-    ax_a.set_title("test accuracy")
-    return Figure(fig, {f"fig4_{k}": _plain(v) for k, v in values.items()},
-                  caption="Convergence of full and LoRA fine-tuning (Figure 4): loss and test accuracy.")
-
-
-def figure_training_curves(run_dir: str | Path, keys: Sequence[str] = ("reward", "loss", "kl")) -> Figure:
-    """One run's logged curves side by side (what a training notebook shows)."""
-    set_style()
-    series = {k: metric_series(run_dir, k) for k in keys}
-    series = {k: v for k, v in series.items() if v[0]}
-    fig = _new_figure(4 * max(1, len(series)), 3.2)
-    axes = fig.subplots(1, max(1, len(series)), squeeze=False)
-    for ax, (key, (steps, vals)) in zip(axes[0], series.items()):
-        ax.plot(steps, vals, alpha=0.35, color="#1f77b4")
-        ax.plot(steps, _smooth(vals, max(1, len(steps) // 15)), color="#1f77b4", linewidth=2)
-        ax.set_xlabel("training step")
-        ax.set_title(key)
-    return Figure(fig, {}, caption=f"Logged curves of {run_dir}")
 
 
 # --------------------------------------------------------------------------------------- full scale
@@ -885,7 +483,7 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     values.update({f"zero3_{k}": v for k, v in est.items()})
     comparisons = Table(t2.extra["comparisons"], css_class="aqa-table aqa-compare", caption="Paired comparisons on the same test items: accuracy "
                         "difference A − B with its paired-bootstrap 95% interval, and the exact McNemar test.")
-    return Report(t1, t1_sft, t2, comparisons, fig3, fig4, {k: _plain(v) for k, v in values.items()}, paths)
+    return Report(t1, t1_sft, t2, comparisons, fig3, fig4, {k: glue_safe(v) for k, v in values.items()}, paths)
 
 
 def glue_values(values: Mapping[str, Any]) -> int:
@@ -894,7 +492,7 @@ def glue_values(values: Mapping[str, Any]) -> int:
 
     n = 0
     for key, value in values.items():
-        value = _plain(value)
+        value = glue_safe(value)
         if not isinstance(value, (int, float, str)) or isinstance(value, bool):
             raise TypeError(f"glue value {key!r} must be a plain int, float or str, got {type(value).__name__}")
         glue(key, value, display=False)

@@ -67,8 +67,8 @@ CODE = {
     "sft": ["aqa_core/sft.py", "aqa_core/collate.py", "aqa_core/runs.py", "aqa_core/metrics.py", *_COMMON],
     "grpo": ["aqa_core/grpo.py", "aqa_core/rewards.py", "aqa_core/collate.py", "aqa_core/runs.py",
              "aqa_core/metrics.py", *_COMMON],
-    "notebook": ["aqa_core/study.py", "aqa_core/report.py", "aqa_core/paper_results.yaml", "aqa_core/stats.py",
-                 "aqa_core/mmau.py", "aqa_core/metrics.py"],
+    "notebook": ["aqa_core/study.py", "aqa_core/report.py", "aqa_core/results.py", "aqa_core/figures.py",
+                 "aqa_core/paper_results.yaml", "aqa_core/stats.py", "aqa_core/mmau.py", "aqa_core/metrics.py"],
 }
 #: Executed notebooks: output name (book/results/NAME.ipynb) -> (template, stage it records).
 NOTEBOOKS = {
@@ -535,8 +535,9 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
     `python -m` on a multi-GPU node."""
     import pandas as pd
 
+    from .figures import figure_training_curves
     from .metrics import read_metrics, tenth_means
-    from .report import figure_training_curves, read_sweep
+    from .results import read_sweep
 
     if runner not in ("grpo", "sft"):
         raise ValueError(f"runner must be 'grpo' or 'sft', got {runner!r}")

@@ -1,0 +1,262 @@
+"""Figures 3 and 4, and a run's training curves, drawn only from run folders (`metrics.jsonl`,
+`eval/sweep.json`) in one style. Each function returns a `Figure`: the matplotlib figure, its
+caption, and the values read off its data (flat plain numbers and sentences for the book's glue).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .metrics import read_metrics, tenth_means
+from .results import PREDICTIONS_FILE, ROWS, SWEEP_FILE, glue_safe, read_sweep, score_predictions_file
+
+
+#: One colour and marker per method, in every figure.
+STYLE = {
+    "grpo_p2": ("#1f77b4", "o"), "grpo_p3": ("#2ca02c", "s"),
+    "sft_full": ("#d62728", "^"), "sft_lora": ("#ff7f0e", "v"),
+    "direct_p2": ("#7f7f7f", None), "direct_p1": ("#7f7f7f", None),
+}
+
+
+def set_style() -> None:
+    """The book's one plotting style: seaborn's whitegrid/paper look, from the style sheets that
+    ship with matplotlib (importing seaborn itself costs seconds per notebook kernel)."""
+    import matplotlib
+    import matplotlib.style
+
+    matplotlib.style.use(["seaborn-v0_8-whitegrid", "seaborn-v0_8-paper"])
+    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "axes.titleweight": "bold",
+                                "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9,
+                                "xtick.labelsize": 10, "ytick.labelsize": 10,
+                                "legend.frameon": True, "legend.framealpha": 0.9})
+
+
+def _smooth(values: Sequence[float], window: int) -> list[float]:
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or len(v) < window:
+        return v.tolist()
+    kernel = np.ones(window) / window
+    head = [float(v[: i + 1].mean()) for i in range(window - 1)]
+    return head + np.convolve(v, kernel, mode="valid").tolist()
+
+
+def metric_series(run_dir: str | Path, key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one logged metric of a run (rows without it are skipped)."""
+    rows = [r for r in read_metrics(run_dir) if isinstance(r.get(key), (int, float))]
+    return [int(r["step"]) for r in rows], [float(r[key]) for r in rows]
+
+
+def sweep_series(run_dir: str | Path) -> dict[str, list]:
+    """Test accuracy per checkpoint step (and its CI) from a run's sweep; `final/` is dropped when
+    a checkpoint of the same step exists."""
+    sweep = read_sweep(run_dir)
+    rows = [r for r in sweep["rows"] if r.get("step") is not None and r.get("test") is not None]
+    steps_ckpt = {r["step"] for r in rows if r["checkpoint"] != "final"}
+    rows = sorted((r for r in rows if not (r["checkpoint"] == "final" and r["step"] in steps_ckpt)),
+                  key=lambda r: r["step"])
+    ci = [r.get("test_ci95") or [math.nan, math.nan] for r in rows]
+    sel = (sweep.get("selection") or {}).get("best_on_validation") or {}
+    return {"step": [r["step"] for r in rows], "test": [r["test"] for r in rows],
+            "lo": [c[0] for c in ci], "hi": [c[1] for c in ci], "selected_step": sel.get("step")}
+
+
+def _baseline(result_dir: Path | None, key: str) -> float | None:
+    if result_dir is None:
+        return None
+    spec = next(s for s in ROWS if s.key == key)
+    preds = result_dir / spec.folder / PREDICTIONS_FILE
+    if not preds.is_file():
+        return None
+    correct, _ = score_predictions_file(preds)
+    return 100 * sum(correct.values()) / len(correct) if correct else None
+
+
+def _accuracy_panel(ax, runs: Mapping[str, tuple[str, Path]], baseline: tuple[str, float | None]) -> dict:
+    values = {}
+    for label, (key, run_dir) in runs.items():
+        color, marker = STYLE.get(key, ("black", "o"))
+        s = sweep_series(run_dir)
+        ax.plot(s["step"], s["test"], color=color, marker=marker, label=label)
+        ax.fill_between(s["step"], s["lo"], s["hi"], color=color, alpha=0.12, linewidth=0)
+        if s["selected_step"] in s["step"]:
+            i = s["step"].index(s["selected_step"])
+            ax.plot([s["step"][i]], [s["test"][i]], marker="*", markersize=15, color=color, markeredgecolor="black",
+                    linestyle="none")
+        if s["test"]:
+            values[f"{key}_first_test"], values[f"{key}_last_test"] = float(s["test"][0]), float(s["test"][-1])
+            values[f"{key}_first_step"], values[f"{key}_last_step"] = int(s["step"][0]), int(s["step"][-1])
+            trained = [t for st, t in zip(s["step"], s["test"]) if st > 0] or s["test"]
+            values[f"{key}_max_test"] = float(max(trained))  # over the run's checkpoints (not the base)
+    name, base = baseline
+    if base is not None:
+        ax.axhline(base, color="#7f7f7f", linestyle="--", linewidth=1.2, label=name)
+    ax.plot([], [], marker="*", markersize=12, color="#999999", markeredgecolor="black", linestyle="none",
+            label="checkpoint chosen on validation")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="best", fontsize=8)
+    return values
+
+
+def trend_sentence(subject: str, series: Sequence[float]) -> str:
+    """Whether a logged metric moved between the first and the last tenth of training, judged
+    against its step-to-step noise: a change beyond two standard errors of the difference of the
+    two means is "rose"/"fell", anything smaller "did not change beyond step-to-step noise".
+
+    >>> trend_sentence("The reward", [0.0, 1.0] * 10 + [5.0, 6.0] * 10)
+    'The reward rose from 0.50 to 5.50 between the first and the last tenth of training (± 0.82, two standard errors).'
+    """
+    n = max(1, len(series) // 10)
+    head, tail = [float(v) for v in series[:n]], [float(v) for v in series[-n:]]
+    first, last = sum(head) / n, sum(tail) / n
+
+    def var(xs: list[float], m: float) -> float:
+        return sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
+
+    two_se = 2 * math.sqrt(var(head, first) / n + var(tail, last) / n)
+    verb = ("rose" if last - first > two_se else "fell" if first - last > two_se
+            else "did not change beyond step-to-step noise")
+    return (f"{subject} {verb}{' (' if verb.startswith('did') else ' '}from {first:.2f} to {last:.2f}"
+            f"{')' if verb.startswith('did') else ''} between the first and the last tenth of training "
+            f"(± {two_se:.2f}, two standard errors).")
+
+
+def _new_figure(width: float, height: float):
+    """A matplotlib Figure outside pyplot: nothing is shown twice in a notebook, nothing leaks."""
+    from matplotlib.figure import Figure as MplFigure
+
+    return MplFigure(figsize=(width, height), layout="tight")
+
+
+@dataclass
+class Figure:
+    """A matplotlib figure with its caption and the glue values read off its data. Displays (and
+    glues) as PNG whatever the notebook's matplotlib backend."""
+
+    fig: Any
+    values: dict[str, Any] = field(default_factory=dict)
+    caption: str = ""
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fig.savefig(path, bbox_inches="tight")
+        return path
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.fig.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
+
+
+def _runs_arg(runs: Mapping[str, str | Path] | Sequence[str | Path], keys: Sequence[str]) -> dict[str, tuple[str, Path]]:
+    """Normalise `runs` to {label: (row key, folder)}: a mapping row key -> folder, or a results
+    folder (then the standard folders for `keys` inside it), skipping folders without data."""
+    if isinstance(runs, (str, Path)):
+        base = Path(runs)
+        runs = {k: base / next(s.folder for s in ROWS if s.key == k) for k in keys}
+    out = {}
+    for key, folder in dict(runs).items():
+        folder = Path(folder)
+        if (folder / SWEEP_FILE).is_file() or (folder / "metrics.jsonl").is_file():
+            label = next((s.method for s in ROWS if s.key == key), key)
+            out[label] = (key, folder)
+    return out
+
+
+def figure_grpo_convergence(runs: Mapping[str, str | Path] | str | Path, result_dir: str | Path | None = None,
+                            smooth: int | None = None) -> Figure:
+    """Figure 3: GRPO's mean reward per step (left; raw faint, smoothed solid) and test accuracy
+    per checkpoint with its 95% interval (right; the star marks the validation-selected one), for
+    prompts <2> and <3>, with direct inference (prompt <2>) as the dashed line. `runs` is a results
+    folder or {"grpo_p2": run_dir, "grpo_p3": run_dir}."""
+    set_style()
+    if isinstance(runs, (str, Path)):
+        result_dir = result_dir or runs
+    runs = _runs_arg(runs, ("grpo_p2", "grpo_p3"))
+    if not runs:
+        raise FileNotFoundError("figure_grpo_convergence: no GRPO run folder with metrics.jsonl or eval/sweep.json")
+    fig = _new_figure(11, 4)
+    ax_r, ax_a = fig.subplots(1, 2)
+    values: dict[str, Any] = {}
+    for label, (key, run_dir) in runs.items():
+        color, _ = STYLE.get(key, ("black", "o"))
+        steps, reward = metric_series(run_dir, "reward")
+        if not steps:
+            continue
+        w = smooth or max(1, len(steps) // 15)
+        ax_r.plot(steps, reward, color=color, alpha=0.25, linewidth=0.8)
+        ax_r.plot(steps, _smooth(reward, w), color=color, linewidth=2, label=label)
+        first, last = tenth_means(reward)
+        values[f"{key}_reward_first_tenth"], values[f"{key}_reward_last_tenth"] = first, last
+        values[f"{key}_reward_rise"] = last - first
+        values[f"{key}_steps"] = int(steps[-1])
+        values[f"{key}_reward_sentence"] = trend_sentence(f"The mean reward of {label}", reward)
+    ax_r.set_xlabel("training step")
+    ax_r.set_ylabel("mean reward (accuracy + format, max 2)")
+    ax_r.set_title("GRPO reward")
+    ax_r.legend(loc="best", fontsize=8)
+    base = _baseline(Path(result_dir) if result_dir else None, "direct_p2")
+    values.update(_accuracy_panel(ax_a, {k: v for k, v in runs.items() if (v[1] / SWEEP_FILE).is_file()},
+                                  ("direct inference, prompt <2>", base)))
+    ax_a.set_title("test accuracy")
+    return Figure(fig, {f"fig3_{k}": glue_safe(v) for k, v in values.items()},
+                  caption="Convergence of GRPO (Figure 3): reward per step and test accuracy per checkpoint.")
+
+
+def figure_sft_convergence(runs: Mapping[str, str | Path] | str | Path, result_dir: str | Path | None = None,
+                           smooth: int | None = None) -> Figure:
+    """Figure 4: SFT training loss per logging step (left) and test accuracy per checkpoint
+    (right), full fine-tuning against LoRA, with direct inference (prompt <1>) as the dashed line.
+    `runs` is a results folder or {"sft_full": run_dir, "sft_lora": run_dir}."""
+    set_style()
+    if isinstance(runs, (str, Path)):
+        result_dir = result_dir or runs
+    runs = _runs_arg(runs, ("sft_full", "sft_lora"))
+    if not runs:
+        raise FileNotFoundError("figure_sft_convergence: no SFT run folder with metrics.jsonl or eval/sweep.json")
+    fig = _new_figure(11, 4)
+    ax_l, ax_a = fig.subplots(1, 2)
+    values: dict[str, Any] = {}
+    for label, (key, run_dir) in runs.items():
+        color, marker = STYLE.get(key, ("black", "o"))
+        steps, loss = metric_series(run_dir, "loss")
+        if not steps:
+            continue
+        ax_l.plot(steps, loss, color=color, alpha=0.3, linewidth=0.8)
+        ax_l.plot(steps, _smooth(loss, smooth or max(1, len(steps) // 15)), color=color, linewidth=2, label=label)
+        first, last = tenth_means(loss)
+        values[f"{key}_loss_first_tenth"], values[f"{key}_loss_last_tenth"] = first, last
+        values[f"{key}_steps"] = int(steps[-1])
+    ax_l.set_xlabel("training step")
+    ax_l.set_ylabel("training loss (answer tokens)")
+    ax_l.set_title("SFT loss")
+    ax_l.legend(loc="best", fontsize=8)
+    base = _baseline(Path(result_dir) if result_dir else None, "direct_p1")
+    values.update(_accuracy_panel(ax_a, {k: v for k, v in runs.items() if (v[1] / SWEEP_FILE).is_file()},
+                                  ("direct inference, prompt <1>", base)))
+    ax_a.set_title("test accuracy")
+    return Figure(fig, {f"fig4_{k}": glue_safe(v) for k, v in values.items()},
+                  caption="Convergence of full and LoRA fine-tuning (Figure 4): loss and test accuracy.")
+
+
+def figure_training_curves(run_dir: str | Path, keys: Sequence[str] = ("reward", "loss", "kl")) -> Figure:
+    """One run's logged curves side by side (what a training notebook shows)."""
+    set_style()
+    series = {k: metric_series(run_dir, k) for k in keys}
+    series = {k: v for k, v in series.items() if v[0]}
+    fig = _new_figure(4 * max(1, len(series)), 3.2)
+    axes = fig.subplots(1, max(1, len(series)), squeeze=False)
+    for ax, (key, (steps, vals)) in zip(axes[0], series.items()):
+        ax.plot(steps, vals, alpha=0.35, color="#1f77b4")
+        ax.plot(steps, _smooth(vals, max(1, len(steps) // 15)), color="#1f77b4", linewidth=2)
+        ax.set_xlabel("training step")
+        ax.set_title(key)
+    return Figure(fig, {}, caption=f"Logged curves of {run_dir}")

@@ -1,0 +1,164 @@
+"""A results folder, read: which Table 2 rows it holds, and each row's model scored item by item.
+
+A results folder has one layout at every scale (the study writes it; the full-scale page says
+how to write it by hand), so rows from `runs/full` appear as soon as the folder exists:
+
+    RESULTS/eval/base-prompt2/predictions.json   direct inference, prompt <2> (+ .score.json)
+    RESULTS/eval/base-prompt1/predictions.json   direct inference, prompt <1>
+    RESULTS/sft-full/ sft-lora/ grpo-prompt2/ grpo-prompt3/   run folders, each with eval/sweep.json
+    RESULTS/<run>-seed<N>/                                     extra seeds, same layout
+
+A trained row is scored at the checkpoint chosen on the validation split (`best_on_validation`
+of the sweep; honest) and, beside it, at the checkpoint chosen on the test set itself
+(`best_on_test`; what the paper did, optimistic). Accuracies are percentages, as MMAU prints them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TASKS = ("sound", "music", "speech")
+SWEEP_FILE = Path("eval") / "sweep.json"
+SELECTIONS = ("best_on_validation", "best_on_test")
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One Table 2 row of ours: its key, label, prompt and folder inside a results folder."""
+
+    key: str
+    method: str
+    folder: str
+    kind: str  # "eval": a predictions file; "run": a run folder with a sweep
+
+
+ROWS = (
+    RowSpec("direct_p2", "Direct inference + Prompt <2>", "eval/base-prompt2", "eval"),
+    RowSpec("direct_p1", "Direct inference + Prompt <1>", "eval/base-prompt1", "eval"),
+    RowSpec("sft_full", "Full + Prompt <1>", "sft-full", "run"),
+    RowSpec("sft_lora", "LoRA + Prompt <1>", "sft-lora", "run"),
+    RowSpec("grpo_p2", "GRPO + Prompt <2>", "grpo-prompt2", "run"),
+    RowSpec("grpo_p3", "GRPO + Prompt <3>", "grpo-prompt3", "run"),
+)
+#: The paired comparisons Table 2 reports: (A, B) tests accuracy(A) - accuracy(B).
+COMPARISONS = (("grpo_p2", "sft_full"), ("grpo_p2", "sft_lora"), ("grpo_p3", "sft_full"),
+               ("grpo_p3", "sft_lora"), ("grpo_p3", "grpo_p2"), ("sft_lora", "sft_full"), ("grpo_p2", "direct_p2"))
+PREDICTIONS_FILE = "predictions.json"
+
+
+@dataclass
+class ModelResult:
+    """One model scored on one test file: per-item correctness (by id) and per-task tallies."""
+
+    scale: str
+    key: str
+    method: str
+    predictions: Path
+    checkpoint: str | None = None
+    step: int | None = None
+    correct: dict[str, bool] = field(default_factory=dict)
+    task_of: dict[str, str] = field(default_factory=dict)
+    test_selected_average: float | None = None  # the run's best-on-test accuracy (paper's selection)
+    test_selected_step: int | None = None
+
+    def tally(self, task: str | None = None) -> tuple[int, int]:
+        ids = [i for i in self.correct if task is None or self.task_of[i] == task]
+        return sum(self.correct[i] for i in ids), len(ids)
+
+    def accuracy(self, task: str | None = None) -> tuple[float, float, float]:
+        """(accuracy, CI low, CI high) in percent; NaN for an empty group."""
+        from .stats import wilson_interval
+
+        k, n = self.tally(task)
+        if n == 0:
+            return math.nan, math.nan, math.nan
+        lo, hi = wilson_interval(k, n)
+        return 100 * k / n, 100 * lo, 100 * hi
+
+
+def score_predictions_file(path: str | Path) -> tuple[dict[str, bool], dict[str, str]]:
+    """Per-item correctness and task, by the official MMAU rule (aqa_core.mmau), for one file."""
+    from .mmau import score_file
+
+    path = Path(path)
+    report = score_file(path)
+    records = json.loads(path.read_text(encoding="utf-8"))
+    correct, task_of = {}, {}
+    for outcome in report.outcomes:
+        rec = records[outcome.index]
+        rid = str(rec.get("id", outcome.index))
+        correct[rid] = bool(outcome.correct)
+        task_of[rid] = str(rec["task"]).strip().lower()
+    return correct, task_of
+
+
+def read_sweep(run_dir: str | Path) -> dict:
+    """`RUN/eval/sweep.json` as aqa_core.sweep writes it."""
+    path = Path(run_dir) / SWEEP_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no sweep (run `python -m aqa_core sweep --run {run_dir} ...`)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _row_folders(result_dir: Path, spec: RowSpec) -> list[tuple[str, Path]]:
+    """(suffix, folder) for the main folder and any `-seed<N>` siblings that exist."""
+    found = []
+    main = result_dir / spec.folder
+    if main.exists():
+        found.append(("", main))
+    for extra in sorted(main.parent.glob(main.name + "-seed*")):
+        m = re.fullmatch(re.escape(main.name) + r"-seed(\d+)", extra.name)
+        if m and extra.is_dir():
+            found.append((f"_seed{m.group(1)}", extra))
+    return found
+
+
+def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation",
+                    scale: str | None = None) -> list[ModelResult]:
+    """Every Table 2 row present in one results folder, in ROWS order (missing rows are skipped).
+    A run is scored at the sweep's `selection` checkpoint (falling back to best-on-test, flagged
+    in `checkpoint`, when the sweep had no validation split)."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    result_dir = Path(result_dir)
+    scale = scale or result_dir.name
+    out = []
+    for spec in ROWS:
+        for suffix, folder in _row_folders(result_dir, spec):
+            label = spec.method + (f" (seed {suffix.split('seed')[1]})" if suffix else "")
+            if spec.kind == "eval":
+                preds = folder / PREDICTIONS_FILE
+                if not preds.is_file():
+                    continue
+                res = ModelResult(scale, spec.key + suffix, label, preds)
+            else:
+                if not (folder / SWEEP_FILE).is_file():
+                    continue
+                sweep = read_sweep(folder)
+                chosen = sweep["selection"].get(selection)
+                note = ""
+                if chosen is None:
+                    chosen, note = sweep["selection"].get("best_on_test"), " (on test: no validation)"
+                if chosen is None:
+                    continue
+                preds = folder / "eval" / f"{chosen['checkpoint']}.test.json"
+                best_test = sweep["selection"].get("best_on_test") or {}
+                res = ModelResult(scale, spec.key + suffix, label, preds, chosen["checkpoint"] + note,
+                                  chosen.get("step"), test_selected_average=best_test.get("test"),
+                                  test_selected_step=best_test.get("step"))
+            res.correct, res.task_of = score_predictions_file(res.predictions)
+            out.append(res)
+    return out
+
+
+def glue_safe(x: Any) -> Any:
+    """A glue-safe plain Python value (numpy>=2 scalars break myst-nb format specs)."""
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and math.isnan(x):
+        return float("nan")
+    return x

@@ -1,0 +1,226 @@
+"""What a notebook shows about one stage of the study, run first only when its results are
+missing: the mini data and base model, one evaluation, or one GRPO/SFT run with its sweep. The
+notebooks call these (`record.ensure_run(...)`) and display the returned `Record`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from .stages import NOTEBOOK_ENV, _read_json
+from .study import _py, sweep_argv
+
+
+@dataclass
+class Record:
+    """What a notebook shows about one stage: tables, text, a figure and glue values."""
+
+    title: str
+    tables: dict[str, Any] = field(default_factory=dict)  # name -> aqa_core.report.Table
+    text: str = ""
+    figure: Any = None
+    values: dict[str, Any] = field(default_factory=dict)
+    ran: bool = False  # True when this call ran the stage (False: recorded existing results)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        state = "ran now" if self.ran else "recorded from existing results"
+        tables = ", ".join(html.escape(name) for name in self.tables)
+        return f"<p><b>{html.escape(self.title)}</b> ({state}); tables: {tables}.</p>"
+
+
+def _run_or_fail(argv: list[str]) -> None:
+    print("$", shlex.join(argv), flush=True)
+    rc = subprocess.run(argv, env={**os.environ, **NOTEBOOK_ENV}).returncode
+    if rc != 0:
+        raise RuntimeError(f"command failed with exit code {rc}: {shlex.join(argv)}")
+
+
+def _safetensors_parameters(model_dir: Path) -> int | None:
+    """Parameter count from the safetensors header (no torch needed)."""
+    path = model_dir / "model.safetensors"
+    if not path.is_file():
+        return None
+    with path.open("rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(n))
+    total = 0
+    for name, meta in header.items():
+        if name != "__metadata__":
+            count = 1
+            for d in meta["shape"]:
+                count *= d
+            total += count
+    return total
+
+
+def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
+                      data_args: Sequence[str] = (), base_args: Sequence[str] = ()) -> Record:
+    """The mini benchmark and base model: generated/built first when missing, then recorded
+    (counts per split and sub-category, the train -> test shift, the base model's build)."""
+    import pandas as pd
+
+    data_dir, base_dir = Path(data_dir), Path(base_dir)
+    ran = False
+    if not (data_dir / "manifest.json").is_file():
+        _run_or_fail(_py("mini-data", "--out", data_dir, "--seed", seed, "--quiet", *data_args))
+        ran = True
+    if not (base_dir / "build_info.json").is_file():
+        _run_or_fail(_py("mini-base", "--data", data_dir, "--out", base_dir, "--seed", seed, "--quiet", *base_args))
+        ran = True
+    man = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
+    info = _read_json(base_dir / "build_info.json") or {}
+    from .mini_data import SUBCATS, shift_table
+
+    task_of = {s.name: s.task for s in SUBCATS.values()}
+    counts = pd.DataFrame(man["counts"]).fillna(0).astype(int)
+    counts.insert(0, "task", [task_of.get(i, "") for i in counts.index])
+    counts = counts.rename_axis("sub-category").reset_index().sort_values(["task", "sub-category"])
+    shift = pd.DataFrame(shift_table())
+    test_only = int(sum(1 for s in SUBCATS.values() if not s.train_q))
+    params = info.get("parameters") or {}
+    values = {"n_train": int(man["sizes"]["train"]), "n_validation": int(man["sizes"]["validation"]),
+              "n_test": int(man["sizes"]["test"]), "n_base": int(man["sizes"]["base"]),
+              "chance_test": 100 * float(man.get("chance_test_mini", 0.0)), "data_seconds": float(man["timing"]["seconds"]),
+              "n_subcategories": len(SUBCATS), "n_test_only_subcategories": test_only,
+              "base_parameters": int(params.get("total") or _safetensors_parameters(base_dir) or 0),
+              "base_audio_parameters": int(params.get("audio_tower", 0)),
+              "base_train_seconds": float(info.get("train_seconds", 0.0)),
+              "base_steps": int((info.get("hyperparameters") or {}).get("steps", 0)),
+              "tokenizer_size": int(info.get("tokenizer_size", 0)),
+              "audio_tokens_per_clip": int(info.get("audio_tokens_per_clip", 0)),
+              "text_layers": int((info.get("spec") or {}).get("num_hidden_layers", 0)),
+              "text_hidden": int((info.get("spec") or {}).get("hidden_size", 0)),
+              "audio_seconds": int((info.get("spec") or {}).get("audio_seconds", 0))}
+    base_table = pd.DataFrame([{"setting": k, "value": str(v)} for k, v in info.items()
+                               if k in ("parameters", "trainable_parameters", "tokenizer_size", "audio_tower",
+                                        "audio_tokens_per_clip", "hyperparameters", "train_seconds",
+                                        "final_loss_mean_last10", "code_version")])
+    from .report import Table
+
+    return Record("mini benchmark and base model", {"clips per split and sub-category": Table(counts),
+                                                    "train -> test-mini shift": Table(shift),
+                                                    "base model": Table(base_table)},
+                  values=values, ran=ran)
+
+
+def ensure_evaluation(model: str | Path, data: str | Path, out: str | Path, audio_dir: str | Path | None = None,
+                      prompt: int = 2, extra_args: Sequence[str] = ()) -> Record:
+    """One model scored on one question file (`python -m aqa_core evaluate`), run first when its
+    score report is missing; recorded as the official lines plus per-task accuracy with CIs."""
+    import pandas as pd
+
+    out = Path(out)
+    score = out.with_name(out.name + ".score.json")
+    ran = False
+    if not score.is_file():
+        argv = _py("evaluate", "--model", model, "--data", data, "--out", out, "--prompt", prompt, *extra_args)
+        if audio_dir:
+            argv += ["--audio-dir", str(audio_dir)]
+        _run_or_fail(argv)
+        ran = True
+    summary = json.loads(score.read_text(encoding="utf-8"))
+    rep = summary["report"]
+    rows = [{"group": name, "correct": t["correct"], "total": t["total"], "accuracy (%)": round(t["accuracy"], 2),
+             "95% CI": f"[{t['ci95'][0]:.1f}, {t['ci95'][1]:.1f}]" if t.get("ci95") else ""}
+            for name, t in [*rep.get("task", {}).items(), ("total", rep["total"])]]
+    total = rep["total"]
+    values = {"accuracy": float(total["accuracy"]), "n": int(total["total"]), "prompt": int(prompt),
+              "ci_low": float(total["ci95"][0]) if total.get("ci95") else float("nan"),
+              "ci_high": float(total["ci95"][1]) if total.get("ci95") else float("nan")}
+    for task, t in rep.get("task", {}).items():
+        values[f"accuracy_{task}"] = float(t["accuracy"])
+    if summary.get("items_per_second"):
+        values["items_per_second"] = float(summary["items_per_second"])
+    from .report import Table
+
+    return Record(f"evaluation of {model} with prompt <{prompt}>", {"accuracy": Table(pd.DataFrame(rows))},
+                  text="\n".join(rep.get("official_lines", [])), values=values, ran=ran)
+
+
+def run_finished(run_dir: str | Path) -> bool:
+    """A run is finished when its metrics end with the trainer's summary row."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return False
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return bool(lines) and bool(json.loads(lines[-1]).get("summary"))
+
+
+def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: Sequence[str] = (),
+               launcher: str = "", test_data: str | Path | None = None, audio_dir: str | Path | None = None,
+               validation_data: str | Path | None = None, validation_audio_dir: str | Path | None = None) -> Record:
+    """A GRPO or SFT run: trained first only when `run_dir` holds no finished run (an interrupted
+    one resumes), swept over its checkpoints when `test_data` is given and no sweep exists, then
+    recorded (resolved config, logged curves, accuracy per checkpoint, both selections).
+    `launcher` (e.g. "accelerate launch --config_file recipes/accelerate/zero3.yaml") replaces
+    `python -m` on a multi-GPU node."""
+    import pandas as pd
+
+    from .figures import figure_training_curves
+    from .metrics import read_metrics, tenth_means
+    from .results import read_sweep
+
+    if runner not in ("grpo", "sft"):
+        raise ValueError(f"runner must be 'grpo' or 'sft', got {runner!r}")
+    run_dir = Path(run_dir)
+    ran = False
+    if not run_finished(run_dir):
+        head = shlex.split(launcher) + ["-m", "aqa_core"] if launcher else [sys.executable, "-m", "aqa_core"]
+        argv = head + [runner, "--recipe", str(recipe), "--output-dir", str(run_dir)]
+        argv += [a for o in overrides for a in ("--set", o)]
+        from .runs import last_checkpoint  # imports transformers: only when training
+
+        if last_checkpoint(run_dir) is not None:
+            argv.append("--resume")
+        _run_or_fail(argv)
+        ran = True
+    sweep_path = run_dir / "eval" / "sweep.json"
+    if test_data and not sweep_path.is_file():
+        _run_or_fail(sweep_argv(run_dir, test_data, audio_dir, validation_data, validation_audio_dir))
+        ran = True
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    rows = read_metrics(run_dir)
+    summary = [r for r in read_metrics(run_dir, summary=True) if r.get("summary")]
+    metrics = pd.DataFrame(rows)
+    curve = "reward" if runner == "grpo" else "loss"
+    series = [float(r[curve]) for r in rows if isinstance(r.get(curve), (int, float))]
+    values: dict[str, Any] = {"steps": int(rows[-1]["step"]) if rows else 0, "runner": runner,
+                              "prompt": int(config.get("prompt", 1) or 1),
+                              "learning_rate": float(config.get("learning_rate", float("nan")))}
+    per_step = int(config.get("per_device_train_batch_size", 0) or 0) * int(config.get("gradient_accumulation_steps", 1) or 1)
+    if runner == "grpo":  # TRL counts completions: questions = completions / generations, over the processes
+        per_step = per_step * int(config.get("num_processes") or 1) // max(1, int(config.get("num_generations", 1) or 1))
+    values["questions_per_step"] = per_step
+    values["questions_seen"] = per_step * values["steps"]
+    if series:
+        values[f"{curve}_first_tenth"], values[f"{curve}_last_tenth"] = tenth_means(series)
+    if summary and "train_runtime" in summary[-1]:
+        values["train_seconds"] = float(summary[-1]["train_runtime"])
+    from .report import Table
+
+    tables = {"resolved config (config.yaml)": Table(pd.DataFrame(
+        [{"key": k, "value": json.dumps(v) if isinstance(v, (list, dict)) else str(v)} for k, v in config.items()]))}
+    if len(metrics):
+        tables["last logged steps (metrics.jsonl)"] = Table(metrics.tail(5))
+    if sweep_path.is_file():
+        sweep = read_sweep(run_dir)
+        tables["accuracy per checkpoint (eval/sweep.json)"] = Table(pd.DataFrame(sweep["rows"]).drop(
+            columns=["test_ci95"], errors="ignore"))
+        for sel in ("best_on_test", "best_on_validation"):
+            chosen = sweep["selection"].get(sel)
+            if chosen:
+                values[f"{sel}_step"] = int(chosen["step"] or 0)
+                values[f"{sel}_test"] = float(chosen["test"])
+    keys = ("reward", "kl", "completions/mean_length") if runner == "grpo" else ("loss", "learning_rate")
+    fig = figure_training_curves(run_dir, keys)
+    return Record(f"{runner} run {run_dir}", tables, figure=fig, values=values, ran=ran)

@@ -10,7 +10,7 @@ import sys
 
 COMMANDS = {
     "score": ("aqa_core.mmau", "Score an MMAU predictions file as the official evaluation.py does."),
-    "mmau-version": ("aqa_core.mmau", "Name the MMAU test-mini version of a question or predictions file."),
+    "mmau-version": ("aqa_core.mmau_versions", "Name the MMAU test-mini version of a question or predictions file."),
     "avqa-convert": ("aqa_core.data", "Convert official AVQA question JSON + wavs into the R1-AQA JSONL form."),
     "mini-data": ("aqa_core.mini_data", "Generate the synthetic mini audio-QA benchmark."),
     "mini-base": ("aqa_core.mini_model", "Build and briefly train the mini Qwen2-Audio base model."),

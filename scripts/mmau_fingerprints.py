@@ -5,7 +5,7 @@
 HISTORY_DIR (default ../shared/data/mmau/history) holds every published test-mini file, named
 `mmau-test-mini.<YYYYMMDD>_<HHMMSS>.<commit>.json`. The repository cannot ship those files, so it keeps
 only per-item and per-version fingerprints; files with identical content become one version, labelled
-by the earliest commit. Version names come from `aqa_core.mmau.VERSION_NAMES`.
+by the earliest commit. Version names come from `aqa_core.mmau_versions.VERSION_NAMES`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from aqa_core.mmau import VERSIONS_FILE, MMAUInputError, build_fingerprints, version_label
+from aqa_core.mmau import MMAUInputError
+from aqa_core.mmau_versions import VERSIONS_FILE, build_fingerprints, version_label
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from aqa_core import mmau
-from aqa_core.mmau import (MMAUInputError, build_fingerprints, cli_mmau_version, cli_score, format_report,
-                           identify_version, load_version_table, mmau_string_match, score_file, score_predictions)
+from aqa_core.mmau import MMAUInputError, cli_score, format_report, mmau_string_match, score_file, score_predictions
+from aqa_core.mmau_versions import (VERSIONS_FILE, build_fingerprints, cli_mmau_version, identify_version,
+                                    load_version_table)
 
 DATA = Path(__file__).parent / "data"
 HANDMADE = DATA / "mmau_handmade_predictions.json"
@@ -330,7 +331,7 @@ def test_non_mmau_file_says_so(capsys):
 
 
 def test_packaged_table_is_compact_and_consistent():
-    size = mmau.VERSIONS_FILE.stat().st_size
+    size = VERSIONS_FILE.stat().st_size
     assert size < 200_000
     table = load_version_table()
     assert len(table["versions"]) >= 16

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from .stages import NOTEBOOK_ENV, _read_json
-from .study import _py, sweep_argv
+from .stages import NOTEBOOK_ENV, read_json_or_none
+from .study import aqa_argv, sweep_argv
 
 
 @dataclass
@@ -72,13 +72,13 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
     data_dir, base_dir = Path(data_dir), Path(base_dir)
     ran = False
     if not (data_dir / "manifest.json").is_file():
-        _run_or_fail(_py("mini-data", "--out", data_dir, "--seed", seed, "--quiet", *data_args))
+        _run_or_fail(aqa_argv("mini-data", "--out", data_dir, "--seed", seed, "--quiet", *data_args))
         ran = True
     if not (base_dir / "build_info.json").is_file():
-        _run_or_fail(_py("mini-base", "--data", data_dir, "--out", base_dir, "--seed", seed, "--quiet", *base_args))
+        _run_or_fail(aqa_argv("mini-base", "--data", data_dir, "--out", base_dir, "--seed", seed, "--quiet", *base_args))
         ran = True
     man = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
-    info = _read_json(base_dir / "build_info.json") or {}
+    info = read_json_or_none(base_dir / "build_info.json") or {}
     from .mini_data import SUBCATS, shift_table
 
     task_of = {s.name: s.task for s in SUBCATS.values()}
@@ -123,7 +123,7 @@ def ensure_evaluation(model: str | Path, data: str | Path, out: str | Path, audi
     score = out.with_name(out.name + ".score.json")
     ran = False
     if not score.is_file():
-        argv = _py("evaluate", "--model", model, "--data", data, "--out", out, "--prompt", prompt, *extra_args)
+        argv = aqa_argv("evaluate", "--model", model, "--data", data, "--out", out, "--prompt", prompt, *extra_args)
         if audio_dir:
             argv += ["--audio-dir", str(audio_dir)]
         _run_or_fail(argv)

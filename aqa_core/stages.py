@@ -29,7 +29,6 @@ NOTEBOOK_ENV = {"MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "HF_
                 "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
 
 
-
 @dataclass
 class Stage:
     """One cached step: a command (`python -m aqa_core ...`) or a notebook to execute."""
@@ -69,7 +68,8 @@ class Timing:
     log: str | None = None
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json_or_none(path: Path) -> dict | None:
+    """A stamp or info file's JSON, or None when it is missing or half-written."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
@@ -121,7 +121,7 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
         dep_ids = {d: output_ids[d] for d in stage.deps}
         key = stage.key(dep_ids, hash_code)
         stamp_path = stamps / f"{stage.name}.json"
-        stamp = _read_json(stamp_path) or {}
+        stamp = read_json_or_none(stamp_path) or {}
         if (stage.name not in forced and stamp.get("key") == key and all(Path(p).exists() for p in stage.outputs)):
             with lock:
                 output_ids[stage.name] = stamp["output_id"]

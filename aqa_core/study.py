@@ -85,7 +85,7 @@ def sweep_argv(run_dir: Path, test: str | Path, audio_dir: str | Path | None = N
                extra: Sequence[str] = ()) -> list[str]:
     """The checkpoint sweep of one run, as the study and the notebooks run it: every checkpoint
     and the base (step 0 of the curves) on the test file, and on the validation file if given."""
-    argv = _py("sweep", "--run", run_dir, "--data", test, "--include-base")
+    argv = aqa_argv("sweep", "--run", run_dir, "--data", test, "--include-base")
     argv += ["--audio-dir", str(audio_dir)] if audio_dir else []
     if validation:
         argv += ["--validation", str(validation)]
@@ -93,7 +93,8 @@ def sweep_argv(run_dir: Path, test: str | Path, audio_dir: str | Path | None = N
     return argv + list(extra)
 
 
-def _py(*args: str) -> list[str]:
+def aqa_argv(*args: str) -> list[str]:
+    """`python -m aqa_core ARGS...` with this interpreter (arguments turned to strings)."""
     return [sys.executable, "-m", "aqa_core", *map(str, args)]
 
 
@@ -120,15 +121,15 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
     test, val = data / "test-mini.json", data / "validation.jsonl"
     threads = max(1, (os.cpu_count() or 2) // max(1, jobs))
     stages = [
-        Stage("data", _py("mini-data", "--out", data, *data_args), [], [data / "manifest.json", test],
+        Stage("data", aqa_argv("mini-data", "--out", data, *data_args), [], [data / "manifest.json", test],
               CODE["data"]),
-        Stage("base", _py("mini-base", "--data", data, "--out", base, *base_args),
+        Stage("base", aqa_argv("mini-base", "--data", data, "--out", base, *base_args),
               ["data"], [base / "build_info.json"], CODE["base"], clear=[base],
               runtime_args=["--threads", str(os.cpu_count() or 2)], exclusive=True),
     ]
     for p in (2, 1):
         pred = out / "eval" / f"base-prompt{p}" / "predictions.json"
-        stages.append(Stage(f"eval-base-p{p}", _py("evaluate", "--model", base, "--data", test, "--audio-dir", data,
+        stages.append(Stage(f"eval-base-p{p}", aqa_argv("evaluate", "--model", base, "--data", test, "--audio-dir", data,
                                                    "--out", pred, "--prompt", p, "--overwrite", *eval_args),
                             ["base"], [pred], CODE["eval"], clear=[pred.parent]))
     for seed in range(seeds):
@@ -143,7 +144,7 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
                 sets.append(f"prompt={prompt}")
             if seed:
                 sets.append(f"seed={int(rcfg.get('seed', 42)) + seed}")
-            argv = _py(runner, "--recipe", recipe_path(recipe),
+            argv = aqa_argv(runner, "--recipe", recipe_path(recipe),
                        "--output-dir", run_dir, *[a for s in sets for a in ("--set", s)])
             stages.append(Stage(name + suffix, argv, ["base"], [run_dir / "metrics.jsonl"], CODE[runner],
                                 config={"recipe": rcfg}, clear=[run_dir],

@@ -161,7 +161,10 @@ def _generate(model, processor, texts: list[str], records: Sequence[dict], gen_c
     inputs = processor(text=texts, audio=_load_batch_audio(records), sampling_rate=SAMPLE_RATE,
                        return_tensors="pt", padding=True).to(model.device)
     inputs["input_features"] = inputs["input_features"].to(model.dtype)
-    replay = (tower_cache.replaying(model, [str(r["audio_path"]) for r in records]) if tower_cache is not None
+    # beam search and several samples per prompt repeat each clip's rows: no replay then
+    one_row_per_clip = (gen_cfg.num_beams or 1) == 1 and (gen_cfg.num_return_sequences or 1) == 1
+    replay = (tower_cache.replaying(model, [str(r["audio_path"]) for r in records])
+              if tower_cache is not None and one_row_per_clip
               else contextlib.nullcontext())
     with torch.inference_mode(), replay:
         out = model.generate(**inputs, generation_config=gen_cfg)

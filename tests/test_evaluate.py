@@ -371,6 +371,10 @@ def test_tower_cache_replays_an_identical_tower_only(tmp_path, tiny_model):
     ev.evaluate_records(again, processor, records, 2, tower_cache=cache, **kw)
     assert (cache.misses, cache.hits) == (16, 8)
     assert "forward" not in vars(audio_tower(again))
+    beams = ev.generation_config_for(again, processor, "greedy", 4)
+    beams.num_beams = 2  # beam search repeats each clip's rows: the cache stays out of it
+    ev._generate(again, processor, ev.prompt_texts(processor, records[:2], 2), records[:2], beams, cache)
+    assert (cache.misses, cache.hits) == (16, 8)
 
 
 @pytest.mark.slow

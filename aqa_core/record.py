@@ -79,7 +79,7 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
         ran = True
     man = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
     info = read_json_or_none(base_dir / "build_info.json") or {}
-    from .mini_data import SUBCATS, shift_table
+    from .mini_tasks import SUBCATS, shift_table
 
     task_of = {s.name: s.task for s in SUBCATS.values()}
     counts = pd.DataFrame(man["counts"]).fillna(0).astype(int)

@@ -55,7 +55,7 @@ RUNS = {
 #: Source files each kind of stage runs (their content is part of the stage's cache key).
 _COMMON = ["aqa_core/prompts.py", "aqa_core/answers.py", "aqa_core/audio.py", "aqa_core/data.py", "aqa_core/config.py"]
 CODE = {
-    "data": ["aqa_core/mini_data.py", "aqa_core/synth.py", "aqa_core/prompts.py"],
+    "data": ["aqa_core/mini_data.py", "aqa_core/mini_tasks.py", "aqa_core/synth.py", "aqa_core/prompts.py"],
     "base": ["aqa_core/mini_model.py", "aqa_core/tokenizer_corpus.txt", "aqa_core/collate.py",
              "aqa_core/tower_cache.py", *_COMMON],
     "eval": ["aqa_core/evaluate.py", "aqa_core/sweep.py", "aqa_core/tower_cache.py", "aqa_core/mmau.py",

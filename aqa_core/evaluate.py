@@ -329,7 +329,7 @@ def _read_progress(path: Path, settings: EvalSettings, ids: list[str]) -> dict[i
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             if n == len(lines):  # cut it off, or the next append would continue the torn line
-                _write_atomic(path, "\n".join(lines[:-1]) + "\n")
+                write_atomic(path, "\n".join(lines[:-1]) + "\n")
                 warnings.warn(f"{path}: dropped a torn last line (interrupted mid-write)", stacklevel=2)
                 break
             raise EvalError(f"{path}:{n}: invalid JSON ({exc.msg}); delete the file to start over") from exc
@@ -340,7 +340,8 @@ def _read_progress(path: Path, settings: EvalSettings, ids: list[str]) -> dict[i
     return done
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and rename it, so a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -476,14 +477,14 @@ def evaluate_file(
         raw = done[i]["raw_output"]
         answer = extract_answer(raw)
         rows.append({**base, "model_prediction": answer, "model_output": answer, "raw_output": raw})
-    _write_atomic(out, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+    write_atomic(out, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
     report, text = score_rows(rows, str(out), avqa=data.suffix == ".jsonl")
     summary = {"settings": asdict(settings), "predictions": str(out), "report": report,
                "skipped_missing_audio": len(skipped_ids), "skipped_ids": skipped_ids[:20],
                "generated": len(pending), "seconds": round(seconds, 3),
                "items_per_second": round(len(pending) / seconds, 3) if seconds else None}
-    _write_atomic(score_json, json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
-    _write_atomic(out.with_name(out.name + SCORE_TXT_SUFFIX), text)
+    write_atomic(score_json, json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    write_atomic(out.with_name(out.name + SCORE_TXT_SUFFIX), text)
     sidecar.unlink()
     summary["cached"] = False
     say(text, end="")
@@ -495,7 +496,8 @@ def evaluate_file(
 # ----------------------------------------------------------------------------- command line
 
 
-def _eval_args(ap: argparse.ArgumentParser) -> None:
+def add_eval_arguments(ap: argparse.ArgumentParser) -> None:
+    """The generation options `evaluate` and `sweep` share."""
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--decoding", choices=DECODINGS, default="greedy",
@@ -514,7 +516,7 @@ def cli_evaluate(argv: list[str]) -> int:
     ap.add_argument("--out", required=True, help="predictions JSON to write (report beside it)")
     ap.add_argument("--prompt", default="2", help="1 (SFT), 2 (answer tags, the official eval prompt) or 3 (think)")
     ap.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
-    _eval_args(ap)
+    add_eval_arguments(ap)
     a = ap.parse_args(argv)
     try:
         evaluate_file(a.model, a.data, a.out, a.audio_dir, a.prompt, a.batch_size, a.max_new_tokens, a.decoding,

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .evaluate import EvalError, _eval_args, _write_atomic, evaluate_file, load_model, resolve_model_dir
+from .evaluate import EvalError, add_eval_arguments, evaluate_file, load_model, resolve_model_dir, write_atomic
 from .prompts import as_prompt
 from .tower_cache import TowerCache
 
@@ -178,7 +178,7 @@ def sweep(
                   "best_on_validation": best_val and {k: best_val[k] for k in keep},
               }}
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "sweep.json", json.dumps(result, indent=2) + "\n")
+    write_atomic(out_dir / "sweep.json", json.dumps(result, indent=2) + "\n")
     fields = ["checkpoint", "step", "test", *[f"test_{t}" for t in TASKS], "test_n", "validation", "validation_n"]
     with (out_dir / "sweep.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
@@ -225,7 +225,7 @@ def cli_sweep(argv: list[str]) -> int:
     ap.add_argument("--out-dir", default=None, help="default: RUN/eval")
     ap.add_argument("--include-base", action="store_true",
                     help="also evaluate the run's starting model (config model_name_or_path) as step 0")
-    _eval_args(ap)
+    add_eval_arguments(ap)
     a = ap.parse_args(argv)
     try:
         sweep(a.run, a.data, a.audio_dir, a.validation, a.validation_audio_dir, a.prompt, a.out_dir, a.include_base,

@@ -64,36 +64,27 @@ def load_avqa_jsonl(
         raise DataError(f"{path}: AVQA JSONL file not found")
     adir = Path(audio_dir) if audio_dir is not None else None
     records, missing = [], []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
-            if not isinstance(raw, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-            absent = [f for f in AVQA_FIELDS if f not in raw]
-            if absent:
-                raise DataError(f"{where}: missing field(s) {absent}; expected {list(AVQA_FIELDS)}")
-            _check_choice_record(where, raw["multi_choice"], raw["answer"])
-            wav = _resolve(str(raw["audio_path"]), adir, path.parent)
-            if on_missing != "keep" and not wav.is_file():
-                if on_missing == "error":
-                    raise DataError(f"{where}: audio file not found: {wav}")
-                missing.append(str(raw.get("id", lineno)))
-                continue
-            rec = dict(raw)
-            rec.update(
-                id=str(raw.get("id", lineno)),
-                question=avqa_question(raw["question_text"]),
-                choices=list(raw["multi_choice"]),
-                answer=raw["multi_choice"][raw["answer"]],
-                audio_path=str(wav),
-            )
-            records.append(rec)
+    for lineno, raw in iter_jsonl(path):
+        where = f"{path}:{lineno}"
+        absent = [f for f in AVQA_FIELDS if f not in raw]
+        if absent:
+            raise DataError(f"{where}: missing field(s) {absent}; expected {list(AVQA_FIELDS)}")
+        _check_choice_record(where, raw["multi_choice"], raw["answer"])
+        wav = _resolve(str(raw["audio_path"]), adir, path.parent)
+        if on_missing != "keep" and not wav.is_file():
+            if on_missing == "error":
+                raise DataError(f"{where}: audio file not found: {wav}")
+            missing.append(str(raw.get("id", lineno)))
+            continue
+        rec = dict(raw)
+        rec.update(
+            id=str(raw.get("id", lineno)),
+            question=avqa_question(raw["question_text"]),
+            choices=list(raw["multi_choice"]),
+            answer=raw["multi_choice"][raw["answer"]],
+            audio_path=str(wav),
+        )
+        records.append(rec)
     if missing:
         warnings.warn(
             f"{path}: skipped {len(missing)} question(s) whose wav is missing "
@@ -102,6 +93,23 @@ def load_avqa_jsonl(
             stacklevel=2,
         )
     return records
+
+
+def iter_jsonl(path: str | Path):
+    """`(line number, object)` for each non-blank line of a JSONL file; a line that is not a JSON
+    object is a `DataError` naming the file and line."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
 
 
 def load_mmau(path: str | Path, audio_dir: str | Path | None = None, check_audio: bool = False) -> list[dict]:

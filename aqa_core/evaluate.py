@@ -496,6 +496,19 @@ def evaluate_file(
 # ----------------------------------------------------------------------------- command line
 
 
+def exit_code(call: Callable[[], Any]) -> int:
+    """A command's exit code: 0 after `call()`, 1 (message on stderr) for bad input, 130 when
+    interrupted (a resumable evaluation keeps its progress)."""
+    try:
+        call()
+    except (EvalError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def add_eval_arguments(ap: argparse.ArgumentParser) -> None:
     """The generation options `evaluate` and `sweep` share."""
     ap.add_argument("--batch-size", type=int, default=8)
@@ -518,15 +531,9 @@ def cli_evaluate(argv: list[str]) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace results made with other settings")
     add_eval_arguments(ap)
     a = ap.parse_args(argv)
-    try:
-        evaluate_file(a.model, a.data, a.out, a.audio_dir, a.prompt, a.batch_size, a.max_new_tokens, a.decoding,
-                      a.seed, a.limit, a.skip_missing, a.overwrite)
-    except (EvalError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return exit_code(lambda: evaluate_file(a.model, a.data, a.out, a.audio_dir, a.prompt, a.batch_size,
+                                           a.max_new_tokens, a.decoding, a.seed, a.limit, a.skip_missing,
+                                           a.overwrite))
 
 
 cli = cli_evaluate

@@ -171,6 +171,27 @@ def _runs_arg(runs: Mapping[str, str | Path] | Sequence[str | Path], keys: Seque
     return out
 
 
+def _curve_panel(ax, runs: Mapping[str, tuple[str, Path]], metric: str, noun: str, smooth: int | None,
+                 alpha: float) -> dict[str, Any]:
+    """One logged metric per run against steps (raw faint, smoothed solid), and its glue values:
+    `KEY_METRIC_first_tenth`/`_last_tenth`/`_rise`, `KEY_METRIC_sentence`, `KEY_steps`."""
+    values: dict[str, Any] = {}
+    for label, (key, run_dir) in runs.items():
+        color, _ = STYLE.get(key, ("black", "o"))
+        steps, series = metric_series(run_dir, metric)
+        if not steps:
+            continue
+        ax.plot(steps, series, color=color, alpha=alpha, linewidth=0.8)
+        window = smooth or max(1, len(steps) // 15)
+        ax.plot(steps, _smooth(series, window), color=color, linewidth=2, label=label)
+        first, last = tenth_means(series)
+        values[f"{key}_{metric}_first_tenth"], values[f"{key}_{metric}_last_tenth"] = first, last
+        values[f"{key}_{metric}_rise"] = last - first
+        values[f"{key}_{metric}_sentence"] = trend_sentence(f"The {noun} of {label}", series)
+        values[f"{key}_steps"] = int(steps[-1])
+    return values
+
+
 def figure_grpo_convergence(runs: Mapping[str, str | Path] | str | Path, result_dir: str | Path | None = None,
                             smooth: int | None = None) -> Figure:
     """Figure 3: GRPO's mean reward per step (left; raw faint, smoothed solid) and test accuracy
@@ -185,20 +206,7 @@ def figure_grpo_convergence(runs: Mapping[str, str | Path] | str | Path, result_
         raise FileNotFoundError("figure_grpo_convergence: no GRPO run folder with metrics.jsonl or eval/sweep.json")
     fig = _new_figure(11, 4)
     ax_r, ax_a = fig.subplots(1, 2)
-    values: dict[str, Any] = {}
-    for label, (key, run_dir) in runs.items():
-        color, _ = STYLE.get(key, ("black", "o"))
-        steps, reward = metric_series(run_dir, "reward")
-        if not steps:
-            continue
-        w = smooth or max(1, len(steps) // 15)
-        ax_r.plot(steps, reward, color=color, alpha=0.25, linewidth=0.8)
-        ax_r.plot(steps, _smooth(reward, w), color=color, linewidth=2, label=label)
-        first, last = tenth_means(reward)
-        values[f"{key}_reward_first_tenth"], values[f"{key}_reward_last_tenth"] = first, last
-        values[f"{key}_reward_rise"] = last - first
-        values[f"{key}_steps"] = int(steps[-1])
-        values[f"{key}_reward_sentence"] = trend_sentence(f"The mean reward of {label}", reward)
+    values = _curve_panel(ax_r, runs, "reward", "mean reward", smooth, alpha=0.25)
     ax_r.set_xlabel("training step")
     ax_r.set_ylabel("mean reward (accuracy + format, max 2)")
     ax_r.set_title("GRPO reward")
@@ -224,17 +232,7 @@ def figure_sft_convergence(runs: Mapping[str, str | Path] | str | Path, result_d
         raise FileNotFoundError("figure_sft_convergence: no SFT run folder with metrics.jsonl or eval/sweep.json")
     fig = _new_figure(11, 4)
     ax_l, ax_a = fig.subplots(1, 2)
-    values: dict[str, Any] = {}
-    for label, (key, run_dir) in runs.items():
-        color, marker = STYLE.get(key, ("black", "o"))
-        steps, loss = metric_series(run_dir, "loss")
-        if not steps:
-            continue
-        ax_l.plot(steps, loss, color=color, alpha=0.3, linewidth=0.8)
-        ax_l.plot(steps, _smooth(loss, smooth or max(1, len(steps) // 15)), color=color, linewidth=2, label=label)
-        first, last = tenth_means(loss)
-        values[f"{key}_loss_first_tenth"], values[f"{key}_loss_last_tenth"] = first, last
-        values[f"{key}_steps"] = int(steps[-1])
+    values = _curve_panel(ax_l, runs, "loss", "training loss", smooth, alpha=0.3)
     ax_l.set_xlabel("training step")
     ax_l.set_ylabel("training loss (answer tokens)")
     ax_l.set_title("SFT loss")

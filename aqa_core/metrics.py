@@ -6,9 +6,10 @@ One JSON object per logging step, `{"step": N, <every logged value>}`, then one 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
+
+from .data import iter_jsonl
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -18,17 +19,7 @@ def read_metrics(run_dir: str | Path, summary: bool = False) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics file (has the run started?)")
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-        if summary or not row.get("summary"):
-            rows.append(row)
-    return rows
+    return [row for _, row in iter_jsonl(path) if summary or not row.get("summary")]
 
 
 def tenth_means(values: Sequence[float]) -> tuple[float, float]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import iter_jsonl
 from .tower_cache import TowerCache
 
 CODE_VERSION = "mini-model-3"  # bump when a change here alters what gets built
@@ -345,10 +346,7 @@ def load_base_rows(data_dir: str | Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: base corpus not found; make it with `python -m aqa_core mini-data --out {data}`")
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for lineno, row in iter_jsonl(path):
         missing = [f for f in BASE_FIELDS if f not in row]
         if missing:
             raise ValueError(f"{path}:{lineno}: missing field(s) {missing}; expected {list(BASE_FIELDS)}")

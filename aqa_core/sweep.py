@@ -17,11 +17,11 @@ import argparse
 import csv
 import gc
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from .evaluate import EvalError, add_eval_arguments, evaluate_file, load_model, resolve_model_dir, write_atomic
+from .evaluate import (EvalError, add_eval_arguments, evaluate_file, exit_code, load_model, resolve_model_dir,
+                       write_atomic)
 from .prompts import as_prompt
 from .tower_cache import TowerCache
 
@@ -227,16 +227,10 @@ def cli_sweep(argv: list[str]) -> int:
                     help="also evaluate the run's starting model (config model_name_or_path) as step 0")
     add_eval_arguments(ap)
     a = ap.parse_args(argv)
-    try:
-        sweep(a.run, a.data, a.audio_dir, a.validation, a.validation_audio_dir, a.prompt, a.out_dir, a.include_base,
-              batch_size=a.batch_size, max_new_tokens=a.max_new_tokens, decoding=a.decoding, seed=a.seed,
-              limit=a.limit, skip_missing=a.skip_missing)
-    except (EvalError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return exit_code(lambda: sweep(a.run, a.data, a.audio_dir, a.validation, a.validation_audio_dir, a.prompt,
+                                   a.out_dir, a.include_base, batch_size=a.batch_size,
+                                   max_new_tokens=a.max_new_tokens, decoding=a.decoding, seed=a.seed,
+                                   limit=a.limit, skip_missing=a.skip_missing))
 
 
 cli = cli_sweep

@@ -206,6 +206,9 @@ def test_load_base_rows_names_missing_audio(base_data, tmp_path):
                                                      "response": "r"}) + "\n")
     with pytest.raises(FileNotFoundError, match=r"base.jsonl:1 \(id x\).*nope.wav"):
         mini_model.load_base_rows(tmp_path)
+    (tmp_path / "base.jsonl").write_text('\n{"id": "x", "audio_path"\n')
+    with pytest.raises(ValueError, match=r"base.jsonl:2: invalid JSON"):
+        mini_model.load_base_rows(tmp_path)
 
 
 def test_tower_cache_gives_stock_logits(tiny, base_data):

@@ -45,9 +45,11 @@ def _smooth(values: Sequence[float], window: int) -> list[float]:
     return head + np.convolve(v, kernel, mode="valid").tolist()
 
 
-def metric_series(run_dir: str | Path, key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one logged metric of a run (rows without it are skipped)."""
-    rows = [r for r in read_metrics(run_dir) if isinstance(r.get(key), (int, float))]
+def metric_series(run_dir: str | Path | list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one logged metric of a run (rows without it are skipped); `run_dir` may
+    also be the run's rows, already read."""
+    rows = read_metrics(run_dir) if isinstance(run_dir, (str, Path)) else run_dir
+    rows = [r for r in rows if isinstance(r.get(key), (int, float))]
     return [int(r["step"]) for r in rows], [float(r[key]) for r in rows]
 
 
@@ -248,7 +250,8 @@ def figure_sft_convergence(runs: Mapping[str, str | Path] | str | Path, result_d
 def figure_training_curves(run_dir: str | Path, keys: Sequence[str] = ("reward", "loss", "kl")) -> Figure:
     """One run's logged curves side by side (what a training notebook shows)."""
     set_style()
-    series = {k: metric_series(run_dir, k) for k in keys}
+    rows = read_metrics(run_dir)  # once for every curve
+    series = {k: metric_series(rows, k) for k in keys}
     series = {k: v for k, v in series.items() if v[0]}
     fig = _new_figure(4 * max(1, len(series)), 3.2)
     axes = fig.subplots(1, max(1, len(series)), squeeze=False)

@@ -85,23 +85,23 @@ def _pick(rows: list[dict], key: str) -> dict | None:
 
 
 def _same_weights(a: Path, b: Path) -> bool:
-    """True when two model folders hold the same tensors (compared one tensor at a time; the
-    files' bytes may differ in tensor order)."""
+    """True when two model folders hold the same tensors (compared one tensor at a time, each
+    file opened once; the files' bytes may differ in tensor order)."""
+    from contextlib import ExitStack
+
     import torch
     from safetensors import safe_open
 
-    def index(folder: Path) -> dict[str, Path]:
-        return {k: f for f in sorted(resolve_model_dir(folder).glob("*.safetensors"))
-                for k in safe_open(str(f), "pt").keys()}
+    with ExitStack() as stack:
+        def index(folder: Path) -> dict:  # tensor name -> the open file holding it
+            files = [stack.enter_context(safe_open(str(f), "pt"))
+                     for f in sorted(resolve_model_dir(folder).glob("*.safetensors"))]
+            return {k: fh for fh in files for k in fh.keys()}
 
-    ia, ib = index(a), index(b)
-    if not ia or ia.keys() != ib.keys():
-        return False
-    for key in ia:
-        with safe_open(str(ia[key]), "pt") as fa, safe_open(str(ib[key]), "pt") as fb:
-            if not torch.equal(fa.get_tensor(key), fb.get_tensor(key)):
-                return False
-    return True
+        ia, ib = index(a), index(b)
+        if not ia or ia.keys() != ib.keys():
+            return False
+        return all(torch.equal(ia[k].get_tensor(k), ib[k].get_tensor(k)) for k in ia)
 
 
 def _same_weights_checkpoint(models: list[tuple[str, int | None, Path]], step: int | None,

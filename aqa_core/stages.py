@@ -17,7 +17,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: `Stage.code` paths are relative to it
 STAMPS = ".stamps"
@@ -66,6 +66,20 @@ class Timing:
     seconds: float
     last_run_seconds: float | None = None
     log: str | None = None
+
+
+def retry_unstarted_kernel(run: Callable[[], tuple[int, str]], label: str) -> int:
+    """`run()` -> (exit code, the end of its output), run again while it failed only because
+    papermill's kernel never started (KERNEL_START_FAILURES), KERNEL_START_ATTEMPTS runs at most.
+    Returns the last exit code."""
+    rc, output = run()
+    attempt = 1
+    while rc != 0 and attempt < KERNEL_START_ATTEMPTS and kernel_failed_to_start(output):
+        attempt += 1
+        print(f"{label}: the kernel did not start; trying again ({attempt}/{KERNEL_START_ATTEMPTS})",
+              file=sys.stderr, flush=True)
+        rc, output = run()
+    return rc
 
 
 def read_json_or_none(path: Path) -> dict | None:
@@ -134,13 +148,12 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
         if echo:
             print(f"\n=== study: {stage.name} ===", flush=True)
         env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // jobs))} if jobs > 1 and not stage.exclusive else {}
-        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+
+        def attempt() -> tuple[int, str]:
             rc = _run_logged(stage.argv + stage.runtime_args, log_path, echo=echo and jobs == 1, env=env)
-            if rc == 0 or attempt == KERNEL_START_ATTEMPTS or not kernel_failed_to_start(
-                    log_path.read_text(encoding="utf-8", errors="replace")[-4000:]):
-                break
-            print(f"study: {stage.name}: the kernel did not start; trying again ({attempt + 1}/{KERNEL_START_ATTEMPTS})",
-                  file=sys.stderr, flush=True)
+            return rc, log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+        rc = retry_unstarted_kernel(attempt, f"study: {stage.name}")
         seconds = round(time.perf_counter() - t0, 1)
         missing = [str(p) for p in stage.outputs if not Path(p).exists()]
         if rc != 0 or missing:

@@ -32,8 +32,7 @@ from typing import Sequence
 
 import yaml
 
-from .stages import (KERNEL_START_ATTEMPTS, NOTEBOOK_ENV, ROOT, Stage, kernel_failed_to_start, run_stages,
-                     write_timings)
+from .stages import NOTEBOOK_ENV, ROOT, Stage, retry_unstarted_kernel, run_stages, write_timings
 
 RECIPES = {
     "grpo": "recipes/grpo/mini.yaml",
@@ -222,11 +221,15 @@ def execute_notebooks(result_dir: str | Path, results_dir: str | Path, recipes: 
             params["grpo_recipes"] = [str(p) for p in recipes["grpo"]]
             params["sft_recipes"] = [str(p) for p in recipes["sft"]]
         argv = papermill_argv(ROOT / "notebooks" / template, results_dir / f"{name}.ipynb", params, Path(cwd))
-        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
-            proc = subprocess.run(argv, cwd=cwd, env={**os.environ, **NOTEBOOK_ENV}, capture_output=True, text=True)
-            if proc.returncode == 0 or not kernel_failed_to_start(proc.stdout[-4000:] + proc.stderr[-4000:]):
-                break
-            print(f"papermill {template}: the kernel did not start; trying again", file=sys.stderr, flush=True)
+        procs: list[subprocess.CompletedProcess] = []
+
+        def attempt() -> tuple[int, str]:
+            procs.append(subprocess.run(argv, cwd=cwd, env={**os.environ, **NOTEBOOK_ENV}, capture_output=True,
+                                        text=True))
+            return procs[-1].returncode, procs[-1].stdout[-4000:] + procs[-1].stderr[-4000:]
+
+        retry_unstarted_kernel(attempt, f"papermill {template}")
+        proc = procs[-1]
         if proc.returncode != 0:
             raise RuntimeError(f"papermill {template} -> {name}.ipynb failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 

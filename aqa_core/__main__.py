@@ -9,16 +9,16 @@ import importlib
 import sys
 
 COMMANDS = {
-    "score": ("aqa_core.mmau", "Score an MMAU predictions file as the official evaluation.py does."),
-    "mmau-version": ("aqa_core.mmau_versions", "Name the MMAU test-mini version of a question or predictions file."),
+    "score": ("aqa_core.eval.mmau", "Score an MMAU predictions file as the official evaluation.py does."),
+    "mmau-version": ("aqa_core.eval.mmau_versions", "Name the MMAU test-mini version of a question or predictions file."),
     "avqa-convert": ("aqa_core.data", "Convert official AVQA question JSON + wavs into the R1-AQA JSONL form."),
-    "mini-data": ("aqa_core.mini_data", "Generate the synthetic mini audio-QA benchmark."),
-    "mini-base": ("aqa_core.mini_model", "Build and briefly train the mini Qwen2-Audio base model."),
-    "grpo": ("aqa_core.grpo", "Train with GRPO (audio in every pass)."),
-    "sft": ("aqa_core.sft", "Supervised fine-tuning, full or LoRA."),
-    "evaluate": ("aqa_core.evaluate", "Batched MMAU-style inference, scored as the official scorer."),
-    "sweep": ("aqa_core.sweep", "Evaluate every checkpoint of a run."),
-    "study": ("aqa_core.study", "Run the whole mini study, stage by stage, cached."),
+    "mini-data": ("aqa_core.mini.data", "Generate the synthetic mini audio-QA benchmark."),
+    "mini-base": ("aqa_core.mini.model", "Build and briefly train the mini Qwen2-Audio base model."),
+    "grpo": ("aqa_core.train.grpo", "Train with GRPO (audio in every pass)."),
+    "sft": ("aqa_core.train.sft", "Supervised fine-tuning, full or LoRA."),
+    "evaluate": ("aqa_core.eval.evaluate", "Batched MMAU-style inference, scored as the official scorer."),
+    "sweep": ("aqa_core.eval.sweep", "Evaluate every checkpoint of a run."),
+    "study": ("aqa_core.study.plan", "Run the whole mini study, stage by stage, cached."),
 }
 
 

@@ -6,6 +6,7 @@ A missing, unreadable, empty or silent file is an `AudioError` that names the fi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import soundfile as sf
@@ -38,20 +39,30 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     return wav
 
 
-def check_audio_files(paths: list[str | Path]) -> list[tuple[str, str]]:
-    """(path, problem) for every path that `load_audio` would reject, without decoding everything:
-    existence and a header read; used to report missing audio before any model work starts."""
+def check_audio_files(paths: Iterable[str | Path], decode: bool = False,
+                      progress: bool = False) -> list[tuple[str, str]]:
+    """(path, problem) for every distinct path that `load_audio` would reject: the one audio
+    check, run before any model work. By default it reads headers only (missing, unreadable,
+    empty: training's check); `decode=True` decodes every file with `load_audio`, which also
+    catches silent files (evaluation's check)."""
+    from tqdm.auto import tqdm
+
     problems = []
-    for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            problems.append((str(p), "not found"))
+    for p in tqdm(list(dict.fromkeys(map(str, paths))), desc="checking audio", unit="file", disable=not progress):
+        if decode:
+            try:
+                load_audio(p)
+            except AudioError as exc:
+                problems.append((p, str(exc).removeprefix(f"{p}: ")))
+            continue
+        if not Path(p).is_file():
+            problems.append((p, "not found"))
             continue
         try:
-            info = sf.info(str(p))
+            info = sf.info(p)
         except (sf.LibsndfileError, RuntimeError) as exc:
-            problems.append((str(p), f"unreadable ({exc})"))
+            problems.append((p, f"unreadable ({exc})"))
             continue
         if info.frames == 0:
-            problems.append((str(p), "empty"))
+            problems.append((p, "empty"))
     return problems

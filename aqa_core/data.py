@@ -153,6 +153,37 @@ def load_mmau(path: str | Path, audio_dir: str | Path | None = None, check_audio
     return records
 
 
+def load_questions(path: str | Path, audio_dir: str | Path | None = None, *, limit: int | None = None,
+                   on_missing: str = "warn", check_audio: bool = False) -> list[dict]:
+    """Training or evaluation questions as canonical records, by file type: `.jsonl` in the
+    R1-AQA AVQA form (`load_avqa_jsonl`), `.json` in the MMAU schema (`load_mmau`). The one
+    loader the GRPO and SFT runners and the evaluator share.
+
+    `on_missing` applies to the AVQA form (see `load_avqa_jsonl`); in an MMAU file a missing wav
+    is an error unless `on_missing="keep"`. `limit` keeps the first N questions. `check_audio`
+    reads every wav's header before any model work (`aqa_core.audio.check_audio_files`): an
+    unusable one is a `DataError` naming how many and the first few. No usable question is an error.
+    """
+    from .audio import check_audio_files
+
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        records = load_avqa_jsonl(path, audio_dir=audio_dir, on_missing=on_missing)
+    elif path.suffix == ".json":
+        records = load_mmau(path, audio_dir=audio_dir, check_audio=on_missing != "keep")
+    else:
+        raise DataError(f"{path}: expected a .jsonl (R1-AQA AVQA form) or .json (MMAU schema) question file")
+    if limit is not None:
+        records = records[:limit]
+    if check_audio:
+        problems = check_audio_files([r["audio_path"] for r in records])
+        if problems:
+            raise DataError(f"{path}: {len(problems)} unusable wav(s), e.g. {problems[:3]}")
+    if not records:
+        raise DataError(f"{path}: no usable questions")
+    return records
+
+
 def avqa_wav_name(video_name: str) -> str:
     """`<youtube id>_<start zero-padded to 6>` -> `<youtube id>_<start, no padding>.wav`.
 

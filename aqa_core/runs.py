@@ -1,21 +1,13 @@
-"""Run folders shared by the GRPO and SFT runners: one folder per run holding the resolved
-config, `metrics.jsonl` and the `checkpoint-N/` folders the HF Trainer writes.
+"""Run folders: the one layout every training run writes and every later stage reads. Torch-free,
+so notebook kernels, the sweep and the study read runs without importing transformers.
 
-The whole API (each piece is used by both runners):
-
-- `prepare_run_dir(run_dir, cfg, resume=False)`: create the folder and write `config.yaml`
-  (refuses to clobber an earlier run unless resuming; on resume, the config must match).
-- `last_checkpoint(run_dir)`: the newest `checkpoint-N` folder, or None.
-- `MetricsCallback(run_dir)`: a `TrainerCallback` appending one JSON object per logging step
-  (`{"step": N, <every logged value>}`) to `metrics.jsonl`; on resume it drops rows past
-  the checkpoint so the file never holds two histories.
-- `read_metrics(run_dir)`: those rows back as a list of dicts; `first_last_tenth(rows, key)`:
-  the mean of a metric over the first and the last tenth of the steps (GRPO reward rising, SFT
-  loss falling).
-- `choose_precision()`: bf16 on CUDA, fp32 on CPU, as `Precision(device, bf16, model_dtype)`;
-  `precision.training_args()` gives the matching `TrainingArguments` keywords.
-- `PretrainedResumeMixin`: put it first in a Trainer subclass's bases so that `--resume`
-  really restores the weights (transformers 5.23 silently does not for Qwen2-Audio, see there).
+    RUN/config.yaml           the resolved recipe (every field, defaults included)
+    RUN/trainer_args.json     the GRPOConfig / SFTConfig actually used (`args.to_dict()`)
+    RUN/provenance.json       git commit, package versions, the command, world size, host
+    RUN/metrics.jsonl         one JSON object per logging step, then a `"summary": true` row
+    RUN/checkpoint-N/         what the HF Trainer saves (LoRA runs add `merged/`, a plain model)
+    RUN/final/                the model at the end, a plain model folder (`final/adapter/` for LoRA)
+    RUN/eval/sweep.json       every checkpoint scored (aqa_core.eval.sweep)
 
 >>> import tempfile
 >>> from dataclasses import dataclass
@@ -31,37 +23,49 @@ True
 """
 from __future__ import annotations
 
+import enum
 import json
-import math
 import os
+import platform
 import re
-from dataclasses import dataclass
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
 from .config import save_config, to_dict
-from .metrics import METRICS_FILE, first_last_tenth, read_metrics  # noqa: F401 - part of this API
-
-FINAL_DIR = "final"  # the model at the end of a run, always a plain model folder
-MERGED_DIR = "merged"  # checkpoint-N/merged/: a LoRA checkpoint as a plain model folder
+from .data import iter_jsonl
 
 CONFIG_FILE = "config.yaml"
+TRAINER_ARGS_FILE = "trainer_args.json"
+PROVENANCE_FILE = "provenance.json"
+METRICS_FILE = "metrics.jsonl"
+FINAL_DIR = "final"  # the model at the end of a run, always a plain model folder
+MERGED_DIR = "merged"  # checkpoint-N/merged/: a LoRA checkpoint as a plain model folder
+SWEEP_FILE = Path("eval") / "sweep.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 #: Keys that may change between an interrupted run and its resumption (extending a run, or
 #: checkpointing/logging more often, does not change what was trained so far).
 RESUMABLE_CHANGES = frozenset({"max_steps", "save_steps", "logging_steps", "output_dir", "save_total_limit"})
+#: Packages whose versions a run records (those not installed are left out).
+RECORDED_PACKAGES = ("aqa_core", "torch", "transformers", "trl", "peft", "accelerate", "deepspeed", "datasets",
+                     "numpy", "soundfile", "soxr")
 
 
 class RunDirError(RuntimeError):
-    """A run folder that cannot be used as asked: the message names the folder and the fix."""
+    """A run or model folder that cannot be used as asked: the message names the folder and the fix."""
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
     """True on the process that owns the files (rank 0 under `accelerate launch`/torchrun)."""
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+# ----------------------------------------------------------------------------- checkpoints
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:
@@ -73,10 +77,41 @@ def checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """N of a `checkpoint-N` folder.
+
+    >>> checkpoint_step("runs/x/checkpoint-40")
+    40
+    """
+    m = _CHECKPOINT_RE.match(Path(path).name)
+    if not m:
+        raise RunDirError(f"{path}: not a checkpoint-N folder")
+    return int(m.group(1))
+
+
 def last_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint folder of a run (the one `--resume` continues from), or None."""
+    """The newest checkpoint folder of a run (the one `--resume` continues from), or None.
+    Our own rather than transformers' `get_last_checkpoint`: the reliability work adds a
+    completeness check (a half-written save is not a checkpoint) that the library lacks."""
     found = checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def model_dir(path: str | Path) -> Path:
+    """The folder `from_pretrained` reads for a checkpoint, `final/` or base model folder:
+    `path/merged/` for a LoRA checkpoint, else `path` itself, which must hold a `config.json`."""
+    path = Path(path)
+    if (path / MERGED_DIR / "config.json").is_file():
+        return path / MERGED_DIR
+    if (path / "config.json").is_file():
+        return path
+    if (path / "adapter_config.json").is_file():
+        raise RunDirError(f"{path}: a LoRA adapter without a merged model; expected {path}/{MERGED_DIR}/ "
+                          "(the LoRA runs write it at every checkpoint)")
+    raise RunDirError(f"{path}: not a model folder (no config.json)")
+
+
+# ----------------------------------------------------------------------------- creating a run
 
 
 def prepare_run_dir(run_dir: str | Path, cfg: Any, resume: bool = False) -> Path:
@@ -84,7 +119,8 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, resume: bool = False) -> Path
 
     A folder that already holds a run (metrics or checkpoints) is an error unless `resume` is
     set; when resuming, the saved config must agree with `cfg` except for RESUMABLE_CHANGES
-    (so the step count and data order really continue). Only the main process writes.
+    (so the step count and data order really continue); a key the saved config lacks counts as
+    its default (a recipe field added since). Only the main process writes.
     """
     run_dir = Path(run_dir)
     has_run = (run_dir / METRICS_FILE).exists() or bool(checkpoints(run_dir))
@@ -95,6 +131,8 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, resume: bool = False) -> Path
         if saved_path.is_file():
             saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
             now = to_dict(cfg)
+            defaults = to_dict(type(cfg)())
+            saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
             differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
             if differ:
                 detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ)
@@ -107,182 +145,124 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, resume: bool = False) -> Path
             f"{run_dir}: already holds a run (metrics.jsonl or checkpoint-N); pass --resume to continue it "
             "or choose another --output-dir"
         )
-    if _is_main_process():
+    if is_main_process():
         tmp = save_config(cfg, run_dir, f".{CONFIG_FILE}.{os.getpid()}.tmp")
         os.replace(tmp, run_dir / CONFIG_FILE)  # atomic: other ranks may be reading it
     return run_dir
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe scalar: tensors/numpy to float, NaN/inf to None (JSON has no NaN)."""
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
+def _git_commit(repo: Path) -> dict[str, Any] | None:
+    """HEAD of the repository holding this package, and whether its tracked files differ from it."""
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
         return None
-    return value
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-try:  # transformers is a hard dependency of the runners, but keep the helpers importable without it
-    from transformers import TrainerCallback
-except ImportError:  # pragma: no cover
-    TrainerCallback = object  # type: ignore[misc,assignment]
+def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Where a run comes from: the command, the code (git commit of this package's repository,
+    when it is a checkout), the package versions, the host and the world size."""
+    from importlib import metadata
 
-
-class MetricsCallback(TrainerCallback):
-    """Append `{"step": N, **logs}` to `<run_dir>/metrics.jsonl` at every logging step.
-
-    Keys are the trainer's own (TRL GRPO: loss, reward, reward_std, rewards/<name>/mean, kl,
-    completions/mean_length, learning_rate, ...; SFT: loss, learning_rate, ...). The final
-    train summary (train_runtime, ...) is written as a row with `"summary": true`.
-    """
-
-    def __init__(self, run_dir: str | Path):
-        self.path = Path(run_dir) / METRICS_FILE
-
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
-        if not state.is_world_process_zero or not self.path.exists():
-            return
-        # Resumed at global_step: rows logged after that checkpoint belong to the lost history.
-        rows = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= state.global_step and not r.get("summary")]
-        self._write(rows, mode="w")
-
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-        if not state.is_world_process_zero or not logs:
-            return
-        row = {"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}}
-        if "train_runtime" in logs:
-            row["summary"] = True
-        self._write([row], mode="a")
-
-    def _write(self, rows: list[dict], mode: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open(mode, encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-
-
-# ----------------------------------------------------------------------------- LoRA runs
-
-
-def merge_lora_state_dict(state_dict: dict, scaling: float, adapter: str = "default") -> dict:
-    """A PEFT model's state dict -> the plain model's, with W + scaling * B @ A in every
-    adapted Linear. Works from a (possibly ZeRO-3-gathered) state dict, so the training model
-    is never modified (merging in place and back would drift bf16 weights)."""
-    out = {}
-    for key, value in state_dict.items():
-        if ".lora_" in key:
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
             continue
-        name = key.removeprefix("base_model.model.")
-        if ".base_layer." in key and key.endswith(".weight"):
-            stem = key[: -len(".base_layer.weight")]
-            a, b = state_dict[f"{stem}.lora_A.{adapter}.weight"], state_dict[f"{stem}.lora_B.{adapter}.weight"]
-            value = (value.float() + scaling * (b.float() @ a.float())).to(value.dtype)
-        out[name.replace(".base_layer.", ".")] = value
-    return out
+    return {"command": list(sys.argv if argv is None else argv), "cwd": os.getcwd(),
+            "git": _git_commit(Path(__file__).resolve().parents[1]), "packages": versions,
+            "host": platform.node(), "platform": platform.platform(),
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
 
 
-def save_merged(trainer, out_dir: str | Path) -> None:
-    """Write the merged LoRA model + processor to `out_dir` (called on every process: the
-    state dict gather is collective under ZeRO-3; only the main process writes)."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    # The wrapped model: under ZeRO-3 only the DeepSpeed engine can gather the sharded weights.
-    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
-    if not trainer.accelerator.is_main_process:
+def _jsonable(value: Any) -> Any:
+    """A trainer-args value as JSON: containers recursively, enums by value, other objects as text."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    return str(value)
+
+
+def write_run_record(run_dir: str | Path, trainer_args: dict[str, Any]) -> None:
+    """Write `trainer_args.json` (the effective trainer arguments) and `provenance.json` beside
+    `config.yaml`, atomically; only the main process writes."""
+    if not is_main_process():
         return
-    peft_cfg = model.peft_config["default"]
-    scaling = peft_cfg.lora_alpha / (peft_cfg.r ** 0.5 if peft_cfg.use_rslora else peft_cfg.r)
-    merged = merge_lora_state_dict(state_dict, scaling)
-    model.get_base_model().save_pretrained(out_dir, state_dict=merged)
-    trainer.processing_class.save_pretrained(out_dir)
+    run_dir = Path(run_dir)
+    for name, obj in ((TRAINER_ARGS_FILE, _jsonable(trainer_args)), (PROVENANCE_FILE, provenance())):
+        tmp = run_dir / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, run_dir / name)
 
 
-class SaveMergedCallback(TrainerCallback):
-    """After each checkpoint of a LoRA run, write `checkpoint-N/merged/` (a plain model).
-    `trainer` is set once the trainer exists (the callback must be passed to its constructor)."""
-
-    trainer = None
-
-    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
-        save_merged(self.trainer, Path(args.output_dir) / f"checkpoint-{state.global_step}" / MERGED_DIR)
+# ----------------------------------------------------------------------------- reading a run
 
 
-def save_final(trainer, run_dir: str | Path) -> Path:
-    """`<run_dir>/final`: model + processor, loadable with `from_pretrained` like the base model.
-    A LoRA run writes the merged weights there and its adapter in `final/adapter` (the layout
-    aqa_core.sft uses and aqa_core.evaluate reads)."""
-    from accelerate.utils import is_peft_model
-
-    final = Path(run_dir) / FINAL_DIR
-    if is_peft_model(trainer.accelerator.unwrap_model(trainer.model)):
-        save_merged(trainer, final)  # collective under ZeRO-3: every process calls it
-        trainer.save_model(str(final / "adapter"))
-    else:
-        trainer.save_model(str(final))
-        if trainer.accelerator.is_main_process:
-            trainer.processing_class.save_pretrained(final)
-    trainer.accelerator.wait_for_everyone()
-    return final
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """The run's resolved `config.yaml` as a dict ({} when the folder has none)."""
+    path = Path(run_dir) / CONFIG_FILE
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
 
 
-class PretrainedResumeMixin:
-    """Trainer mixin: on resume, load the checkpoint's weights the way `from_pretrained` does.
+def read_metrics(run_dir: str | Path, summary: bool = False) -> list[dict]:
+    """The rows of `<run_dir>/metrics.jsonl` (per-step rows; `summary=True` adds the final one)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics file (has the run started?)")
+    return [row for _, row in iter_jsonl(path) if summary or not row.get("summary")]
 
-    transformers 5.23's `Trainer._load_from_checkpoint` reads `model.safetensors` with a plain
-    `load_state_dict(strict=False)`, but `save_pretrained` writes Qwen2-Audio's original key
-    names (`audio_tower.*`, `language_model.*`, not `model.audio_tower.*`): every key is then
-    missing, only a log line says so, and the resumed run silently restarts from the base
-    weights. `from_pretrained` applies the key conversion. DeepSpeed, FSDP and PEFT adapters
-    resume through their own loaders and are left to the Trainer. (Costs one extra copy of
-    the weights on CPU while loading.)
+
+def run_finished(run_dir: str | Path) -> bool:
+    """A run is finished when its metrics end with the trainer's summary row."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return False
+    rows = [row for _, row in iter_jsonl(path)]
+    return bool(rows) and bool(rows[-1].get("summary"))
+
+
+def tenth_means(values: Sequence[float]) -> tuple[float, float]:
+    """Mean over the first and over the last tenth of a series (at least one value each).
+
+    >>> tenth_means([i / 10 for i in range(1, 21)])
+    (0.15, 1.95)
     """
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):  # noqa: ANN001 - Trainer signature
-        from accelerate.utils import is_peft_model
-
-        model = self.model if model is None else model
-        unwrapped = self.accelerator.unwrap_model(model)
-        full_weights = (Path(resume_from_checkpoint) / "config.json").is_file() and not is_peft_model(unwrapped)
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not full_weights:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        dtype = next(unwrapped.parameters()).dtype
-        loaded = type(unwrapped).from_pretrained(resume_from_checkpoint, dtype=dtype, device_map=None)
-        unwrapped.load_state_dict(loaded.state_dict(), strict=True)  # an incomplete checkpoint fails here
-        del loaded
-        return None
+    if not values:
+        raise ValueError("an empty series has no first or last tenth")
+    n = max(1, len(values) // 10)
+    return round(sum(values[:n]) / n, 10), round(sum(values[-n:]) / n, 10)
 
 
-@dataclass(frozen=True)
-class Precision:
-    """Where and in what precision a run trains: bf16 mixed precision on CUDA, fp32 on CPU.
+def first_last_tenth(rows: list[dict], key: str) -> tuple[float, float]:
+    """`tenth_means` of one metric over the logged steps (GRPO reward rising, SFT loss falling).
 
-    `model_dtype` is what to load the weights in: bf16 only under DeepSpeed (whose optimizer
-    keeps fp32 master weights, as the official ZeRO-3 launch does); otherwise fp32 weights
-    with bf16 autocast, because AdamW steps of lr 1e-6 vanish when applied to bf16 weights.
+    >>> first_last_tenth([{"step": i, "reward": i / 10} for i in range(1, 21)], "reward")
+    (0.15, 1.95)
     """
-
-    device: str
-    bf16: bool
-    model_dtype: str  # "bfloat16" | "float32" (a `from_pretrained(dtype=...)` value)
-
-    def training_args(self) -> dict[str, Any]:
-        """Keywords for `TrainingArguments`/`GRPOConfig`/`SFTConfig`."""
-        return {"bf16": self.bf16, "fp16": False, "use_cpu": self.device == "cpu"}
-
-    def torch_dtype(self):  # noqa: ANN201 - torch imported lazily
-        import torch
-
-        return getattr(torch, self.model_dtype)
+    values = [float(r[key]) for r in rows if r.get(key) is not None]
+    if not values:
+        raise ValueError(f"no {key!r} values in {len(rows)} metric rows")
+    return tenth_means(values)
 
 
-def choose_precision(device: str = "auto") -> Precision:
-    """bf16 on CUDA (if the GPU supports it), fp32 on CPU; `device="cpu"` forces the CPU."""
-    import torch
-
-    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
-    if device == "cuda" and not use_cuda:
-        raise RuntimeError("device='cuda' requested but torch sees no CUDA device")
-    if not use_cuda:
-        return Precision("cpu", False, "float32")
-    bf16 = torch.cuda.is_bf16_supported()
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    return Precision("cuda", bf16, "bfloat16" if (bf16 and deepspeed) else "float32")
+def read_sweep(run_dir: str | Path) -> dict:
+    """`RUN/eval/sweep.json` as `python -m aqa_core sweep` writes it."""
+    path = Path(run_dir) / SWEEP_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no sweep (run `python -m aqa_core sweep --run {run_dir} ...`)")
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -32,11 +32,11 @@ def greedy_check(model_dir: Path, test_json: Path, prompt: int, batch_size: int 
     import torch
     from tqdm.auto import tqdm
 
-    from aqa_core import mini_model
     from aqa_core.answers import extract_answer, has_answer_tags
     from aqa_core.audio import load_audio
     from aqa_core.data import load_mmau
-    from aqa_core.mmau import mmau_string_match, wilson_interval
+    from aqa_core.eval.mmau import mmau_string_match, wilson_interval
+    from aqa_core.mini import model as mini_model
     from aqa_core.prompts import build_messages
 
     model, processor = mini_model.load(model_dir)
@@ -84,12 +84,13 @@ def time_sft_steps(model_dir: Path, train_jsonl: Path, steps: int = 4, batch_siz
     every step, as a trainer does) on train items with prompt 1; the first step is warm-up."""
     import torch
 
-    from aqa_core import mini_model
-    from aqa_core.collate import SFTCollator
+    from aqa_core.audio_tower import audio_tower
     from aqa_core.data import load_avqa_jsonl
+    from aqa_core.mini import model as mini_model
+    from aqa_core.train.collate import SFTCollator
 
     model, processor = mini_model.load(model_dir)
-    model.model.audio_tower.requires_grad_(False)
+    audio_tower(model).requires_grad_(False)
     model.train()
     records = load_avqa_jsonl(train_jsonl, audio_dir=train_jsonl.parent / "train-audios", on_missing="error")
     collate = SFTCollator(processor)
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from aqa_core import mini_data, mini_model
+    from aqa_core.mini import data as mini_data, model as mini_model
 
     torch.set_num_threads(a.threads)
     out = Path(a.out)

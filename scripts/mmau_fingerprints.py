@@ -1,11 +1,11 @@
-"""Regenerate aqa_core/mmau_versions.json, the MMAU test-mini version table, from the published files.
+"""Regenerate aqa_core/eval/mmau_versions.json, the MMAU test-mini version table, from the published files.
 
-    python scripts/mmau_fingerprints.py [HISTORY_DIR] [--out aqa_core/mmau_versions.json]
+    python scripts/mmau_fingerprints.py [HISTORY_DIR] [--out aqa_core/eval/mmau_versions.json]
 
 HISTORY_DIR (default ../shared/data/mmau/history) holds every published test-mini file, named
 `mmau-test-mini.<YYYYMMDD>_<HHMMSS>.<commit>.json`. The repository cannot ship those files, so it keeps
 only per-item and per-version fingerprints; files with identical content become one version, labelled
-by the earliest commit. Version names come from `aqa_core.mmau_versions.VERSION_NAMES`.
+by the earliest commit. Version names come from `aqa_core.eval.mmau_versions.VERSION_NAMES`.
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from aqa_core.mmau import MMAUInputError
-from aqa_core.mmau_versions import VERSIONS_FILE, build_fingerprints, version_label
+from aqa_core.eval.mmau_versions import VERSIONS_FILE, MMAUInputError, build_fingerprints, version_label
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,8 +2,8 @@
 it must: both tables with numbers, both figures as images, every glue key resolved, no warning.
 
 The fixtures are written in the formats the pipeline writes them: MMAU prediction files
-(aqa_core.evaluate), run folders with `config.yaml`, `metrics.jsonl` and `eval/sweep.json`
-(aqa_core.runs, aqa_core.evaluate.sweep), the mini data `manifest.json` (aqa_core.mini_data).
+(aqa_core.eval.evaluate), run folders with `config.yaml`, `metrics.jsonl` and `eval/sweep.json`
+(aqa_core.runs, aqa_core.eval.sweep), the mini data `manifest.json` (aqa_core.mini.data).
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def _predictions(questions: list[dict], accuracy: tuple[float, ...], seed: int) 
 
 
 def _score(rows: list[dict]) -> dict:
-    from aqa_core.mmau import score_predictions
+    from aqa_core.eval.mmau import score_predictions
 
     return score_predictions(rows).to_dict()
 
@@ -73,7 +73,7 @@ def write_fixture_results(root: Path) -> Path:
     (data / "test-mini.json").write_text(json.dumps(questions, indent=1))
     counts = {task: {f"{task} sub": N_PER_TASK} for task in TASKS}
     (data / "manifest.json").write_text(json.dumps({
-        "generator": "aqa_core.mini_data", "version": "1", "seed": 0,
+        "generator": "aqa_core.mini.data", "version": "1", "seed": 0,
         "sizes": {"train": 90, "validation": 30, "test": len(questions), "base": 60},
         "counts": {"train": {"sound sub": 30, "music sub": 30}, "validation": {"sound sub": 30},
                    "test": {f"{t} sub": N_PER_TASK for t in TASKS}, "base": {"sound sub": 60}},
@@ -151,7 +151,7 @@ def write_fixture_recipes(root: Path) -> dict[str, list[Path]]:
 
 
 def test_table_results_reads_fixture_rows_and_pairs_them(tmp_path):
-    from aqa_core.report import table_results
+    from aqa_core.study.tables import table_results
 
     res = write_fixture_results(tmp_path)
     table = table_results([res, tmp_path / "full"], n_resamples=500)  # runs/full absent: skipped
@@ -170,14 +170,14 @@ def test_table_results_reads_fixture_rows_and_pairs_them(tmp_path):
 
 
 def test_paper_odd_cells_are_the_known_ones():
-    from aqa_core.report import paper_values
+    from aqa_core.study.paper import paper_values
 
     odd = paper_values()["paper_odd_cells"]
     assert "49.19" in odd and "50.98" in odd and "52.58" in odd and "64.50" not in odd
 
 
 def test_table_hyperparameters_reads_every_value_from_the_files(tmp_path):
-    from aqa_core.report import table_hyperparameters
+    from aqa_core.study.tables import table_hyperparameters
 
     rec = write_fixture_recipes(tmp_path)
     t = table_hyperparameters(rec["grpo"]).frame.set_index("setting")
@@ -191,7 +191,7 @@ def test_table_hyperparameters_reads_every_value_from_the_files(tmp_path):
 
 
 def test_figures_have_both_panels_and_values(tmp_path):
-    from aqa_core.report import figure_grpo_convergence, figure_sft_convergence
+    from aqa_core.study.figures import figure_grpo_convergence, figure_sft_convergence
 
     res = write_fixture_results(tmp_path)
     f3, f4 = figure_grpo_convergence(res), figure_sft_convergence(res)
@@ -214,7 +214,7 @@ def _html_text(path: Path) -> str:
 def test_book_builds_from_fixture_results(tmp_path):
     """Execute the notebooks on fixture results with papermill (as the study does), build the book
     with warnings as errors, then read the HTML."""
-    from aqa_core.study import build_book, execute_notebooks
+    from aqa_core.study.plan import build_book, execute_notebooks
 
     res = write_fixture_results(tmp_path / "runs")
     rec = write_fixture_recipes(tmp_path)
@@ -251,7 +251,7 @@ def test_book_builds_from_fixture_results(tmp_path):
 
 def test_study_notebook_paths_exist():
     """Every notebook the study executes exists and has a `parameters` cell."""
-    from aqa_core.study import NOTEBOOKS
+    from aqa_core.study.plan import NOTEBOOKS
 
     for nb_name in {nb for nb, _ in NOTEBOOKS.values()}:
         nb = json.loads((ROOT / "notebooks" / nb_name).read_text())

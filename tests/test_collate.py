@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from aqa_core import mini_model
-from aqa_core.collate import IGNORE_INDEX, SFTCollator
+from aqa_core.mini import model as mini_model
+from aqa_core.train.collate import IGNORE_INDEX, SFTCollator
 from aqa_core.prompts import Prompt, user_text
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from aqa_core import evaluate as ev
-from aqa_core import sweep as sw
-from aqa_core import mmau
+from aqa_core.eval import evaluate as ev
+from aqa_core.eval import sweep as sw
+from aqa_core.eval import mmau
 from aqa_core.answers import extract_answer
 
 TASKS = ("sound", "music", "speech")
@@ -58,7 +58,7 @@ def write_avqa(root: Path, n: int = 6) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from aqa_core.mini_model import build_untrained
+    from aqa_core.mini.model import build_untrained
 
     return build_untrained(tmp_path_factory.mktemp("tiny") / "model", tiny=True)
 
@@ -301,12 +301,14 @@ def test_run_prompt_from_config(tmp_path):
 
 
 def test_lora_checkpoint_reads_merged_model(tmp_path, tiny_model):
+    from aqa_core.runs import RunDirError, model_dir
+
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "adapter_config.json").write_text("{}")
-    with pytest.raises(ev.EvalError, match="merged"):
-        ev.resolve_model_dir(tmp_path / "ckpt")
+    with pytest.raises(RunDirError, match="merged"):
+        model_dir(tmp_path / "ckpt")
     shutil.copytree(tiny_model, tmp_path / "ckpt" / "merged")
-    assert ev.resolve_model_dir(tmp_path / "ckpt") == tmp_path / "ckpt" / "merged"
+    assert model_dir(tmp_path / "ckpt") == tmp_path / "ckpt" / "merged"
 
 
 def test_greedy_generation_config_ignores_checkpoint_sampling(tiny_model):
@@ -352,7 +354,8 @@ def test_tower_cache_replays_an_identical_tower_only(tmp_path, tiny_model):
     import torch
 
     from aqa_core.data import load_mmau
-    from aqa_core.tower_cache import TowerCache, audio_tower
+    from aqa_core.audio_tower import audio_tower
+    from aqa_core.eval.tower_cache import TowerCache
 
     torch.set_num_threads(1)
     records = load_mmau(write_mmau(tmp_path / "d", n=8), check_audio=True)

@@ -1,6 +1,6 @@
 """The GRPO runner: the R1-AQA objective mapped onto TRL, audio in every log-prob pass, run
 folders, resume, recipes and launch configs. Slow tests train a tiny random Qwen2-Audio model
-(aqa_core.mini_model, tiny=True) for a few steps on a few synthetic clips, on CPU."""
+(aqa_core.mini.model, tiny=True) for a few steps on a few synthetic clips, on CPU."""
 from __future__ import annotations
 
 import functools
@@ -16,8 +16,10 @@ from pathlib import Path
 import pytest
 
 from aqa_core.config import RecipeError, load_recipe
-from aqa_core.grpo import GRPORecipe, group_advantages, grpo_args, strip_none
-from aqa_core.runs import Precision, RunDirError, read_metrics
+from aqa_core.runs import RunDirError, read_metrics
+from aqa_core.train.common import Precision
+from aqa_core.train.grpo import GRPORecipe, group_advantages, grpo_args
+from aqa_core.train.grpo_trainer import strip_none
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = Precision("cpu", False, "float32")
@@ -32,8 +34,8 @@ def tiny(tmp_path_factory):
     import torch
 
     torch.set_num_threads(2)
-    from aqa_core.mini_data import MiniSizes, generate
-    from aqa_core.mini_model import build_untrained
+    from aqa_core.mini.data import MiniSizes, generate
+    from aqa_core.mini.model import build_untrained
 
     root = tmp_path_factory.mktemp("grpo")
     model = build_untrained(root / "model", tiny=True)
@@ -101,6 +103,19 @@ def test_official_code_and_mini_recipes():
     assert mini.per_device_train_batch_size % mini.num_generations == 0 and mini.loss_type == "grpo"
 
 
+def test_trl_args_pass_through_checked_against_grpo_config():
+    cfg = load_recipe(GRPORecipe, REPO / "recipes/grpo/paper.yaml", ["trl_args={log_completions: true, num_completions_to_print: 2}"])
+    args = grpo_args(cfg, "/tmp/unused", CPU)
+    assert args.log_completions is True and args.num_completions_to_print == 2
+    assert args.beta == 0.04  # the recipe's own mapping is untouched
+    bad = load_recipe(GRPORecipe, REPO / "recipes/grpo/paper.yaml", ["trl_args={log_completion: true}"])
+    with pytest.raises(RecipeError, match=r"'log_completion' is not a GRPOConfig field \(did you mean log_completions.*valid fields: .*beta"):
+        grpo_args(bad, "/tmp/unused", CPU)
+    mapped = load_recipe(GRPORecipe, REPO / "recipes/grpo/paper.yaml", ["trl_args={beta: 0.1}"])
+    with pytest.raises(RecipeError, match="'beta' is set by the runner from the recipe"):
+        grpo_args(mapped, "/tmp/unused", CPU)
+
+
 def test_group_advantages_on_a_reward_table():
     rewards = [1, 0, 0, 0,   2, 2, 2, 2,   2, 1, 1, 0]  # noqa: E241 - three groups of G=4
     adv = group_advantages(rewards, 4).tolist()
@@ -113,7 +128,7 @@ def test_group_advantages_on_a_reward_table():
 
 @pytest.mark.slow
 def test_trl_advantages_are_r1aqa_group_advantages(tiny, tmp_path):
-    from aqa_core.grpo import build_trainer
+    from aqa_core.train.grpo import build_trainer
 
     trainer = build_trainer(tiny_recipe(tiny, tmp_path), reward_funcs=[length_reward])
     trainer._generate_and_score_completions(_generation_batch(trainer))
@@ -145,7 +160,7 @@ def _logps(trainer, model, batch, features):
 def test_audio_reaches_generation_reference_and_loss(tiny, tmp_path, use_peft):
     import torch
 
-    from aqa_core.grpo import build_trainer
+    from aqa_core.train.grpo import build_trainer
 
     trainer = build_trainer(tiny_recipe(tiny, tmp_path, use_peft=use_peft), reward_funcs=[length_reward])
     policy = trainer.model
@@ -200,7 +215,7 @@ def test_stock_trl_grpo_loss_ignores_the_audio(tiny, tmp_path):
     import torch
     from trl import GRPOTrainer
 
-    from aqa_core.grpo import build_trainer
+    from aqa_core.train.grpo import build_trainer
 
     ours = build_trainer(tiny_recipe(tiny, tmp_path / "ours"), reward_funcs=[length_reward])
     batch = ours._generate_and_score_completions(_generation_batch(ours))
@@ -225,8 +240,9 @@ def test_shared_audio_encoding_is_exact_and_encodes_each_clip_once(tiny):
 
     from aqa_core.audio import load_audio
     from aqa_core.data import load_avqa_jsonl
-    from aqa_core.grpo import audio_encoders, share_audio_encoding
+    from aqa_core.audio_tower import audio_tower
     from aqa_core.prompts import build_messages
+    from aqa_core.train.grpo_trainer import share_audio_encoding
 
     model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny["model"]).eval()
     processor = AutoProcessor.from_pretrained(tiny["model"], padding_side="left")
@@ -238,7 +254,7 @@ def test_shared_audio_encoding_is_exact_and_encodes_each_clip_once(tiny):
     with torch.no_grad():
         plain = model(**enc).logits
     rows = []
-    audio_encoders(model)[0].conv1.register_forward_hook(lambda m, inp, out: rows.append(inp[0].shape[0]))
+    audio_tower(model).conv1.register_forward_hook(lambda m, inp, out: rows.append(inp[0].shape[0]))
     share_audio_encoding(model)
     with torch.no_grad():
         shared = model(**enc).logits
@@ -264,7 +280,7 @@ def test_strip_none_restores_the_chat_template_input():
 def test_run_writes_config_metrics_checkpoints_and_final(tiny, tmp_path):
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from aqa_core.grpo import run_grpo
+    from aqa_core.train.grpo import run_grpo
 
     cfg = tiny_recipe(tiny, tmp_path / "run", max_steps=2, save_steps=1)
     trainer = run_grpo(cfg)
@@ -280,6 +296,12 @@ def test_run_writes_config_metrics_checkpoints_and_final(tiny, tmp_path):
     assert all(0.0 <= r["reward"] <= 2.0 for r in rows)
     assert (run / "checkpoint-1").is_dir() and (run / "checkpoint-2").is_dir()
     Qwen2AudioForConditionalGeneration.from_pretrained(run / "final")
+    # the effective trainer arguments and the provenance sit beside config.yaml
+    args = json.loads((run / "trainer_args.json").read_text())
+    assert (args["beta"], args["loss_type"], args["num_generations"], args["max_steps"]) == (0.04, "grpo", 4, 2)
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["packages"]["trl"] == "1.16.0" and prov["world_size"] == 1 and prov["command"]
+    assert prov["git"] is None or len(prov["git"]["commit"]) == 40
     with pytest.raises(RunDirError, match="--resume"):
         run_grpo(cfg)  # an existing run is never overwritten silently
 
@@ -289,7 +311,7 @@ def test_lora_run_writes_merged_checkpoints(tiny, tmp_path):
     import torch
     from transformers import Qwen2AudioForConditionalGeneration
 
-    from aqa_core.grpo import run_grpo
+    from aqa_core.train.grpo import run_grpo
 
     cfg = tiny_recipe(tiny, tmp_path / "lora", use_peft=True, max_steps=1, save_steps=1,
                       gradient_accumulation_steps=1, per_device_train_batch_size=8)
@@ -309,7 +331,7 @@ def test_lora_run_writes_merged_checkpoints(tiny, tmp_path):
 def test_resume_continues_step_count_and_data_order(tiny, tmp_path):
     from transformers import TrainerCallback
 
-    from aqa_core.grpo import run_grpo
+    from aqa_core.train.grpo import run_grpo
 
     class StopAfter(TrainerCallback):
         def __init__(self, step):
@@ -359,7 +381,7 @@ def test_recipe_errors_name_the_valid_keys(tmp_path):
 
 
 def test_cli_reports_recipe_errors(capsys):
-    from aqa_core.grpo import cli
+    from aqa_core.train.grpo import cli
 
     assert cli(["--recipe", str(REPO / "recipes/grpo/mini.yaml"), "--set", "temperatur=1"]) == 2
     assert "valid keys" in capsys.readouterr().err

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from aqa_core import mini_model
-from aqa_core.mini_model import SPECIAL_TOKENS
-from aqa_core.tower_cache import TowerCache
+from aqa_core.mini import model as mini_model
+from aqa_core.mini.model import SPECIAL_TOKENS
+from aqa_core.eval.tower_cache import TowerCache
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_load_base_rows_names_missing_audio(base_data, tmp_path):
 
 
 def test_tower_cache_gives_stock_logits(tiny, base_data):
-    from aqa_core.collate import SFTCollator
+    from aqa_core.train.collate import SFTCollator
 
     model, processor = tiny
     rows = mini_model.load_base_rows(base_data)
@@ -287,7 +287,7 @@ def test_converted_whisper_transcribes_speech():
     from tokenizers import Tokenizer
     from transformers import WhisperFeatureExtractor
 
-    from aqa_core import synth
+    from aqa_core.mini import synth
 
     wav = synth.speak([("See you tomorrow morning.", "en+m3", 150, 50)])[0]
     feats = WhisperFeatureExtractor(feature_size=80)(wav, sampling_rate=16000, return_tensors="pt").input_features
@@ -301,7 +301,7 @@ def test_converted_whisper_transcribes_speech():
 @pytest.mark.slow
 def test_mini_base_end_to_end_on_generated_data(tmp_path):
     """mini-data at tiny sizes -> mini-base (Whisper encoder, 3 steps) -> load -> greedy answer."""
-    from aqa_core import mini_data
+    from aqa_core.mini import data as mini_data
     from aqa_core.audio import load_audio
     from aqa_core.data import load_mmau
     from aqa_core.prompts import build_messages

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from aqa_core import mmau
-from aqa_core.mmau import MMAUInputError, cli_score, format_report, mmau_string_match, score_file, score_predictions
-from aqa_core.mmau_versions import (VERSIONS_FILE, build_fingerprints, cli_mmau_version, identify_version,
+from aqa_core.eval import mmau
+from aqa_core.eval.mmau import MMAUInputError, cli_score, format_report, mmau_string_match, score_file, score_predictions
+from aqa_core.eval.mmau_versions import (VERSIONS_FILE, build_fingerprints, cli_mmau_version, identify_version,
                                     load_version_table)
 
 DATA = Path(__file__).parent / "data"
@@ -315,7 +315,7 @@ def test_python_m_entry_point_and_no_torch_import():
     out = subprocess.run([sys.executable, "-m", "aqa_core", "score", str(HANDMADE), "--official-only"],
                          capture_output=True, text=True, check=True)
     assert out.stdout == HANDMADE_OFFICIAL
-    code = "import sys, aqa_core.mmau; assert 'torch' not in sys.modules, 'mmau imports torch'"
+    code = "import sys, aqa_core.eval.mmau; assert 'torch' not in sys.modules, 'mmau imports torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from aqa_core import sft
+from aqa_core.train import sft
 from aqa_core.config import RecipeError, load_recipe
-from aqa_core.runs import RunDirError, read_metrics
-from aqa_core.sft import SFTRecipe, check_recipe
+from aqa_core.runs import RunDirError, model_dir, read_metrics
+from aqa_core.train.sft import SFTRecipe, check_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes" / "sft"
@@ -65,6 +65,40 @@ def test_check_recipe_errors(overrides, message):
         check_recipe(load_recipe(SFTRecipe, None, overrides))
 
 
+def test_trl_args_reach_sft_config_and_are_checked():
+    from aqa_core.train.common import Precision
+
+    cpu = Precision("cpu", False, "float32")
+    cfg = load_recipe(SFTRecipe, RECIPES / "mini-full.yaml", ["trl_args={eval_strategy: 'no', seed: 3}"])
+    with pytest.raises(RecipeError, match="'seed' is set by the runner"):
+        sft.sft_config(cfg, cpu)
+    cfg = load_recipe(SFTRecipe, RECIPES / "mini-full.yaml", ["trl_args={save_only_model: true}"])
+    assert sft.sft_config(cfg, cpu).save_only_model is True
+    cfg = load_recipe(SFTRecipe, RECIPES / "mini-full.yaml", ["trl_args={save_only_models: true}"])
+    with pytest.raises(RecipeError, match=r"not a SFTConfig field \(did you mean save_only_model"):
+        sft.sft_config(cfg, cpu)
+
+
+def test_one_lora_builder_keeps_each_recipes_targets():
+    """GRPO states a regex, SFT a list of projections; both adapt the same modules, all inside the
+    language model (the Whisper tower's q/k/v projections are left alone)."""
+    import re
+
+    from aqa_core.mini.model import TINY_SPEC, make_model
+    from aqa_core.train.grpo import GRPORecipe
+    from aqa_core.train.lora import lora_config
+
+    model, _ = make_model(TINY_SPEC, pretrained_encoder=False)
+    names = [n for n, _ in model.named_modules()]
+    grpo = load_recipe(GRPORecipe, RECIPES.parent / "grpo" / "paper.yaml", ["use_peft=true"])
+    sft_lora = load_recipe(SFTRecipe, RECIPES / "paper-lora.yaml")
+    chosen = [{n for n in names if re.fullmatch(lora_config(cfg).target_modules, n)} for cfg in (grpo, sft_lora)]
+    assert chosen[0] == chosen[1]
+    assert len(chosen[0]) == 7 * TINY_SPEC.num_hidden_layers
+    assert all(".language_model." in n for n in chosen[0])
+    assert any("audio_tower" in n and n.endswith("q_proj") for n in names)
+
+
 def test_cli_reports_recipe_errors(tmp_path, capsys):
     assert sft.cli(["--recipe", str(RECIPES / "paper-full.yaml"), "--set", "nope=1"]) == 2
     assert "unknown key 'nope'" in capsys.readouterr().err
@@ -76,7 +110,7 @@ def test_cli_reports_recipe_errors(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     """A tiny random Qwen2-Audio and an 8-question mini train split (R1-AQA JSONL + wavs)."""
-    from aqa_core import mini_data, mini_model
+    from aqa_core.mini import data as mini_data, model as mini_model
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sft")
@@ -127,6 +161,8 @@ def test_full_sft_end_to_end(tiny_setup, monkeypatch):
     run = Path(cfg.output_dir)
 
     assert (run / "config.yaml").is_file() and metrics["global_step"] == 6
+    assert json.loads((run / "trainer_args.json").read_text())["max_steps"] == 6
+    assert "transformers" in json.loads((run / "provenance.json").read_text())["packages"]
     losses = _losses(run)
     assert sorted(losses) == [1, 2, 3, 4, 5, 6] and all(math.isfinite(v) for v in losses.values())
     assert losses[6] < losses[1]
@@ -186,8 +222,8 @@ def test_lora_sft_keeps_base_and_saves_merged(tiny_setup):
     # PEFT's own merge and differs from the base exactly on the adapted projections.
     ckpt = run / "checkpoint-4"
     assert (ckpt / "adapter_config.json").is_file() and not (ckpt / "merged" / "adapter_config.json").exists()
-    assert sft.loadable_model_dir(ckpt) == ckpt / "merged"
-    merged = _weights(sft.loadable_model_dir(ckpt))
+    assert model_dir(ckpt) == ckpt / "merged"
+    merged = _weights(model_dir(ckpt))
     reference = PeftModel.from_pretrained(
         Qwen2AudioForConditionalGeneration.from_pretrained(cfg.model_name_or_path), ckpt).merge_and_unload().state_dict()
     assert set(merged) == set(base) == set(reference)

@@ -6,8 +6,8 @@ import math
 import pytest
 from scipy.stats import binomtest
 
-from aqa_core import mmau
-from aqa_core.stats import (
+from aqa_core.eval import mmau
+from aqa_core.eval.stats import (
     compare_paired,
     mcnemar_exact,
     mcnemar_test,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aqa_core.study import NOTEBOOKS, Stage, run_stages, study_stages, write_timings
+from aqa_core.study.plan import NOTEBOOKS, Stage, run_stages, study_stages, write_timings
 
 
 def _stage(name: str, out: Path, deps: list[str], text: str = "x") -> Stage:
@@ -75,10 +75,12 @@ def test_a_kernel_that_never_started_is_started_again(tmp_path):
 
 
 def test_code_change_changes_the_key(tmp_path):
-    s = Stage("s", ["true"], [], [], code=["aqa_core/study.py"])
+    s = Stage("s", ["true"], [], [], code=["aqa_core/study/plan.py"])
     assert s.key({}) == s.key({})
     assert s.key({}) != s.key({"up": "other-output"})
     assert s.key({}, hash_code=True) != s.key({}, hash_code=False)
+    with pytest.raises(FileNotFoundError, match="aqa_core/study.py"):
+        Stage("moved", ["true"], [], [], code=["aqa_core/study.py"]).key({})
 
 
 def test_study_stages_cover_the_study(tmp_path):

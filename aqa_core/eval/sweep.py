@@ -6,10 +6,10 @@ Figures 3 and 4), with two selections side by side: the best checkpoint on the t
     python -m aqa_core sweep --run RUN_DIR --data QUESTIONS.json --audio-dir DIR \
         [--validation VAL.jsonl --validation-audio-dir DIR] [--include-base]
 
-Each checkpoint is one `aqa_core.evaluate.evaluate_file` (cached and resumable per file). While
-the audio tower's weights do not change (the mini recipes freeze it) each clip is encoded once
-for the whole sweep (`aqa_core.tower_cache`); a `final/` holding the last checkpoint's tensors is
-not evaluated twice.
+Each checkpoint is one `aqa_core.eval.evaluate.evaluate_file` (cached and resumable per file).
+While the audio tower's weights do not change (the mini recipes freeze it) each clip is encoded
+once for the whole sweep (`aqa_core.eval.tower_cache`); a `final/` holding the last checkpoint's
+tensors is not evaluated twice. The result is `RUN/eval/sweep.json` (layout: `aqa_core.runs`).
 """
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .evaluate import (EvalError, add_eval_arguments, evaluate_file, exit_code, load_model, resolve_model_dir,
-                       write_atomic)
-from .prompts import as_prompt
+from ..files import write_atomic
+from ..prompts import as_prompt
+from ..runs import FINAL_DIR, MERGED_DIR, SWEEP_FILE, checkpoint_step, checkpoints, model_dir, read_config
+from .evaluate import EvalError, add_eval_arguments, evaluate_file, exit_code, load_model
+from .mmau import TASKS
 from .tower_cache import TowerCache
 
 
@@ -31,21 +33,16 @@ def run_models(run_dir: str | Path, include_base: bool = False) -> list[tuple[st
     (its step is the run's last global step from a `trainer_state.json` in the run, in final/ or
     else in the last checkpoint: the final model may be a few steps past it). `include_base` puts
     the model the run started from (`model_name_or_path` in its config.yaml) first, as step 0."""
-    import yaml
-
-    from .runs import checkpoints
-
     run_dir = Path(run_dir)
     found: list[tuple[str, int | None, Path]] = []
     if include_base:
-        cfg_path = run_dir / "config.yaml"
-        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-        if not cfg.get("model_name_or_path"):
-            raise EvalError(f"{cfg_path}: no model_name_or_path to evaluate as the base (step 0)")
-        found.append(("base", 0, Path(cfg["model_name_or_path"])))
-    found += [(p.name, int(p.name.split("-")[1]), p) for p in checkpoints(run_dir)]
-    final = run_dir / "final"
-    if (final / "config.json").is_file() or (final / "merged" / "config.json").is_file():
+        base = read_config(run_dir).get("model_name_or_path")
+        if not base:
+            raise EvalError(f"{run_dir / 'config.yaml'}: no model_name_or_path to evaluate as the base (step 0)")
+        found.append(("base", 0, Path(base)))
+    found += [(p.name, checkpoint_step(p), p) for p in checkpoints(run_dir)]
+    final = run_dir / FINAL_DIR
+    if (final / "config.json").is_file() or (final / MERGED_DIR / "config.json").is_file():
         step = None
         last = [f[2] / "trainer_state.json" for f in found if f[0].startswith("checkpoint-")][-1:]
         for state in (run_dir / "trainer_state.json", final / "trainer_state.json", *last):
@@ -60,15 +57,12 @@ def run_models(run_dir: str | Path, include_base: bool = False) -> list[tuple[st
 
 def run_prompt(run_dir: str | Path) -> int:
     """The prompt a run was trained with: its config's `prompt`, or 1 for an SFT run."""
-    import yaml
-
-    cfg_path = Path(run_dir) / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    cfg = read_config(run_dir)
     if cfg.get("prompt") is not None:
         return int(as_prompt(cfg["prompt"]))
-    if "sft_tagged" in cfg:  # aqa_core.sft trains with prompt <1> only
+    if "sft_tagged" in cfg:  # aqa_core.train.sft trains with prompt <1> only
         return 1
-    raise EvalError(f"{run_dir}: cannot tell the run's prompt from {cfg_path}; pass --prompt")
+    raise EvalError(f"{run_dir}: cannot tell the run's prompt from {Path(run_dir) / 'config.yaml'}; pass --prompt")
 
 
 def _accuracy(summary: dict | None, task: str | None = None) -> float | None:
@@ -95,7 +89,7 @@ def _same_weights(a: Path, b: Path) -> bool:
     with ExitStack() as stack:
         def index(folder: Path) -> dict:  # tensor name -> the open file holding it
             files = [stack.enter_context(safe_open(str(f), "pt"))
-                     for f in sorted(resolve_model_dir(folder).glob("*.safetensors"))]
+                     for f in sorted(model_dir(folder).glob("*.safetensors"))]
             return {k: fh for fh in files for k in fh.keys()}
 
         ia, ib = index(a), index(b)
@@ -131,10 +125,8 @@ def sweep(
     optimistic) and best on validation, scored on test; the base, when included, is step 0 of the
     curves but not a candidate (a run is scored at one of its own checkpoints, as in the paper).
     Evaluated checkpoints are cached."""
-    from .mmau import TASKS
-
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir else run_dir / "eval"
+    out_dir = Path(out_dir) if out_dir else run_dir / SWEEP_FILE.parent
     prompt = int(as_prompt(prompt)) if prompt is not None else run_prompt(run_dir)
     eval_kwargs.setdefault("verbose", False)  # one line per checkpoint instead of full reports
     # A frozen tower is byte-identical in every checkpoint: each clip is encoded once per sweep.
@@ -178,7 +170,7 @@ def sweep(
                   "best_on_validation": best_val and {k: best_val[k] for k in keep},
               }}
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "sweep.json", json.dumps(result, indent=2) + "\n")
+    write_atomic(out_dir / SWEEP_FILE.name, json.dumps(result, indent=2) + "\n")
     fields = ["checkpoint", "step", "test", *[f"test_{t}" for t in TASKS], "test_n", "validation", "validation_n"]
     with (out_dir / "sweep.csv").open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")

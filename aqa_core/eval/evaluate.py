@@ -1,5 +1,5 @@
 """Batched MMAU-style inference, written in the official prediction format and scored by the
-official rule (checkpoint sweeps and model selection: `aqa_core.sweep`).
+official rule (checkpoint sweeps and model selection: `aqa_core.eval.sweep`).
 
     python -m aqa_core evaluate --model PATH --data QUESTIONS.json --audio-dir DIR --out FILE
 
@@ -27,7 +27,7 @@ What it does, and where it departs from the official R1-AQA `src/test.py` (batch
 
 The output FILE is the question list with `model_prediction` and `model_output` (both the
 extracted answer) and `raw_output` (the generation) added, so MMAU's `evaluation.py` runs on it
-unchanged; `FILE.score.json` and `FILE.score.txt` hold the report (`aqa_core.mmau`). A `.jsonl`
+unchanged; `FILE.score.json` and `FILE.score.txt` hold the report (`aqa_core.eval.mmau`). A `.jsonl`
 question file is read as R1-AQA/AVQA JSONL (a validation split) and scored by the same string
 match, total only (it has no task or difficulty fields).
 """
@@ -45,9 +45,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .answers import extract_answer
-from .audio import SAMPLE_RATE, AudioError, load_audio
-from .prompts import as_prompt, build_messages
+from ..answers import extract_answer
+from ..audio import SAMPLE_RATE, AudioError, check_audio_files, load_audio
+from ..data import load_questions
+from ..files import sha256_file, write_atomic
+from ..prompts import as_prompt, build_messages
+from ..runs import RunDirError, model_dir
 from .tower_cache import TowerCache
 
 PROGRESS_SUFFIX = ".progress.jsonl"
@@ -63,27 +66,13 @@ class EvalError(RuntimeError):
 # ----------------------------------------------------------------------------- model
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """The folder `from_pretrained` reads: `path/merged/` for a LoRA checkpoint (see aqa_core.sft),
-    else `path` itself, which must hold a `config.json`."""
-    path = Path(path)
-    if (path / "merged" / "config.json").is_file():
-        return path / "merged"
-    if (path / "config.json").is_file():
-        return path
-    if (path / "adapter_config.json").is_file():
-        raise EvalError(f"{path}: a LoRA adapter without a merged model; expected {path}/merged/ "
-                        "(aqa_core.sft writes it)")
-    raise EvalError(f"{path}: not a model folder (no config.json)")
-
-
-def _processor_dir(model_dir: Path) -> Path:
+def _processor_dir(folder: Path) -> Path:
     """The first of the model folder and its two parents that holds a saved processor (HF Trainer
     checkpoints normally do; a `merged/` subfolder may rely on its checkpoint's)."""
-    for d in (model_dir, model_dir.parent, model_dir.parent.parent):
+    for d in (folder, folder.parent, folder.parent.parent):
         if (d / "preprocessor_config.json").is_file() or (d / "processor_config.json").is_file():
             return d
-    return model_dir
+    return folder
 
 
 def load_model(path: str | Path, device: str | None = None):
@@ -93,11 +82,11 @@ def load_model(path: str | Path, device: str | None = None):
     import torch
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    model_dir = resolve_model_dir(path)
+    folder = model_dir(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    processor = AutoProcessor.from_pretrained(_processor_dir(model_dir))
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(device).eval()
+    processor = AutoProcessor.from_pretrained(_processor_dir(folder))
     processor.tokenizer.padding_side = "left"
     return model, processor
 
@@ -241,53 +230,35 @@ def evaluate_records(
 # ----------------------------------------------------------------------------- questions
 
 
-def load_questions(path: str | Path, audio_dir: str | Path | None = None) -> tuple[list[dict], list[dict]]:
-    """(records, output rows' base fields). MMAU JSON: the output keeps each question's original
-    fields untouched. `.jsonl`: R1-AQA/AVQA questions, output = the loaded record (answer as text)."""
-    from .data import load_avqa_jsonl, load_mmau
-
+def questions_and_rows(path: str | Path, audio_dir: str | Path | None = None) -> tuple[list[dict], list[dict]]:
+    """(records, output rows' base fields), records from `aqa_core.data.load_questions`. MMAU
+    JSON: the output keeps each question's original fields untouched. `.jsonl`: R1-AQA/AVQA
+    questions, output = the loaded record (answer as text)."""
     path = Path(path)
+    records = load_questions(path, audio_dir, on_missing="keep")
     if path.suffix == ".jsonl":
-        records = load_avqa_jsonl(path, audio_dir=audio_dir, on_missing="keep")
         return records, [dict(r) for r in records]
-    records = load_mmau(path, audio_dir=audio_dir)
-    originals = json.loads(path.read_text(encoding="utf-8"))
-    return records, originals
+    return records, json.loads(path.read_text(encoding="utf-8"))
 
 
 def check_audio(records: Sequence[dict], progress: bool = False) -> list[tuple[str, str]]:
     """(id, problem) for each record whose wav `load_audio` rejects (missing, unreadable, empty,
-    silent). Every file is decoded once, so nothing can fail later, mid-run: a header check
-    (`audio.check_audio_files`) would miss silent files, which `load_audio` refuses."""
-    from tqdm.auto import tqdm
-
+    silent): every file is decoded once (`check_audio_files(decode=True)`), so nothing can fail
+    later, mid-run."""
     ids_by_path: dict[str, list[str]] = {}
     for r in records:
         ids_by_path.setdefault(str(r["audio_path"]), []).append(str(r.get("id")))
-    problems = []
-    for path, ids in tqdm(ids_by_path.items(), desc="checking audio", unit="file", disable=not progress):
-        try:
-            load_audio(path, SAMPLE_RATE)
-        except AudioError as exc:
-            problems += [(i, str(exc).removeprefix(f"{path}: ")) for i in ids]
-    return problems
+    problems = check_audio_files(list(ids_by_path), decode=True, progress=progress)
+    return [(i, problem) for path, problem in problems for i in ids_by_path[path]]
 
 
 # ----------------------------------------------------------------------------- resumable file
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
-def _model_fingerprint(model_dir: Path) -> str:
+def _model_fingerprint(folder: Path) -> str:
     """Names, sizes and mtimes of the weight files: changes when the checkpoint is rewritten."""
     parts = [f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
-             for p in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin"))]
+             for p in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -340,13 +311,6 @@ def _read_progress(path: Path, settings: EvalSettings, ids: list[str]) -> dict[i
     return done
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and rename it, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def score_rows(rows: list[dict], source: str, avqa: bool) -> tuple[dict, str]:
     """(report dict, printable text): the official MMAU report for MMAU rows; for AVQA rows the
     total under the same string match (with a Wilson interval)."""
@@ -389,15 +353,15 @@ def evaluate_file(
     with it); `tower_cache` is passed to `evaluate_records`."""
     say = print if verbose else (lambda *a, **k: None)
     out, data = Path(out), Path(data)
-    model_dir = resolve_model_dir(model_path)
+    folder = model_dir(model_path)
     prompt = int(as_prompt(prompt))
     if decoding not in DECODINGS:
         raise EvalError(f"--decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
-    records, base_rows = load_questions(data, audio_dir)
+    records, base_rows = questions_and_rows(data, audio_dir)
     if limit is not None:
         records, base_rows = records[:limit], base_rows[:limit]
-    settings = EvalSettings(str(model_dir.resolve()), _model_fingerprint(model_dir), str(data.resolve()),
-                            _sha256(data), str(Path(audio_dir).resolve()) if audio_dir else None, prompt,
+    settings = EvalSettings(str(folder.resolve()), _model_fingerprint(folder), str(data.resolve()),
+                            sha256_file(data)[:16], str(Path(audio_dir).resolve()) if audio_dir else None, prompt,
                             max_new_tokens, decoding, seed, limit)
     score_json = out.with_name(out.name + SCORE_JSON_SUFFIX)
     sidecar = out.with_name(out.name + PROGRESS_SUFFIX)
@@ -444,7 +408,7 @@ def evaluate_file(
     pending = [i for i in range(len(records)) if i not in done and ids[i] not in bad]
     seconds = 0.0
     if pending:
-        model, processor = (loader or (lambda: load_model(model_dir)))()
+        model, processor = (loader or (lambda: load_model(folder)))()
         n_batches = 0
 
         def write_batch(rows: list[tuple[int, dict]]) -> None:
@@ -501,7 +465,7 @@ def exit_code(call: Callable[[], Any]) -> int:
     interrupted (a resumable evaluation keeps its progress)."""
     try:
         call()
-    except (EvalError, ValueError) as exc:
+    except (EvalError, RunDirError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

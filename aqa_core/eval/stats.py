@@ -16,7 +16,6 @@ Two tests, both on the per-item correctness vectors:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -44,7 +43,8 @@ def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple
         raise ValueError(f"need 0 <= correct <= total, got correct={correct}, total={total}")
     if total == 0:
         return 0.0, 1.0
-    # One formula in the package: mmau.wilson_interval (percent, no numpy/scipy import).
+    # One formula in the package: the scorer's (percent; aqa_core.eval.mmau imports no scipy, so
+    # `score` starts fast). It equals scipy's `binomtest(k, n).proportion_ci(method="wilson")`.
     from .mmau import wilson_interval as wilson_percent
 
     lo, hi = wilson_percent(correct, total, z=_z(confidence))
@@ -63,12 +63,13 @@ def mcnemar_exact(b: int, c: int) -> float:
     """
     if b < 0 or c < 0:
         raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
-    n = b + c
-    if n == 0:
+    if b + c == 0:
         return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2.0 * tail)
+    from scipy.stats import binomtest
+
+    # For p = 1/2 the distribution is symmetric, so scipy's two-sided p (the outcomes no more
+    # likely than the observed one) is exactly 2 * P(X <= min(b, c)), capped at 1.
+    return float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
 
 
 def _as_bool_vectors(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +206,7 @@ def paired_correctness(
     predictions_a: list[dict], predictions_b: list[dict]
 ) -> tuple[list[bool], list[bool], list[str]]:
     """Per-item correctness of two MMAU prediction lists on the same questions, aligned by `id`
-    and scored by the official rule (`aqa_core.mmau`): (correct_a, correct_b, ids). Items must be
+    and scored by the official rule (`aqa_core.eval.mmau`): (correct_a, correct_b, ids). Items must be
     the same set in both; an id present in one only is an error naming it.
     """
     from .mmau import score_predictions

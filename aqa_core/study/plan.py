@@ -15,8 +15,10 @@ runs gets a new output id, so everything downstream of it runs again. `--force S
 glob, e.g. `grpo-*`, or `all`) reruns a stage regardless. Timings (ran or cached, and the
 seconds of the stage's last real run) are printed and written to OUT/timings.json.
 
-The stage runner is `aqa_core.stages`; the notebook-facing functions (`ensure_mini_scale`,
-`ensure_evaluation`, `ensure_run`) are in `aqa_core.record`.
+The stage runner is `aqa_core.study.stages`; the functions the notebooks call
+(`ensure_mini_scale`, `ensure_evaluation`, `ensure_run`) are in `aqa_core.study.notebook`; the
+source files each stage's key covers are the import closure of its entry modules
+(`aqa_core.study.code`).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from typing import Sequence
 
 import yaml
 
+from .code import code_files
 from .stages import NOTEBOOK_ENV, ROOT, Stage, retry_unstarted_kernel, run_stages, write_timings
 
 RECIPES = {
@@ -51,19 +54,17 @@ RUNS = {
     "grpo-p2": ("grpo", "grpo-prompt2", 2, "grpo"),
     "grpo-p3": ("grpo", "grpo-prompt3", 3, "grpo"),
 }
-#: Source files each kind of stage runs (their content is part of the stage's cache key).
-_COMMON = ["aqa_core/prompts.py", "aqa_core/answers.py", "aqa_core/audio.py", "aqa_core/data.py", "aqa_core/config.py"]
+#: Source files each kind of stage runs (their content is part of the stage's cache key): the
+#: import closure of the modules it runs, plus the data files they read.
 CODE = {
-    "data": ["aqa_core/mini_data.py", "aqa_core/mini_tasks.py", "aqa_core/synth.py", "aqa_core/prompts.py"],
-    "base": ["aqa_core/mini_model.py", "aqa_core/tokenizer_corpus.txt", "aqa_core/collate.py",
-             "aqa_core/tower_cache.py", *_COMMON],
-    "eval": ["aqa_core/evaluate.py", "aqa_core/sweep.py", "aqa_core/tower_cache.py", "aqa_core/mmau.py",
-             "aqa_core/mmau_versions.py", *_COMMON],
-    "sft": ["aqa_core/sft.py", "aqa_core/collate.py", "aqa_core/runs.py", "aqa_core/metrics.py", *_COMMON],
-    "grpo": ["aqa_core/grpo.py", "aqa_core/rewards.py", "aqa_core/collate.py", "aqa_core/runs.py",
-             "aqa_core/metrics.py", *_COMMON],
-    "notebook": ["aqa_core/study.py", "aqa_core/record.py", "aqa_core/report.py", "aqa_core/results.py",
-                 "aqa_core/figures.py", "aqa_core/paper_results.yaml", "aqa_core/stats.py", "aqa_core/mmau.py", "aqa_core/metrics.py"],
+    "data": code_files(["aqa_core.__main__", "aqa_core.mini.data"]),
+    "base": code_files(["aqa_core.__main__", "aqa_core.mini.model"], ["aqa_core/mini/tokenizer_corpus.txt"]),
+    "eval": code_files(["aqa_core.__main__", "aqa_core.eval.evaluate", "aqa_core.eval.sweep"],
+                       ["aqa_core/eval/mmau_versions.json"]),
+    "sft": code_files(["aqa_core.__main__", "aqa_core.train.sft"]),
+    "grpo": code_files(["aqa_core.__main__", "aqa_core.train.grpo"]),
+    "notebook": code_files(["aqa_core.study.notebook", "aqa_core.study.report"],
+                           ["aqa_core/study/paper_results.yaml", "aqa_core/eval/mmau_versions.json"]),
 }
 #: Executed notebooks: output name (book/results/NAME.ipynb) -> (template, stage it records).
 NOTEBOOKS = {
@@ -104,7 +105,7 @@ def recipe_path(path: str | Path) -> Path:
 
 
 def _recipe_config(path: str | Path) -> dict:
-    from .config import read_recipe
+    from ..config import read_recipe
 
     return read_recipe(recipe_path(path))
 

@@ -1,16 +1,21 @@
 """Figures 3 and 4, and a run's training curves, drawn only from run folders (`metrics.jsonl`,
-`eval/sweep.json`) in one style. Each function returns a `Figure`: the matplotlib figure, its
-caption, and the values read off its data (flat plain numbers and sentences for the book's glue).
+`eval/sweep.json`) in one style. Each function returns a `display.Figure`: the matplotlib
+figure, its caption, and the values read off its data (flat plain numbers and sentences for the
+book's glue).
+
+- `figure_grpo_convergence(runs)`: Figure 3 (GRPO reward, test accuracy per checkpoint).
+- `figure_sft_convergence(runs)`: Figure 4 (SFT loss, test accuracy per checkpoint).
+- `figure_training_curves(run_dir)`: one run's logged curves (the training notebooks).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .metrics import read_metrics, tenth_means
-from .results import PREDICTIONS_FILE, ROWS, SWEEP_FILE, glue_safe, read_sweep, score_predictions_file
+from ..runs import METRICS_FILE, SWEEP_FILE, read_metrics, read_sweep, tenth_means
+from .display import Figure, glue_safe
+from .results import PREDICTIONS_FILE, ROWS, score_predictions_file
 
 
 #: One colour and marker per method, in every figure.
@@ -135,29 +140,6 @@ def _new_figure(width: float, height: float):
     return MplFigure(figsize=(width, height), layout="tight")
 
 
-@dataclass
-class Figure:
-    """A matplotlib figure with its caption and the glue values read off its data. Displays (and
-    glues) as PNG whatever the notebook's matplotlib backend."""
-
-    fig: Any
-    values: dict[str, Any] = field(default_factory=dict)
-    caption: str = ""
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fig.savefig(path, bbox_inches="tight")
-        return path
-
-    def _repr_png_(self) -> bytes:
-        import io
-
-        buf = io.BytesIO()
-        self.fig.savefig(buf, format="png", bbox_inches="tight")
-        return buf.getvalue()
-
-
 def _runs_arg(runs: Mapping[str, str | Path] | Sequence[str | Path], keys: Sequence[str]) -> dict[str, tuple[str, Path]]:
     """Normalise `runs` to {label: (row key, folder)}: a mapping row key -> folder, or a results
     folder (then the standard folders for `keys` inside it), skipping folders without data."""
@@ -167,7 +149,7 @@ def _runs_arg(runs: Mapping[str, str | Path] | Sequence[str | Path], keys: Seque
     out = {}
     for key, folder in dict(runs).items():
         folder = Path(folder)
-        if (folder / SWEEP_FILE).is_file() or (folder / "metrics.jsonl").is_file():
+        if (folder / SWEEP_FILE).is_file() or (folder / METRICS_FILE).is_file():
             label = next((s.method for s in ROWS if s.key == key), key)
             out[label] = (key, folder)
     return out

@@ -4,7 +4,7 @@ paper's setting of a training set (AVQA's analogue) and an out-of-distribution t
 
     python -m aqa_core mini-data --out data/mini [--seed 0] [--train 1200 ...] [--force]
 
-The shift from `train` to `test-mini` mirrors AVQA -> MMAU (`aqa_core.mini_tasks.shift_table()`):
+The shift from `train` to `test-mini` mirrors AVQA -> MMAU (`aqa_core.mini.tasks.shift_table()`):
 the test questions use a wording never seen in train or base; parameters come from other
 ranges (softer loudness gaps, smaller pitch spans, other voices, more noise, other registers);
 two sub-categories (sound-effect type, instrument) never occur in train, only in the base
@@ -33,9 +33,11 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
+from ..eval.mmau import TASKS
+from ..files import sha256_file
+from ..prompts import Prompt, avqa_question, user_text
 from . import synth as S
-from .mini_tasks import SUBCATS, TASKS, TRAIN_SUBCATS, difficulty, draw_params, pick, render_clip, speech_spec
-from .prompts import Prompt, avqa_question, user_text
+from .tasks import SUBCATS, TRAIN_SUBCATS, difficulty, draw_params, pick, render_clip, speech_spec
 
 VERSION = "2"  # bump when the generated data changes
 SPLITS = ("train", "validation", "test", "base")
@@ -147,14 +149,6 @@ OUTPUTS = {"train": "train.jsonl", "validation": "validation.jsonl", "test": "te
 AUDIO_DIRS = ("train-audios", "validation-audios", "test-mini-audios", "base-audios")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write(path: Path, data: bytes) -> str:
     """Write bytes, return their sha256."""
     path.write_bytes(data)
@@ -170,7 +164,7 @@ def _cached(out: Path, seed: int, sizes: MiniSizes) -> dict | None:
     if (man.get("version"), man.get("seed"), man.get("sizes")) != (VERSION, seed, asdict(sizes)):
         return None
     files = man.get("files", {})
-    ok = all((out / f).is_file() and _sha256(out / f) == h for f, h in files.items())
+    ok = all((out / f).is_file() and sha256_file(out / f) == h for f, h in files.items())
     return man if ok and files else None
 
 
@@ -228,7 +222,7 @@ def generate(out_dir: str | Path, seed: int = 0, sizes: MiniSizes = MiniSizes(),
     bar.close()
     files["params.jsonl"] = _write(out / "params.jsonl", "".join(_dumps(r) + "\n" for r in params_rows).encode())
     files = dict(sorted(files.items()))
-    man = {"generator": "aqa_core.mini_data", "version": VERSION, "seed": seed, "sizes": asdict(sizes),
+    man = {"generator": "aqa_core.mini.data", "version": VERSION, "seed": seed, "sizes": asdict(sizes),
            "sample_rate": S.SR, "clip_seconds": S.CLIP_SECONDS,
            "counts": {s: _counts(plans[s]) for s in SPLITS},
            "chance_test_mini": chance(plans["test"]),

@@ -1,8 +1,8 @@
 """The mini benchmark's question types: for each of the 10 sub-categories (sound, music and
 speech, as in MMAU) its labels, choices and wordings per split, how its parameters are drawn in
 the train and test regimes (the shift), its difficulty rule, and how a clip is rendered from its
-parameters (`aqa_core.synth`; speech with espeak-ng). `aqa_core.mini_data` plans the splits and
-writes the files.
+parameters (`aqa_core.mini.synth`; speech with espeak-ng). `aqa_core.mini.data` plans the splits
+and writes the files.
 """
 from __future__ import annotations
 
@@ -107,7 +107,6 @@ SUBCATS = {s.key: s for s in [
            "+2 pitch toward the other gender (male 65, female 35), +1 SNR < 18 dB"),
 ]}
 TRAIN_SUBCATS = tuple(k for k, s in SUBCATS.items() if s.train_q)
-TASKS = ("sound", "music", "speech")
 
 VOICES = {"train": {"male": ("en+m1", "en+m3"), "female": ("en+f1", "en+f3")},
           "test": {"male": ("en+m2", "en+m7"), "female": ("en+f2", "en+f4")}}

@@ -1,6 +1,6 @@
 """Cached, timed stages: each a subprocess whose stamp (OUT/.stamps/STAGE.json) records a key of
 its command, config, source files and upstream outputs; a stage reruns only when that key
-changes, an output is missing, or it is forced. `aqa_core.study` lists the study's stages.
+changes, an output is missing, or it is forced. `aqa_core.study.plan` lists the study's stages.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository: `Stage.code` paths are relative to it
+ROOT = Path(__file__).resolve().parents[2]  # the repository: `Stage.code` paths are relative to it
 STAMPS = ".stamps"
 # A kernel that never answered its first request: nothing in the notebook ran, so it is safe to
 # start it again. Seen once in CI (two kernels starting together; one waited 60 s for a reply).
@@ -49,8 +49,10 @@ class Stage:
                             default=str).encode())
         for rel in sorted(set(self.code)) if hash_code else []:
             path = ROOT / rel
+            if not path.is_file():  # a moved file must not silently drop out of the key
+                raise FileNotFoundError(f"stage {self.name}: code file {rel} not found under {ROOT}")
             h.update(rel.encode())
-            h.update(path.read_bytes() if path.is_file() else b"<missing>")
+            h.update(path.read_bytes())
         return h.hexdigest()[:20]
 
 

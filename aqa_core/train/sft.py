@@ -8,8 +8,8 @@ The open-r1 skeleton: seed, data, model, trainer, train, save. TRL 1.16 has no a
 it untouched: `remove_unused_columns=False`, `skip_prepare_dataset`). The run folder holds
 `config.yaml`, `metrics.jsonl`, `checkpoint-N/` and `final/`. A LoRA run's `checkpoint-N/`
 holds the adapter (what `--resume` reads) and `checkpoint-N/merged/`, a plain model folder;
-`final/` is always a plain model folder (`final/adapter/` keeps a LoRA run's adapter).
-`loadable_model_dir(path)` maps any of these to the folder `from_pretrained` should read.
+`final/` is always a plain model folder (`final/adapter/` keeps a LoRA run's adapter);
+`aqa_core.runs.model_dir(path)` maps any of these to the folder `from_pretrained` should read.
 `--resume` continues the step count, data order, optimizer and RNG state of the last checkpoint
 (with a fix for transformers 5.23, whose Trainer would resume a full run from the initial weights).
 """
@@ -19,16 +19,10 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-
-from .config import RecipeError, load_recipe
-from .runs import FINAL_DIR, MERGED_DIR, SaveMergedCallback, merge_lora_state_dict, save_final, save_merged  # noqa: F401
-
-# The Qwen2 decoder's attention and MLP projections (the Whisper audio tower's are named alike
-# but are left out: LoRA goes inside the language model only, see `lora_config`).
-LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from ..config import RecipeError, load_recipe
+from .lora import LM_PROJECTIONS
 
 
 @dataclass
@@ -43,7 +37,7 @@ class SFTRecipe:
     train_audio_dir: str | None = None  # folder the records' audio paths are relative to
     max_train_samples: int | None = None  # keep the first N questions (tests, quick looks)
     output_dir: str = "runs/sft"
-    device: Literal["auto", "cuda", "cpu"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU (runs.choose_precision)
+    device: Literal["auto", "cuda", "cpu"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU (common.choose_precision)
     torch_threads: int | None = None  # CPU threads for torch (None: torch's default)
     sft_tagged: bool = False  # target `<answer>X</answer>` instead of `X` (prompts.sft_target)
     freeze_audio_tower: bool = False  # full SFT trains everything, as the paper's "full fine-tuning"
@@ -74,8 +68,11 @@ class SFTRecipe:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    # projection names inside the language model, or a regex (aqa_core.train.lora.lora_targets)
     lora_target_modules: list[str] = field(default_factory=lambda: list(LM_PROJECTIONS))
     save_merged: bool = True  # LoRA: also write checkpoint-N/merged (a plain model) at each save
+    # any further SFTConfig field, checked against the class (the runner's own keys excluded)
+    trl_args: dict[str, Any] = field(default_factory=dict)
 
 
 def check_recipe(cfg: SFTRecipe) -> None:
@@ -96,23 +93,6 @@ def check_recipe(cfg: SFTRecipe) -> None:
 # ----------------------------------------------------------------------------- data
 
 
-def load_questions(path: str | Path, audio_dir: str | Path | None = None, limit: int | None = None) -> list[dict]:
-    """Training questions as canonical records: `.jsonl` in the R1-AQA AVQA form, `.json` MMAU-schema."""
-    from .data import load_avqa_jsonl, load_mmau
-
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        records = load_avqa_jsonl(path, audio_dir=audio_dir, on_missing="warn")
-    elif path.suffix == ".json":
-        records = load_mmau(path, audio_dir=audio_dir, check_audio=True)
-    else:
-        raise RecipeError(f"train_data {path}: expected a .jsonl (R1-AQA AVQA form) or .json (MMAU schema) file")
-    records = records[:limit] if limit else records
-    if not records:
-        raise RecipeError(f"train_data {path}: no usable questions")
-    return records
-
-
 def to_dataset(records: list[dict]):
     """A `datasets.Dataset` (what SFTTrainer requires) of the fields the collator reads; the
     other source fields are dropped because their types vary between records (MMAU's category)."""
@@ -122,48 +102,15 @@ def to_dataset(records: list[dict]):
     return Dataset.from_list([{k: r[k] for k in keep} for r in records])
 
 
-# ----------------------------------------------------------------------------- model
-
-
-def lora_config(cfg: SFTRecipe):
-    """LoRA on the named projections of the language model only (a regex: the Whisper audio
-    tower has q_proj/k_proj/v_proj too, and the paper adapts the LLM)."""
-    from peft import LoraConfig
-
-    names = "|".join(sorted(set(cfg.lora_target_modules)))
-    return LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
-        task_type="CAUSAL_LM", target_modules=rf".*\blanguage_model\..*\.(?:{names})",
-    )
-
-
-def load_model(cfg: SFTRecipe, dtype):
-    """Qwen2-Audio (the real 7B or the mini one: the code does not know which) and its processor."""
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
-
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(cfg.model_name_or_path, dtype=dtype)
-    processor = AutoProcessor.from_pretrained(cfg.model_name_or_path)
-    if cfg.freeze_audio_tower:
-        model.model.audio_tower.requires_grad_(False)
-    return model, processor
-
-
-def loadable_model_dir(path: str | Path) -> Path:
-    """The folder `from_pretrained` should read for a checkpoint or final folder: its
-    `merged/` when it is a LoRA checkpoint, else itself."""
-    path = Path(path)
-    return path / MERGED_DIR if (path / MERGED_DIR / "config.json").is_file() else path
-
-
 # ----------------------------------------------------------------------------- run
 
 
 def _trainer_class():
     """TRL's SFTTrainer with one fix, shared with GRPO: resuming a full (non-PEFT) run really
-    loads the checkpoint's weights (see `aqa_core.runs.PretrainedResumeMixin`)."""
+    loads the checkpoint's weights (see `aqa_core.train.common.PretrainedResumeMixin`)."""
     from trl import SFTTrainer
 
-    from .runs import PretrainedResumeMixin
+    from .common import PretrainedResumeMixin
 
     class AudioSFTTrainer(PretrainedResumeMixin, SFTTrainer):
         pass
@@ -172,10 +119,13 @@ def _trainer_class():
 
 
 def sft_config(cfg: SFTRecipe, precision) -> Any:
-    """TRL's SFTConfig for a recipe: data untouched for the audio collator, no hub, no reports."""
+    """TRL's SFTConfig for a recipe (data untouched for the audio collator, no hub, no reports),
+    plus the recipe's `trl_args`."""
     from trl import SFTConfig
 
-    return SFTConfig(
+    from .common import trainer_config
+
+    return trainer_config(SFTConfig, dict(
         output_dir=cfg.output_dir,
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -201,7 +151,7 @@ def sft_config(cfg: SFTRecipe, precision) -> Any:
         max_length=None,  # the collator cuts (TRL's truncation would not know the audio tokens)
         report_to="none",
         **precision.training_args(),
-    )
+    ), cfg.trl_args)
 
 
 def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None) -> dict:
@@ -209,9 +159,12 @@ def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None)
     `seconds_per_step`. `callbacks` are extra `TrainerCallback`s (tests use one to interrupt)."""
     from transformers import set_seed
 
+    from ..data import load_questions
+    from ..prompts import Prompt
+    from ..runs import checkpoint_step, last_checkpoint, prepare_run_dir
     from .collate import SFTCollator
-    from .prompts import Prompt
-    from .runs import MetricsCallback, choose_precision, last_checkpoint, prepare_run_dir
+    from .common import MetricsCallback, choose_precision, load_for_training, record_run, save_final
+    from .lora import SaveMergedCallback, lora_config
 
     check_recipe(cfg)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -224,8 +177,9 @@ def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None)
     args = sft_config(cfg, precision)  # before the model: under ZeRO-3 it makes from_pretrained shard
     set_seed(cfg.seed)
 
-    dataset = to_dataset(load_questions(cfg.train_data, cfg.train_audio_dir, cfg.max_train_samples))
-    model, processor = load_model(cfg, precision.torch_dtype())
+    dataset = to_dataset(load_questions(cfg.train_data, cfg.train_audio_dir, limit=cfg.max_train_samples,
+                                        check_audio=True))
+    model, processor = load_for_training(cfg.model_name_or_path, precision, cfg.freeze_audio_tower)
 
     merged_cb = SaveMergedCallback() if cfg.use_peft and cfg.save_merged else None
     extra = [MetricsCallback(run_dir), *(callbacks or []), *([merged_cb] if merged_cb else [])]
@@ -246,10 +200,11 @@ def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None)
         print(f"sft: {len(dataset)} questions, {n_train:,} of {n_all:,} parameters trainable "
               f"({'LoRA' if cfg.use_peft else 'full'}), {precision.device} {'bf16' if precision.bf16 else 'fp32'}")
 
+    record_run(trainer, run_dir)
     checkpoint = last_checkpoint(run_dir) if resume else None
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     metrics = dict(result.metrics)
-    steps_run = trainer.state.global_step - (int(checkpoint.name.split("-")[1]) if checkpoint else 0)
+    steps_run = trainer.state.global_step - (checkpoint_step(checkpoint) if checkpoint else 0)
     metrics["seconds_per_step"] = metrics["train_runtime"] / max(steps_run, 1)
     metrics["global_step"] = trainer.state.global_step
     trainer.save_metrics("train", metrics)
@@ -272,8 +227,8 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint-N")
     args = ap.parse_args(argv)
     overrides = args.overrides + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
-    from .data import DataError
-    from .runs import RunDirError
+    from ..data import DataError
+    from ..runs import RunDirError
 
     try:
         cfg = load_recipe(SFTRecipe, args.recipe, overrides)

@@ -11,8 +11,8 @@ True
 >>> mmau_string_match("A dog barking", "dog or cat", ["A dog barking", "A cat"])
 False
 
-Command line: `python -m aqa_core score PRED.json [--json] [--key model_prediction|model_output]`
-and `python -m aqa_core mmau-version FILE` (the version tables: `aqa_core.mmau_versions`).
+Command line: `python -m aqa_core score PRED.json [--json] [--key model_prediction|model_output]`.
+Which version a file is, and reading MMAU files: `aqa_core.eval.mmau_versions`.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .mmau_versions import VersionInfo, identify_version
+from .mmau_versions import MMAUInputError, VersionInfo, identify_version, read_json
 
 TASKS = ("sound", "music", "speech")  # the official print order
 DIFFICULTIES = ("easy", "hard", "medium")  # the official print order
@@ -33,10 +33,6 @@ PREDICTION_KEYS = ("model_prediction", "model_output")  # first wins when both a
 REQUIRED_FIELDS = ("answer", "task", "difficulty", "choices")
 STARS = "*" * 30
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
-class MMAUInputError(ValueError):
-    """A predictions or question file the scorer cannot read; the message names file, record, field."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,23 +352,6 @@ def _ci_line(name: str, tally: Tally) -> str:
 # --------------------------------------------------------------------------------------------------
 # Reading files
 # --------------------------------------------------------------------------------------------------
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file; errors name the file and, for bad JSON, the line and column."""
-    path = Path(path)
-    if not path.exists():
-        raise MMAUInputError(f"{path}: no such file")
-    if path.is_dir():
-        raise MMAUInputError(f"{path}: is a directory, expected a JSON file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise MMAUInputError(f"{path}: not UTF-8 text (byte {err.start})") from err
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise MMAUInputError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
-
-
 def score_file(path: str | Path, key: str | None = None) -> ScoreReport:
     """`score_predictions` on a JSON file (the MMAU question list with predictions added)."""
     return score_predictions(read_json(path), key=key, source=str(path))

@@ -9,37 +9,17 @@ enough:
 - a checkpoint sweep encodes the test and validation clips with the first checkpoint and replays
   them for the others, whose towers are checked to be byte-identical first.
 
-Replay swaps `audio_tower.forward`, for the duration of one call, for a lookup that encodes only
-the clips it has not seen (with the tower's own forward) and returns the batch's outputs. The
-projector, the audio-token merge, the loss and `generate` stay the model's own code.
+Replay wraps the tower's forward (`aqa_core.audio_tower.wrapped_forward`), for the duration of
+one call, in a lookup that encodes only the clips it has not seen (with the forward underneath)
+and returns the batch's outputs. The projector, the audio-token merge, the loss and `generate`
+stay the model's own code.
 """
 from __future__ import annotations
 
-import hashlib
 from contextlib import contextmanager
 from typing import Any, Hashable, Iterator, Sequence
 
-
-def audio_tower(model):  # noqa: ANN001, ANN201 - a Qwen2AudioForConditionalGeneration (or a PEFT wrapper)
-    """The model's audio tower module."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    inner = getattr(inner, "model", inner)
-    tower = getattr(inner, "audio_tower", None)
-    if tower is None:
-        raise TypeError(f"{type(model).__name__} has no audio_tower")
-    return tower
-
-
-def tower_fingerprint(model) -> str:  # noqa: ANN001
-    """SHA-256 (first 16 hex digits) of the tower's parameters and buffers, names and bytes."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(audio_tower(model).state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+from ..audio_tower import audio_tower, tower_fingerprint, wrapped_forward
 
 
 class TowerCache:
@@ -72,11 +52,9 @@ class TowerCache:
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
-        tower = audio_tower(model)
-        original = tower.forward
         keys = list(keys)
 
-        def forward(input_features, attention_mask=None, **kwargs):  # noqa: ANN001, ANN202
+        def replay(original, input_features, attention_mask=None, **kwargs):  # noqa: ANN001, ANN202
             if input_features.shape[0] != len(keys):
                 raise ValueError(f"TowerCache: a batch of {input_features.shape[0]} clips for {len(keys)} keys")
             todo = [j for j, k in enumerate(keys) if k not in self.outputs]
@@ -94,11 +72,8 @@ class TowerCache:
             hidden = torch.stack([self.outputs[k].to(input_features.device) for k in keys])
             return BaseModelOutput(last_hidden_state=hidden)
 
-        tower.forward = forward
-        try:
+        with wrapped_forward(audio_tower(model), replay, "tower_cache"):
             yield
-        finally:
-            del tower.forward  # back to the class's own forward
 
     def forward(self, model, batch: dict, keys: Sequence[Hashable]):  # noqa: ANN001, ANN201
         """`model(**batch)` with the tower's outputs taken from (and added to) the cache."""

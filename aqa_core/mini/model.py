@@ -28,12 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import iter_jsonl
-from .tower_cache import TowerCache
+from ..audio import SAMPLE_RATE
+from ..audio_tower import audio_tower
+from ..data import iter_jsonl
+from ..eval.tower_cache import TowerCache
+from ..files import update_hash
 
 CODE_VERSION = "mini-model-3"  # bump when a change here alters what gets built
 CORPUS_PATH = Path(__file__).with_name("tokenizer_corpus.txt")
-SAMPLE_RATE = 16_000
 
 # Qwen2-Audio's special tokens, in the order they get the first ids of our vocabulary.
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>"]
@@ -41,7 +43,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>"
 # Qwen2's pre-tokenizer regex with one change: `[^\r\n\p{L}\p{N}]?\p{L}+` became ` ?\p{L}+`, so
 # punctuation never glues onto the next word. Otherwise "seven" is one piece inside "['seven', ...]"
 # and another inside "<answer>seven" (">seven"), and a ~1k BPE learns the two spellings unequally
-# (OFFLINE_ASSETS saw empty `<answer></answer>` from this). Digits stay one per piece, as in Qwen2.
+# (docs/offline_facts.md, "Tokenizer": empty `<answer></answer>` came of it). Digits stay one per piece, as in Qwen2.
 PRETOKENIZE_REGEX = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
@@ -263,7 +265,7 @@ def build_config(spec: MiniSpec, tokenizer):
 def count_parameters(model) -> dict[str, int]:
     """Parameter counts: total, audio tower, projector + text model."""
     total = sum(p.numel() for p in model.parameters())
-    audio = sum(p.numel() for p in model.model.audio_tower.parameters())
+    audio = sum(p.numel() for p in audio_tower(model).parameters())
     return {"total": total, "audio_tower": audio, "text_and_projector": total - audio}
 
 
@@ -280,7 +282,7 @@ def make_model(spec: MiniSpec, *, seed: int = 0, pretrained_encoder: bool = True
     torch.manual_seed(seed)
     model = Qwen2AudioForConditionalGeneration(config)
     if pretrained_encoder:
-        missing, unexpected = model.model.audio_tower.load_state_dict(
+        missing, unexpected = audio_tower(model).load_state_dict(
             whisper_encoder_state_dict(spec.max_source_positions), strict=False)
         if missing or unexpected:
             raise RuntimeError(f"Whisper tiny.en -> audio tower mismatch: missing {missing}, unexpected {unexpected}")
@@ -323,7 +325,7 @@ def load(path: str | Path):
 @dataclass(frozen=True)
 class BaseTraining:
     """Hyper-parameters of the base stage: lr 1e-3 constant, batch 16, frozen pretrained encoder
-    (OFFLINE_ASSETS "Learnability"). Greedy test-mini accuracy grew with steps on the default
+    (docs/offline_facts.md, "Learnability"). Greedy test-mini accuracy grew with steps on the default
     1500-row base corpus (chance 41%): below chance at 100-150 steps (answers outside the
     choices), 42-49% at 200, 55-64% at 250 (several runs); 250 steps is ~2.7 epochs."""
 
@@ -361,22 +363,14 @@ def load_base_rows(data_dir: str | Path) -> list[dict]:
     return rows
 
 
-def _sha256_file(path: Path, h=None):
-    h = h or hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h
-
-
 def fingerprint(rows: list[dict], data_dir: Path, seed: int, hp: BaseTraining, spec: MiniSpec,
                 pretrained_encoder: bool = True) -> str:
     """Hash of everything the base model depends on: the base corpus (text and every wav), the
     tokenizer corpus, seed, hyper-parameters, model shape and `CODE_VERSION`."""
-    h = _sha256_file(Path(data_dir) / "base.jsonl")
+    h = update_hash(hashlib.sha256(), Path(data_dir) / "base.jsonl")
     for row in rows:
-        _sha256_file(Path(row["audio_path"]), h)
-    _sha256_file(CORPUS_PATH, h)
+        update_hash(h, row["audio_path"])
+    update_hash(h, CORPUS_PATH)
     h.update(json.dumps({"code": CODE_VERSION, "seed": seed, "hp": asdict(hp), "spec": asdict(spec),
                          "pretrained_encoder": pretrained_encoder}, sort_keys=True).encode())
     return h.hexdigest()
@@ -397,10 +391,10 @@ def train_base(model, processor, rows: list[dict], hp: BaseTraining, *, seed: in
     import torch
     from tqdm.auto import tqdm
 
-    from .collate import SFTCollator
+    from ..train.collate import SFTCollator
 
     if hp.freeze_audio_tower:
-        model.model.audio_tower.requires_grad_(False)
+        audio_tower(model).requires_grad_(False)
         tower_cache = tower_cache if tower_cache is not None else TowerCache()
     else:
         tower_cache = None

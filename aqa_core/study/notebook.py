@@ -1,6 +1,7 @@
-"""What a notebook shows about one stage of the study, run first only when its results are
-missing: the mini data and base model, one evaluation, or one GRPO/SFT run with its sweep. The
-notebooks call these (`record.ensure_run(...)`) and display the returned `Record`.
+"""What each notebook of the book runs (only when its results are missing) and shows: the mini
+data and base model (`ensure_mini_scale`), one evaluation (`ensure_evaluation`), or one GRPO/SFT
+run with its sweep (`ensure_run`). The notebooks call these (`notebook.ensure_run(...)`) and
+display the returned `Record`: its tables, text, figure and glue values.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
+from ..runs import (CONFIG_FILE, METRICS_FILE, SWEEP_FILE, last_checkpoint, read_config, read_metrics, read_sweep,
+                    run_finished, tenth_means)
+from .display import Table
+from .plan import aqa_argv, sweep_argv
 from .stages import NOTEBOOK_ENV, read_json_or_none
-from .study import aqa_argv, sweep_argv
 
 
 @dataclass
@@ -24,7 +26,7 @@ class Record:
     """What a notebook shows about one stage: tables, text, a figure and glue values."""
 
     title: str
-    tables: dict[str, Any] = field(default_factory=dict)  # name -> aqa_core.report.Table
+    tables: dict[str, Any] = field(default_factory=dict)  # name -> aqa_core.study.display.Table
     text: str = ""
     figure: Any = None
     values: dict[str, Any] = field(default_factory=dict)
@@ -79,7 +81,7 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
         ran = True
     man = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
     info = read_json_or_none(base_dir / "build_info.json") or {}
-    from .mini_tasks import SUBCATS, shift_table
+    from ..mini.tasks import SUBCATS, shift_table
 
     task_of = {s.name: s.task for s in SUBCATS.values()}
     counts = pd.DataFrame(man["counts"]).fillna(0).astype(int)
@@ -105,8 +107,6 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
                                if k in ("parameters", "trainable_parameters", "tokenizer_size", "audio_tower",
                                         "audio_tokens_per_clip", "hyperparameters", "train_seconds",
                                         "final_loss_mean_last10", "code_version")])
-    from .report import Table
-
     return Record("mini benchmark and base model", {"clips per split and sub-category": Table(counts),
                                                     "train -> test-mini shift": Table(shift),
                                                     "base model": Table(base_table)},
@@ -141,19 +141,8 @@ def ensure_evaluation(model: str | Path, data: str | Path, out: str | Path, audi
         values[f"accuracy_{task}"] = float(t["accuracy"])
     if summary.get("items_per_second"):
         values["items_per_second"] = float(summary["items_per_second"])
-    from .report import Table
-
     return Record(f"evaluation of {model} with prompt <{prompt}>", {"accuracy": Table(pd.DataFrame(rows))},
                   text="\n".join(rep.get("official_lines", [])), values=values, ran=ran)
-
-
-def run_finished(run_dir: str | Path) -> bool:
-    """A run is finished when its metrics end with the trainer's summary row."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return False
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return bool(lines) and bool(json.loads(lines[-1]).get("summary"))
 
 
 def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: Sequence[str] = (),
@@ -167,8 +156,6 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
     import pandas as pd
 
     from .figures import figure_training_curves
-    from .metrics import read_metrics, tenth_means
-    from .results import read_sweep
 
     if runner not in ("grpo", "sft"):
         raise ValueError(f"runner must be 'grpo' or 'sft', got {runner!r}")
@@ -178,17 +165,15 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
         head = shlex.split(launcher) + ["-m", "aqa_core"] if launcher else [sys.executable, "-m", "aqa_core"]
         argv = head + [runner, "--recipe", str(recipe), "--output-dir", str(run_dir)]
         argv += [a for o in overrides for a in ("--set", o)]
-        from .runs import last_checkpoint  # imports transformers: only when training
-
         if last_checkpoint(run_dir) is not None:
             argv.append("--resume")
         _run_or_fail(argv)
         ran = True
-    sweep_path = run_dir / "eval" / "sweep.json"
+    sweep_path = run_dir / SWEEP_FILE
     if test_data and not sweep_path.is_file():
         _run_or_fail(sweep_argv(run_dir, test_data, audio_dir, validation_data, validation_audio_dir))
         ran = True
-    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    config = read_config(run_dir)
     rows = read_metrics(run_dir)
     summary = [r for r in read_metrics(run_dir, summary=True) if r.get("summary")]
     metrics = pd.DataFrame(rows)
@@ -206,12 +191,10 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
         values[f"{curve}_first_tenth"], values[f"{curve}_last_tenth"] = tenth_means(series)
     if summary and "train_runtime" in summary[-1]:
         values["train_seconds"] = float(summary[-1]["train_runtime"])
-    from .report import Table
-
-    tables = {"resolved config (config.yaml)": Table(pd.DataFrame(
+    tables = {f"resolved config ({CONFIG_FILE})": Table(pd.DataFrame(
         [{"key": k, "value": json.dumps(v) if isinstance(v, (list, dict)) else str(v)} for k, v in config.items()]))}
     if len(metrics):
-        tables["last logged steps (metrics.jsonl)"] = Table(metrics.tail(5))
+        tables[f"last logged steps ({METRICS_FILE})"] = Table(metrics.tail(5))
     if sweep_path.is_file():
         sweep = read_sweep(run_dir)
         tables["accuracy per checkpoint (eval/sweep.json)"] = Table(pd.DataFrame(sweep["rows"]).drop(

@@ -3,7 +3,9 @@ are not comparable: later versions revised about a quarter of the questions and 
 
 Every published version's items are fingerprinted in `mmau_versions.json` (made by
 `scripts/mmau_fingerprints.py` from the files in ../shared/data); `identify_version(records)`
-names the version whose items a file's records match, or says how they differ.
+names the version whose items a file's records match, or says how they differ. `read_json` and
+`MMAUInputError` read an MMAU file with errors that name it (the scorer, `aqa_core.eval.mmau`,
+uses them too).
 """
 from __future__ import annotations
 
@@ -18,6 +20,27 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 VERSIONS_FILE = Path(__file__).with_name("mmau_versions.json")
+
+
+class MMAUInputError(ValueError):
+    """A predictions or question file the scorer cannot read; the message names file, record, field."""
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; errors name the file and, for bad JSON, the line and column."""
+    path = Path(path)
+    if not path.exists():
+        raise MMAUInputError(f"{path}: no such file")
+    if path.is_dir():
+        raise MMAUInputError(f"{path}: is a directory, expected a JSON file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise MMAUInputError(f"{path}: not UTF-8 text (byte {err.start})") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MMAUInputError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
 
 
 @dataclass
@@ -79,8 +102,6 @@ def build_fingerprints(files: Sequence[str | Path]) -> dict[str, Any]:
     Files are named `...<YYYYMMDD>_<HHMMSS>.<commit>.json`. Files with the same content (same set of
     item fingerprints) form one version, labelled by the earliest commit and its date.
     """
-    from .mmau import MMAUInputError, read_json  # the scorer's file reader (it imports this module)
-
     published = []
     for f in files:
         m = _FILE_RE.search(Path(f).name)
@@ -211,8 +232,6 @@ def cli_mmau_version(argv: list[str]) -> int:
     parser.add_argument("file")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from .mmau import MMAUInputError, read_json
-
     try:
         records = read_json(args.file)
         if not isinstance(records, list):

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, load_audio
-from .prompts import Prompt, as_prompt, build_messages, sft_target
+from ..audio import SAMPLE_RATE, load_audio
+from ..prompts import Prompt, as_prompt, build_messages, sft_target
 
 IGNORE_INDEX = -100
 IM_END = "<|im_end|>"

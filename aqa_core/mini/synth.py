@@ -245,7 +245,7 @@ def speak(specs: list[tuple[str, str, int, int]]) -> list[np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="aqa-speech-") as tmp:
         spec_file, out_file = Path(tmp) / "specs.json", Path(tmp) / "speech.npz"
         spec_file.write_text(json.dumps([list(s) for s in specs]))
-        proc = subprocess.run([sys.executable, "-m", "aqa_core.synth", str(spec_file), str(out_file)],
+        proc = subprocess.run([sys.executable, "-m", "aqa_core.mini.synth", str(spec_file), str(out_file)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"speech synthesis subprocess failed:\n{proc.stderr[-2000:]}")

@@ -19,10 +19,10 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-TASKS = ("sound", "music", "speech")
-SWEEP_FILE = Path("eval") / "sweep.json"
+from ..eval.mmau import TASKS
+from ..runs import SWEEP_FILE, read_sweep
+
 SELECTIONS = ("best_on_validation", "best_on_test")
 
 
@@ -71,7 +71,7 @@ class ModelResult:
 
     def accuracy(self, task: str | None = None) -> tuple[float, float, float]:
         """(accuracy, CI low, CI high) in percent; NaN for an empty group."""
-        from .stats import wilson_interval
+        from ..eval.stats import wilson_interval
 
         k, n = self.tally(task)
         if n == 0:
@@ -81,8 +81,8 @@ class ModelResult:
 
 
 def score_predictions_file(path: str | Path) -> tuple[dict[str, bool], dict[str, str]]:
-    """Per-item correctness and task, by the official MMAU rule (aqa_core.mmau), for one file."""
-    from .mmau import score_file
+    """Per-item correctness and task, by the official MMAU rule (aqa_core.eval.mmau), for one file."""
+    from ..eval.mmau import score_file
 
     path = Path(path)
     report = score_file(path)
@@ -94,14 +94,6 @@ def score_predictions_file(path: str | Path) -> tuple[dict[str, bool], dict[str,
         correct[rid] = bool(outcome.correct)
         task_of[rid] = str(rec["task"]).strip().lower()
     return correct, task_of
-
-
-def read_sweep(run_dir: str | Path) -> dict:
-    """`RUN/eval/sweep.json` as aqa_core.sweep writes it."""
-    path = Path(run_dir) / SWEEP_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no sweep (run `python -m aqa_core sweep --run {run_dir} ...`)")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _row_folders(result_dir: Path, spec: RowSpec) -> list[tuple[str, Path]]:
@@ -153,12 +145,3 @@ def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation
             res.correct, res.task_of = score_predictions_file(res.predictions)
             out.append(res)
     return out
-
-
-def glue_safe(x: Any) -> Any:
-    """A glue-safe plain Python value (numpy>=2 scalars break myst-nb format specs)."""
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        x = x.item()
-    if isinstance(x, float) and math.isnan(x):
-        return float("nan")
-    return x

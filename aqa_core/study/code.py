@@ -1,0 +1,92 @@
+"""Which source files a module runs: the closure of its `aqa_core` imports, read from the source
+(no import happens). The study's stage cache hashes these files, so a stage reruns exactly when
+code it runs changed; `tests/test_layout.py` checks the package's import rules on the same graph.
+
+>>> "aqa_core/answers.py" in code_files(["aqa_core.rewards"])
+True
+>>> "aqa_core/train/grpo.py" in code_files(["aqa_core.rewards"])
+False
+"""
+from __future__ import annotations
+
+import ast
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+PACKAGE = "aqa_core"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+REPO = PACKAGE_DIR.parent
+
+
+def module_path(name: str) -> Path:
+    """The source file of a module of the package (a package's `__init__.py`)."""
+    rel = Path(*name.split("."))
+    if (REPO / rel).is_dir():
+        return REPO / rel / "__init__.py"
+    return REPO / rel.with_suffix(".py")
+
+
+def _is_module(name: str) -> bool:
+    return name.split(".")[0] == PACKAGE and module_path(name).is_file()
+
+
+def all_modules() -> list[str]:
+    """Every module of the package, by dotted name."""
+    return sorted(".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+                  for p in PACKAGE_DIR.rglob("*.py"))
+
+
+def imports_of(name: str) -> set[str]:
+    """The package's modules that module `name` imports anywhere in its source (at the top, in
+    a function, under `if`): `import aqa_core.x`, `from aqa_core.x import y`, `from .x import y`,
+    `from .. import x` (x a module)."""
+    path = module_path(name)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if _is_module(a.name))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            if not target.startswith(PACKAGE):
+                continue
+            if _is_module(target):
+                found.add(target)
+            found.update(f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}"))
+    found.discard(name)
+    return found
+
+
+@lru_cache(maxsize=1)
+def import_graph() -> dict[str, frozenset[str]]:
+    """Module -> the package's modules it imports, for the whole package."""
+    return {m: frozenset(imports_of(m)) for m in all_modules()}
+
+
+def closure(modules: Iterable[str]) -> list[str]:
+    """The modules reachable from `modules` by imports, with the packages that contain them."""
+    graph = import_graph()
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # packages' __init__ run first
+        todo += graph.get(m, frozenset())
+    return sorted(seen)
+
+
+def code_files(modules: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
+    """Repository-relative source files of `closure(modules)`, plus `extra` files (data the code
+    reads, e.g. `aqa_core/mini/tokenizer_corpus.txt`)."""
+    files = {str(module_path(m).relative_to(REPO)) for m in closure(modules)}
+    return sorted(files | set(extra))

@@ -1,0 +1,61 @@
+"""The report notebook's one call: Tables 1 and 2, Figures 3 and 4 and every glue value the
+book's pages quote, from files only (`build_report`). The pieces: `aqa_core.study.tables`,
+`aqa_core.study.figures`, `aqa_core.study.findings`, `aqa_core.study.paper`; the full-scale
+memory estimate comes from `aqa_core.train.estimate`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..train.estimate import QWEN2_AUDIO_7B, grpo_zero3_estimate
+from .display import Figure, Table, glue_safe
+from .figures import figure_grpo_convergence, figure_sft_convergence
+from .paper import paper_results
+from .tables import table_hyperparameters, table_results
+
+
+@dataclass
+class Report:
+    """Everything the book's results pages show, from files only."""
+
+    table1: Table
+    table1_sft: Table
+    table2: Table
+    comparisons: Table
+    figure3: Figure | None
+    figure4: Figure | None
+    values: dict[str, Any]
+    figure_paths: dict[str, str]
+
+
+def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str | Path],
+                 sft_recipes: Sequence[str | Path], figures_dir: str | Path = "figures",
+                 figure_scale: str | Path | None = None, selection: str = "best_on_validation",
+                 n_resamples: int = 10_000) -> Report:
+    """Tables 1 and 2 and Figures 3 and 4 in one call (what notebooks/report.ipynb runs). Figures
+    are drawn from `figure_scale` (default: the first existing results folder) and saved as PNG
+    under `figures_dir`. `.values` merges every table's and figure's glue values."""
+    existing = [Path(d) for d in result_dirs if Path(d).is_dir()]
+    figure_dir = Path(figure_scale) if figure_scale else (existing[0] if existing else None)
+    t1 = table_hyperparameters(list(grpo_recipes))
+    t1_sft = table_hyperparameters(list(sft_recipes), differing=True)
+    t2 = table_results(result_dirs, selection=selection, n_resamples=n_resamples)
+    values = {**t1.values, **t1_sft.values, **t2.values}
+    paths = {}
+    fig3 = fig4 = None
+    if figure_dir is not None:
+        fig3 = figure_grpo_convergence(figure_dir)
+        fig4 = figure_sft_convergence(figure_dir)
+        for name, fig in (("figure3_grpo_convergence", fig3), ("figure4_sft_convergence", fig4)):
+            paths[name] = str(fig.save(Path(figures_dir) / f"{name}.png"))
+            values.update(fig.values)
+    values["figure_scale"] = figure_dir.name if figure_dir else "none"
+    values["n_resamples"] = int(n_resamples)
+    text = paper_results()["text_settings"]
+    est = grpo_zero3_estimate(world=text["grpo_gpus"], m={**QWEN2_AUDIO_7B, "params": text["model_parameters_billions"] * 1e9})
+    values.update({f"zero3_{k}": float(v) for k, v in est.items()})
+    comparisons = Table(t2.extra["comparisons"], css_class="aqa-table aqa-compare", caption="Paired comparisons on the same test items: accuracy "
+                        "difference A − B with its paired-bootstrap 95% interval, and the exact McNemar test.")
+    return Report(t1, t1_sft, t2, comparisons, fig3, fig4, {k: glue_safe(v) for k, v in values.items()}, paths)

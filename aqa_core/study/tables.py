@@ -1,0 +1,262 @@
+"""The book's tables, one function each, made only from files: recipes, results folders and
+`paper_results.yaml`.
+
+- `table_hyperparameters(recipe_paths)`: Table 1, the paper's printed values next to every
+  recipe's, each read from the recipe file (or its dataclass default, marked as such).
+- `table_results(result_dirs)`: Table 2, the paper's rows next to each results folder's rows
+  (direct inference, full SFT, LoRA SFT, GRPO prompts 2 and 3) with 95% Wilson intervals, and
+  the paired comparisons (McNemar, paired bootstrap) of GRPO against SFT on the same items.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .display import Table, glue_safe
+from .findings import findings
+from .paper import paper_results, paper_values
+from .results import COMPARISONS, TASKS, ModelResult, load_result_dir
+
+#: Recipe-derived settings that are not recipe fields: name -> (function of the resolved recipe).
+DERIVED = {
+    # TRL 1.16 counts completions per device; the paper's "batch size per device" counts prompts.
+    "per_device_prompts": lambda r: (r["per_device_train_batch_size"] / r["num_generations"]
+                                     if r.get("num_generations") else None),
+}
+#: Fields never worth a row (they name where a run writes, not how it trains).
+SKIP_FIELDS = {"output_dir"}
+
+
+def _recipe_class(path: Path):
+    """The dataclass a recipe file is read into, from its folder (recipes/grpo, recipes/sft)."""
+    kind = path.parent.name
+    if kind == "grpo":
+        from ..train.grpo import GRPORecipe
+
+        return GRPORecipe
+    if kind == "sft":
+        from ..train.sft import SFTRecipe
+
+        return SFTRecipe
+    return None
+
+
+def recipe_values(path: str | Path) -> tuple[dict[str, Any], set[str]]:
+    """(resolved values, keys set in the file or its `_base`): the file's values over its
+    dataclass's defaults, with derived settings (prompts per device) added."""
+    from ..config import load_recipe, read_recipe, to_dict
+
+    path = Path(path)
+    in_file = read_recipe(path)
+    cls = _recipe_class(path)
+    resolved = to_dict(load_recipe(cls, path)) if cls is not None else dict(in_file)
+    for name, fn in DERIVED.items():
+        try:
+            resolved[name] = fn(resolved)
+        except (KeyError, TypeError, ZeroDivisionError):
+            pass
+    # a derived value counts as "from the file" when both of its inputs are set there
+    derived_from_file = {n for n in DERIVED if n in resolved and {"per_device_train_batch_size", "num_generations"} <= set(in_file)}
+    return resolved, set(in_file) | derived_from_file
+
+
+def _fmt_value(value: Any) -> str:
+    """A recipe value as the table prints it: small floats as 1e-6, lists joined."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value == int(value) and abs(value) >= 1:
+            return str(int(value))
+        if 0 < abs(value) < 1e-3:
+            mantissa, exponent = f"{value:.3e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+#: The SFT settings Section 4.1 states in its text: (setting, recipe key, key in paper text_settings).
+SFT_TEXT_ROWS = (
+    ("Batch size per device", "per_device_train_batch_size", "sft_per_device_batch_size"),
+    ("Gradient accumulation steps", "gradient_accumulation_steps", "sft_gradient_accumulation_steps"),
+    ("Learning rate (AdamW)", "learning_rate", "sft_learning_rate"),
+    ("Epochs", "num_train_epochs", "sft_epochs"),
+    ("Checkpoint every (steps)", "save_steps", "sft_save_steps"),
+)
+
+
+def table_hyperparameters(recipe_paths: Sequence[str | Path] | Mapping[str, str | Path],
+                          paper: dict | None = None, differing: bool = True) -> Table:
+    """Table 1 from recipe files: the paper's value (GRPO: Table 1 as printed; SFT: the settings
+    Section 4.1 states) and one column per recipe, then (with `differing`) every other field whose
+    value differs between the recipes. A value not set in the file (nor its `_base`) is the
+    runner's dataclass default and carries a dagger (†)."""
+    import pandas as pd
+
+    if not isinstance(recipe_paths, Mapping):
+        recipe_paths = {Path(p).name: p for p in recipe_paths}
+    paper = paper or paper_results()
+    recipes = {name: recipe_values(p) for name, p in recipe_paths.items()}
+    kinds = {Path(p).parent.name for p in recipe_paths.values()}
+    if kinds == {"grpo"}:
+        paper_col = "paper (Table 1)"
+        spec = [(r["setting"], r["key"], r["printed"]) for r in paper["table1"]["rows"]]
+    elif kinds == {"sft"}:
+        paper_col = "paper (Section 4.1)"
+        text = paper.get("text_settings", {})
+        spec = [(setting, key, _fmt_value(text.get(tkey))) for setting, key, tkey in SFT_TEXT_ROWS]
+    else:
+        paper_col, spec = "paper", []
+
+    def cells(key: str) -> dict[str, str]:
+        out = {}
+        for name, (resolved, in_file) in recipes.items():
+            if resolved.get(key, "n/a") == "n/a":
+                out[name] = "n/a"
+                continue
+            out[name] = _fmt_value(resolved[key]) + ("" if key in in_file else " †")
+        return out
+
+    rows = [{"group": "paper", "setting": setting, "recipe key": key, paper_col: printed, **cells(key)}
+            for setting, key, printed in spec]
+    if differing:
+        shown = {key for _, key, _ in spec}
+        keys: list[str] = []
+        for resolved, _ in recipes.values():
+            keys += [k for k in resolved if k not in keys]
+        for key in keys:
+            vals = [res.get(key) for res, _ in recipes.values()]
+            if key in shown or key in SKIP_FIELDS or all(v is None for v in vals):
+                continue
+            if len({_fmt_value(v) for v in vals}) > 1:
+                rows.append({"group": "differs between recipes", "setting": "", "recipe key": key,
+                             paper_col: "", **cells(key)})
+    frame = pd.DataFrame(rows)
+    values: dict[str, Any] = {}
+    for name, (resolved, _) in recipes.items():
+        stem = re.sub(r"\W+", "_", Path(name).stem)
+        for key in ("max_steps", "max_completion_length", "num_generations", "learning_rate", "per_device_prompts",
+                    "per_device_train_batch_size", "gradient_accumulation_steps", "beta", "num_train_epochs",
+                    "save_steps", "temperature", "top_k"):
+            value = resolved.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[f"recipe_{stem}_{key}"] = value
+    return Table(frame, values=values, caption="The paper's settings and the recipe files', every value read from "
+                 "the files; † = not set in the file (the runner's default).")
+
+
+def _checkpoint_cell(r: ModelResult) -> str:
+    if r.checkpoint is None:
+        return "—"
+    cell = f"step {r.step}" if r.step is not None else r.checkpoint.split(" ")[0]
+    return cell + (" (chosen on test: no validation split)" if "on test" in r.checkpoint else "")
+
+
+def _cell(acc: tuple[float, float, float]) -> str:
+    a, lo, hi = acc
+    return "" if math.isnan(a) else f"{a:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def compare(a: ModelResult, b: ModelResult, n_resamples: int = 10_000, seed: int = 0) -> dict:
+    """Paired comparison of two models on the items both scored (aqa_core.eval.stats.compare_paired),
+    in percentage points."""
+    from ..eval.stats import compare_paired
+
+    ids = [i for i in a.correct if i in b.correct]
+    if not ids:
+        raise ValueError(f"{a.predictions} and {b.predictions} share no item ids; cannot pair them")
+    res = compare_paired([a.correct[i] for i in ids], [b.correct[i] for i in ids], n_resamples=n_resamples, seed=seed)
+    boot, mc = res["bootstrap"], res["mcnemar"]
+    return {"n": len(ids), "diff": 100 * boot["difference"], "lo": 100 * boot["ci_low"], "hi": 100 * boot["ci_high"],
+            "p_bootstrap": boot["p_value"], "p_mcnemar": mc["p_value"], "only_a": mc["only_a"], "only_b": mc["only_b"]}
+
+
+def table_results(result_dirs: Sequence[str | Path], selection: str = "best_on_validation",
+                  paper: dict | None = None, include_paper: bool = True, n_resamples: int = 10_000) -> Table:
+    """Table 2: the paper's rows (baselines and ours) then each existing results folder's rows,
+    per task and average, with 95% Wilson intervals; `.extra["comparisons"]` holds the paired
+    tests (GRPO vs SFT, ...). Folders that do not exist are skipped, so `runs/full` may be listed
+    before it exists. `.values` holds the glue values (keys `<scale>_<row>_<task|avg|lo|hi|...>`)."""
+    import pandas as pd
+
+    paper = paper or paper_results()
+    rows, comp_rows = [], []
+    values: dict[str, Any] = dict(paper_values(paper))
+    if include_paper:
+        src = paper["source"]
+        for r in paper["table2"]["rows"]:
+            model = "" if r["model"] in ("—", "") else r["model"] + ", "
+            rows.append({"source": "paper, baseline" if r["group"] == "baseline" else "paper, R1-AQA",
+                         "model, method": model + r["method"],
+                         **{t: f"{r[t]:.2f}" for t in TASKS}, "average": f"{r['average']:.2f}",
+                         "checkpoint": "", "average, best on test": ""})
+        values["paper_arxiv"] = f"{src['arxiv']}{src['version']}"
+    scales = []
+    for result_dir in result_dirs:
+        result_dir = Path(result_dir)
+        if not result_dir.is_dir():
+            continue
+        results = load_result_dir(result_dir, selection)
+        if not results:
+            continue
+        scale = result_dir.name
+        scales.append(scale)
+        by_key = {r.key: r for r in results}
+        for r in results:
+            avg = r.accuracy()
+            rows.append({"source": f"this project, {scale}", "model, method": r.method,
+                         **{t: _cell(r.accuracy(t)) for t in TASKS}, "average": _cell(avg),
+                         "checkpoint": _checkpoint_cell(r),
+                         "average, best on test": "" if r.test_selected_average is None
+                         else f"{r.test_selected_average:.1f} (step {r.test_selected_step})"})
+            p = f"{scale}_{r.key}"
+            values[f"{p}_avg"], values[f"{p}_lo"], values[f"{p}_hi"] = (float(x) for x in avg)
+            values[f"{p}_n"] = r.tally()[1]
+            values[f"{p}_halfwidth"] = float((avg[2] - avg[1]) / 2)
+            task_widths = []
+            for t in TASKS:
+                acc_t = r.accuracy(t)
+                values[f"{p}_{t}"] = float(acc_t[0])
+                if not math.isnan(acc_t[0]):
+                    task_widths.append((acc_t[2] - acc_t[1]) / 2)
+            if task_widths:
+                values[f"{p}_task_halfwidth"] = float(sum(task_widths) / len(task_widths))
+            if r.step is not None:
+                values[f"{p}_step"] = int(r.step)
+            if r.test_selected_average is not None:
+                values[f"{p}_avg_best_on_test"] = float(r.test_selected_average)
+        for a, b in COMPARISONS:
+            if a in by_key and b in by_key:
+                c = compare(by_key[a], by_key[b], n_resamples=n_resamples)
+                comp_rows.append({"scale": scale, "A": by_key[a].method, "B": by_key[b].method, "items": c["n"],
+                                  "A − B (points)": f"{c['diff']:+.1f}",
+                                  "95% CI (paired bootstrap)": f"[{c['lo']:+.1f}, {c['hi']:+.1f}]",
+                                  "only A right / only B right": f"{c['only_a']} / {c['only_b']}",
+                                  "McNemar p": f"{c['p_mcnemar']:.3g}", "bootstrap p": f"{c['p_bootstrap']:.3g}"})
+                p = f"{scale}_{a}_vs_{b}"
+                for k in ("diff", "lo", "hi", "p_mcnemar", "p_bootstrap"):
+                    values[f"{p}_{k}"] = float(c[k])
+                values[f"{p}_n"] = int(c["n"])
+        manifest = result_dir / "data" / "manifest.json"
+        if manifest.is_file():
+            chance = json.loads(manifest.read_text(encoding="utf-8")).get("chance_test_mini")
+            if isinstance(chance, (int, float)):
+                values[f"{scale}_chance"] = 100 * float(chance)
+        values.update(findings(scale, by_key, values))
+    values["scales"] = ", ".join(scales) if scales else "none"
+    values["n_scales"] = len(scales)
+    frame = pd.DataFrame(rows)
+    if not (frame.get("average, best on test", pd.Series(dtype=str)) != "").any():
+        frame = frame.drop(columns=["average, best on test"], errors="ignore")
+    comparisons = pd.DataFrame(comp_rows)
+    sel = "chosen on the validation split" if selection == "best_on_validation" else "chosen on the test set"
+    caption = (f"Accuracy (%) on MMAU test-mini (paper) and on each scale's test-mini analogue (this project), "
+               f"with 95% Wilson intervals; trained rows at the checkpoint {sel}.")
+    return Table(frame.fillna(""), values={k: glue_safe(v) for k, v in values.items()}, caption=caption,
+                 extra={"comparisons": comparisons})

@@ -1,0 +1,216 @@
+"""What the GRPO and SFT runners share on top of transformers: the precision of a run, the
+trainer arguments a recipe adds through `trl_args`, the run record, `metrics.jsonl`, resuming a
+full run, and `final/` (the run folder's layout: `aqa_core.runs`).
+
+- `choose_precision()`: bf16 on CUDA, fp32 on CPU, as `Precision(device, bf16, model_dtype)`;
+  `precision.training_args()` gives the matching `TrainingArguments` keywords.
+- `load_for_training(path, precision, ...)`: the model and processor a run starts from.
+- `trainer_config(config_cls, mapped, trl_args)`: the GRPOConfig / SFTConfig of a run, the
+  recipe's mapped fields plus its `trl_args` (checked against the class's fields).
+- `record_run(trainer, run_dir)`: `trainer_args.json` and `provenance.json` beside `config.yaml`.
+- `MetricsCallback(run_dir)`: one JSON object per logging step into `metrics.jsonl`.
+- `PretrainedResumeMixin`: put it first in a Trainer subclass's bases so that `--resume` really
+  restores the weights (transformers 5.23 silently does not for Qwen2-Audio, see there).
+- `save_final(trainer, run_dir)`: `final/`, a plain model folder (merged weights for LoRA).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+try:  # transformers is a hard dependency of the runners; keep this module importable without it
+    from transformers import TrainerCallback
+except ImportError:  # pragma: no cover
+    TrainerCallback = object  # type: ignore[misc,assignment]
+
+from ..config import RecipeError
+from ..runs import FINAL_DIR, METRICS_FILE, read_metrics, write_run_record
+from .lora import save_merged
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Where and in what precision a run trains: bf16 mixed precision on CUDA, fp32 on CPU.
+
+    `model_dtype` is what to load the weights in: bf16 only under DeepSpeed (whose optimizer
+    keeps fp32 master weights, as the official ZeRO-3 launch does); otherwise fp32 weights
+    with bf16 autocast, because AdamW steps of lr 1e-6 vanish when applied to bf16 weights.
+    """
+
+    device: str
+    bf16: bool
+    model_dtype: str  # "bfloat16" | "float32" (a `from_pretrained(dtype=...)` value)
+
+    def training_args(self) -> dict[str, Any]:
+        """Keywords for `TrainingArguments`/`GRPOConfig`/`SFTConfig`."""
+        return {"bf16": self.bf16, "fp16": False, "use_cpu": self.device == "cpu"}
+
+    def torch_dtype(self):  # noqa: ANN201 - torch imported lazily
+        import torch
+
+        return getattr(torch, self.model_dtype)
+
+
+def choose_precision(device: str = "auto") -> Precision:
+    """bf16 on CUDA (if the GPU supports it), fp32 on CPU; `device="cpu"` forces the CPU."""
+    import torch
+
+    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    if device == "cuda" and not use_cuda:
+        raise RuntimeError("device='cuda' requested but torch sees no CUDA device")
+    if not use_cuda:
+        return Precision("cpu", False, "float32")
+    bf16 = torch.cuda.is_bf16_supported()
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return Precision("cuda", bf16, "bfloat16" if (bf16 and deepspeed) else "float32")
+
+
+def load_for_training(model_name_or_path: str, precision: Precision, freeze_audio_tower: bool = False,
+                      padding_side: str | None = None):  # noqa: ANN201 - transformers imported lazily
+    """(model, processor) a run starts from: any Qwen2AudioForConditionalGeneration folder (the
+    real 7B or the mini model: the code does not know which), weights in `precision`'s dtype,
+    the audio tower frozen when asked. A local path that is not a model folder is a RecipeError."""
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    from ..audio_tower import audio_tower
+
+    local = Path(model_name_or_path)
+    if local.exists() and not (local / "config.json").is_file():
+        raise RecipeError(f"model_name_or_path {local}: not a model folder (no config.json); expected a "
+                          "Qwen2AudioForConditionalGeneration checkpoint saved with save_pretrained")
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(model_name_or_path, dtype=precision.torch_dtype())
+    kwargs = {"padding_side": padding_side} if padding_side else {}
+    processor = AutoProcessor.from_pretrained(model_name_or_path, **kwargs)
+    if freeze_audio_tower:
+        audio_tower(model).requires_grad_(False)
+    return model, processor
+
+
+# ----------------------------------------------------------------------------- trainer arguments
+
+
+def check_trl_args(trl_args: Mapping[str, Any], config_cls: type, mapped: set[str]) -> None:
+    """A recipe's `trl_args` must name fields of `config_cls` (GRPOConfig, SFTConfig) that the
+    runner does not already set from the recipe's own keys; otherwise a `RecipeError` naming the
+    field, with the close matches and every valid field."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    for key in trl_args:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise RecipeError(f"trl_args: {key!r} is not a {config_cls.__name__} field{hint}; valid fields: "
+                              f"{', '.join(sorted(fields))}")
+        if key in mapped:
+            raise RecipeError(f"trl_args: {key!r} is set by the runner from the recipe; set the recipe key "
+                              f"instead, or leave {key!r} out of trl_args")
+
+
+def trainer_config(config_cls: type, mapped: dict[str, Any], trl_args: Mapping[str, Any] | None = None):  # noqa: ANN201
+    """`config_cls(**mapped, **trl_args)` after `check_trl_args`: the one place a recipe becomes
+    the trainer's arguments."""
+    trl_args = dict(trl_args or {})
+    check_trl_args(trl_args, config_cls, set(mapped))
+    return config_cls(**mapped, **trl_args)
+
+
+def record_run(trainer, run_dir: str | Path) -> None:  # noqa: ANN001 - a transformers Trainer
+    """The effective trainer arguments (`trainer.args.to_dict()`) and the run's provenance,
+    written into the run folder before training (main process only)."""
+    if trainer.accelerator.is_main_process:
+        write_run_record(run_dir, trainer.args.to_dict())
+
+
+# ----------------------------------------------------------------------------- during and after training
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe scalar: tensors/numpy to float, NaN/inf to None (JSON has no NaN)."""
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsCallback(TrainerCallback):
+    """Append `{"step": N, **logs}` to `<run_dir>/metrics.jsonl` at every logging step.
+
+    Keys are the trainer's own (TRL GRPO: loss, reward, reward_std, rewards/<name>/mean, kl,
+    completions/mean_length, learning_rate, ...; SFT: loss, learning_rate, ...). The final
+    train summary (train_runtime, ...) is written as a row with `"summary": true`. On resume,
+    rows logged after the checkpoint are dropped, so the file never holds two histories.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / METRICS_FILE
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        # Resumed at global_step: rows logged after that checkpoint belong to the lost history.
+        rows = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= state.global_step and not r.get("summary")]
+        self._write(rows, mode="w")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}}
+        if "train_runtime" in logs:
+            row["summary"] = True
+        self._write([row], mode="a")
+
+    def _write(self, rows: list[dict], mode: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open(mode, encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+
+
+class PretrainedResumeMixin:
+    """Trainer mixin: on resume, load the checkpoint's weights the way `from_pretrained` does.
+
+    transformers 5.23's `Trainer._load_from_checkpoint` reads `model.safetensors` with a plain
+    `load_state_dict(strict=False)`, but `save_pretrained` writes Qwen2-Audio's original key
+    names (`audio_tower.*`, `language_model.*`, not `model.audio_tower.*`): every key is then
+    missing, only a log line says so, and the resumed run silently restarts from the base
+    weights. `from_pretrained` applies the key conversion. DeepSpeed, FSDP and PEFT adapters
+    resume through their own loaders and are left to the Trainer. (Costs one extra copy of
+    the weights on CPU while loading.)
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):  # noqa: ANN001 - Trainer signature
+        from accelerate.utils import is_peft_model
+
+        model = self.model if model is None else model
+        unwrapped = self.accelerator.unwrap_model(model)
+        full_weights = (Path(resume_from_checkpoint) / "config.json").is_file() and not is_peft_model(unwrapped)
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or not full_weights:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        dtype = next(unwrapped.parameters()).dtype
+        loaded = type(unwrapped).from_pretrained(resume_from_checkpoint, dtype=dtype, device_map=None)
+        unwrapped.load_state_dict(loaded.state_dict(), strict=True)  # an incomplete checkpoint fails here
+        del loaded
+        return None
+
+
+def save_final(trainer, run_dir: str | Path) -> Path:  # noqa: ANN001 - a transformers Trainer
+    """`<run_dir>/final`: model + processor, loadable with `from_pretrained` like the base model.
+    A LoRA run writes the merged weights there and its adapter in `final/adapter`."""
+    from accelerate.utils import is_peft_model
+
+    final = Path(run_dir) / FINAL_DIR
+    if is_peft_model(trainer.accelerator.unwrap_model(trainer.model)):
+        save_merged(trainer, final)  # collective under ZeRO-3: every process calls it
+        trainer.save_model(str(final / "adapter"))
+    else:
+        trainer.save_model(str(final))
+        if trainer.accelerator.is_main_process:
+            trainer.processing_class.save_pretrained(final)
+    trainer.accelerator.wait_for_everyone()
+    return final

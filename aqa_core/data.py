@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 AVQA_FIELDS = ("question_text", "multi_choice", "answer", "audio_path")
 MMAU_FIELDS = ("id", "audio_id", "question", "choices", "answer", "task", "difficulty")
+TASKS = ("sound", "music", "speech")  # MMAU's three tasks, in the order the official scorer prints them
 
 
 class DataError(ValueError):

@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..data import TASKS
 from .mmau_versions import MMAUInputError, VersionInfo, identify_version, read_json
 
-TASKS = ("sound", "music", "speech")  # the official print order
 DIFFICULTIES = ("easy", "hard", "medium")  # the official print order
 PREDICTION_KEYS = ("model_prediction", "model_output")  # first wins when both are present
 REQUIRED_FIELDS = ("answer", "task", "difficulty", "choices")

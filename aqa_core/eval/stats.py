@@ -150,6 +150,8 @@ def paired_bootstrap(
     >>> r.difference, r.p_value < 0.01
     (0.5, True)
     """
+    # Our own rather than scipy.stats.bootstrap(paired=True): that gives the interval but no
+    # p-value, and draws its resamples in another order (the book's intervals would move).
     a, b = _as_bool_vectors(correct_a, correct_b)
     n = a.shape[0]
     if n == 0:

@@ -20,11 +20,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..data import TASKS
 from ..files import write_atomic
 from ..prompts import as_prompt
 from ..runs import FINAL_DIR, MERGED_DIR, SWEEP_FILE, checkpoint_step, checkpoints, model_dir, read_config
 from .evaluate import EvalError, add_eval_arguments, evaluate_file, exit_code, load_model
-from .mmau import TASKS
 from .tower_cache import TowerCache
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from ..eval.mmau import TASKS
+from ..data import TASKS
 from ..files import sha256_file
 from ..prompts import Prompt, avqa_question, user_text
 from . import synth as S

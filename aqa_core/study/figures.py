@@ -176,29 +176,43 @@ def _curve_panel(ax, runs: Mapping[str, tuple[str, Path]], metric: str, noun: st
     return values
 
 
+def _convergence_figure(name: str, runs: Mapping[str, str | Path] | str | Path, result_dir: str | Path | None,
+                        keys: tuple[str, str], curve: tuple[str, str, str, str, float],
+                        baseline: tuple[str, str], smooth: int | None) -> tuple[Any, dict[str, Any]]:
+    """The shape of Figures 3 and 4: a logged curve per run (left) and test accuracy per
+    checkpoint (right) against a direct-inference baseline. `curve` is (metric, noun, y label,
+    title, raw-line alpha); `baseline` is (row key, label)."""
+    set_style()
+    if isinstance(runs, (str, Path)):
+        result_dir = result_dir or runs
+    found = _runs_arg(runs, keys)
+    if not found:
+        raise FileNotFoundError(f"{name}: no run folder of {', '.join(keys)} with metrics.jsonl or eval/sweep.json")
+    metric, noun, ylabel, title, alpha = curve
+    fig = _new_figure(11, 4)
+    ax_c, ax_a = fig.subplots(1, 2)
+    values = _curve_panel(ax_c, found, metric, noun, smooth, alpha=alpha)
+    ax_c.set_xlabel("training step")
+    ax_c.set_ylabel(ylabel)
+    ax_c.set_title(title)
+    ax_c.legend(loc="best", fontsize=8)
+    base = _baseline(Path(result_dir) if result_dir else None, baseline[0])
+    values.update(_accuracy_panel(ax_a, {k: v for k, v in found.items() if (v[1] / SWEEP_FILE).is_file()},
+                                  (baseline[1], base)))
+    ax_a.set_title("test accuracy")
+    return fig, values
+
+
 def figure_grpo_convergence(runs: Mapping[str, str | Path] | str | Path, result_dir: str | Path | None = None,
                             smooth: int | None = None) -> Figure:
     """Figure 3: GRPO's mean reward per step (left; raw faint, smoothed solid) and test accuracy
     per checkpoint with its 95% interval (right; the star marks the validation-selected one), for
     prompts <2> and <3>, with direct inference (prompt <2>) as the dashed line. `runs` is a results
     folder or {"grpo_p2": run_dir, "grpo_p3": run_dir}."""
-    set_style()
-    if isinstance(runs, (str, Path)):
-        result_dir = result_dir or runs
-    runs = _runs_arg(runs, ("grpo_p2", "grpo_p3"))
-    if not runs:
-        raise FileNotFoundError("figure_grpo_convergence: no GRPO run folder with metrics.jsonl or eval/sweep.json")
-    fig = _new_figure(11, 4)
-    ax_r, ax_a = fig.subplots(1, 2)
-    values = _curve_panel(ax_r, runs, "reward", "mean reward", smooth, alpha=0.25)
-    ax_r.set_xlabel("training step")
-    ax_r.set_ylabel("mean reward (accuracy + format, max 2)")
-    ax_r.set_title("GRPO reward")
-    ax_r.legend(loc="best", fontsize=8)
-    base = _baseline(Path(result_dir) if result_dir else None, "direct_p2")
-    values.update(_accuracy_panel(ax_a, {k: v for k, v in runs.items() if (v[1] / SWEEP_FILE).is_file()},
-                                  ("direct inference, prompt <2>", base)))
-    ax_a.set_title("test accuracy")
+    fig, values = _convergence_figure(
+        "figure_grpo_convergence", runs, result_dir, ("grpo_p2", "grpo_p3"),
+        ("reward", "mean reward", "mean reward (accuracy + format, max 2)", "GRPO reward", 0.25),
+        ("direct_p2", "direct inference, prompt <2>"), smooth)
     return Figure(fig, {f"fig3_{k}": glue_safe(v) for k, v in values.items()},
                   caption="Convergence of GRPO (Figure 3): reward per step and test accuracy per checkpoint.")
 
@@ -208,23 +222,10 @@ def figure_sft_convergence(runs: Mapping[str, str | Path] | str | Path, result_d
     """Figure 4: SFT training loss per logging step (left) and test accuracy per checkpoint
     (right), full fine-tuning against LoRA, with direct inference (prompt <1>) as the dashed line.
     `runs` is a results folder or {"sft_full": run_dir, "sft_lora": run_dir}."""
-    set_style()
-    if isinstance(runs, (str, Path)):
-        result_dir = result_dir or runs
-    runs = _runs_arg(runs, ("sft_full", "sft_lora"))
-    if not runs:
-        raise FileNotFoundError("figure_sft_convergence: no SFT run folder with metrics.jsonl or eval/sweep.json")
-    fig = _new_figure(11, 4)
-    ax_l, ax_a = fig.subplots(1, 2)
-    values = _curve_panel(ax_l, runs, "loss", "training loss", smooth, alpha=0.3)
-    ax_l.set_xlabel("training step")
-    ax_l.set_ylabel("training loss (answer tokens)")
-    ax_l.set_title("SFT loss")
-    ax_l.legend(loc="best", fontsize=8)
-    base = _baseline(Path(result_dir) if result_dir else None, "direct_p1")
-    values.update(_accuracy_panel(ax_a, {k: v for k, v in runs.items() if (v[1] / SWEEP_FILE).is_file()},
-                                  ("direct inference, prompt <1>", base)))
-    ax_a.set_title("test accuracy")
+    fig, values = _convergence_figure(
+        "figure_sft_convergence", runs, result_dir, ("sft_full", "sft_lora"),
+        ("loss", "training loss", "training loss (answer tokens)", "SFT loss", 0.3),
+        ("direct_p1", "direct inference, prompt <1>"), smooth)
     return Figure(fig, {f"fig4_{k}": glue_safe(v) for k, v in values.items()},
                   caption="Convergence of full and LoRA fine-tuning (Figure 4): loss and test accuracy.")
 

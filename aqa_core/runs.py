@@ -2,8 +2,9 @@
 so notebook kernels, the sweep and the study read runs without importing transformers.
 
     RUN/config.yaml           the resolved recipe (every field, defaults included)
-    RUN/trainer_args.json     the GRPOConfig / SFTConfig actually used (`args.to_dict()`)
-    RUN/provenance.json       git commit, package versions, the command, world size, host
+    RUN/trainer_args.json     the GRPOConfig / SFTConfig actually used (`args.to_dict()`, latest launch)
+    RUN/provenance.json       every launch (the first, then each --resume): command, git commit,
+                              package versions, world size, host, time
     RUN/metrics.jsonl         one JSON object per logging step, then a `"summary": true` row
     RUN/checkpoint-N/         what the HF Trainer saves (LoRA runs add `merged/`, a plain model)
     RUN/final/                the model at the end, a plain model folder (`final/adapter/` for LoRA)
@@ -38,6 +39,7 @@ import yaml
 
 from .config import save_config, to_dict
 from .data import iter_jsonl
+from .files import write_atomic
 
 CONFIG_FILE = "config.yaml"
 TRAINER_ARGS_FILE = "trainer_args.json"
@@ -152,7 +154,9 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, resume: bool = False) -> Path
 
 
 def _git_commit(repo: Path) -> dict[str, Any] | None:
-    """HEAD of the repository holding this package, and whether its tracked files differ from it."""
+    """HEAD of the checkout this package's source lives in, and whether its tracked files differ
+    from it; None when the package is not a checkout's own (e.g. installed into a venv that sits
+    inside some other repository)."""
     def git(*args: str) -> str | None:
         try:
             proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=10)
@@ -160,6 +164,9 @@ def _git_commit(repo: Path) -> dict[str, Any] | None:
             return None
         return proc.stdout.strip() if proc.returncode == 0 else None
 
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != repo.resolve() or git("ls-files", "aqa_core/__init__.py") != "aqa_core/__init__.py":
+        return None
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return None
@@ -199,15 +206,17 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_run_record(run_dir: str | Path, trainer_args: dict[str, Any]) -> None:
-    """Write `trainer_args.json` (the effective trainer arguments) and `provenance.json` beside
-    `config.yaml`, atomically; only the main process writes."""
+    """Write `trainer_args.json` (the effective trainer arguments of this launch) and add this
+    launch to `provenance.json` (a resumed run keeps its earlier launches), beside `config.yaml`,
+    atomically; only the main process writes."""
     if not is_main_process():
         return
     run_dir = Path(run_dir)
-    for name, obj in ((TRAINER_ARGS_FILE, _jsonable(trainer_args)), (PROVENANCE_FILE, provenance())):
-        tmp = run_dir / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, run_dir / name)
+    path = run_dir / PROVENANCE_FILE
+    launches = json.loads(path.read_text(encoding="utf-8")).get("launches", []) if path.is_file() else []
+    for name, obj in ((TRAINER_ARGS_FILE, _jsonable(trainer_args)),
+                      (PROVENANCE_FILE, {"launches": [*launches, provenance()]})):
+        write_atomic(run_dir / name, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 # ----------------------------------------------------------------------------- reading a run

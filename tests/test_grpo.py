@@ -114,6 +114,18 @@ def test_trl_args_pass_through_checked_against_grpo_config():
     mapped = load_recipe(GRPORecipe, REPO / "recipes/grpo/paper.yaml", ["trl_args={beta: 0.1}"])
     with pytest.raises(RecipeError, match="'beta' is set by the runner from the recipe"):
         grpo_args(mapped, "/tmp/unused", CPU)
+    bad_value = load_recipe(GRPORecipe, REPO / "recipes/grpo/paper.yaml", ["trl_args={logging_strategy: hourly}"])
+    with pytest.raises(RecipeError, match="GRPOConfig rejected the recipe: .*hourly"):
+        grpo_args(bad_value, "/tmp/unused", CPU)
+
+
+def test_bad_trl_args_fail_before_the_run_folder_is_written(tmp_path):
+    from aqa_core.train.grpo import run_grpo
+
+    cfg = GRPORecipe(output_dir=str(tmp_path / "run"), device="cpu", num_processes=None, trl_args={"nope": 1})
+    with pytest.raises(RecipeError, match="'nope' is not a GRPOConfig field"):
+        run_grpo(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 def test_group_advantages_on_a_reward_table():
@@ -299,9 +311,9 @@ def test_run_writes_config_metrics_checkpoints_and_final(tiny, tmp_path):
     # the effective trainer arguments and the provenance sit beside config.yaml
     args = json.loads((run / "trainer_args.json").read_text())
     assert (args["beta"], args["loss_type"], args["num_generations"], args["max_steps"]) == (0.04, "grpo", 4, 2)
-    prov = json.loads((run / "provenance.json").read_text())
-    assert prov["packages"]["trl"] == "1.16.0" and prov["world_size"] == 1 and prov["command"]
-    assert prov["git"] is None or len(prov["git"]["commit"]) == 40
+    [launch] = json.loads((run / "provenance.json").read_text())["launches"]
+    assert launch["packages"]["trl"] == "1.16.0" and launch["world_size"] == 1 and launch["command"]
+    assert launch["git"] is None or len(launch["git"]["commit"]) == 40
     with pytest.raises(RunDirError, match="--resume"):
         run_grpo(cfg)  # an existing run is never overwritten silently
 

@@ -92,11 +92,56 @@ def test_no_import_cycles():
     assert cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
 
 
-def test_no_reexport_shims():
-    """A name imported only to be imported from here again carries `noqa: F401`; there are none."""
-    shims = [f"{p.relative_to(REPO)}:{n}" for p in PACKAGE_DIR.rglob("*.py")
-             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if "noqa: F401" in line]
-    assert shims == []
+def _defined(module: str) -> set[str]:
+    """Names a module defines at its top level (functions, classes, assignments)."""
+    out: set[str] = set()
+    for node in ast.parse(module_path(module).read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            out.update(t.id for t in targets if isinstance(t, ast.Name))
+    return out
+
+
+def _package_imports(path, tree):  # noqa: ANN001, ANN202
+    """(line, module, name, bound name) for every `from <aqa_core module> import name` in a file."""
+    rel = path.relative_to(REPO)
+    package = ".".join(rel.parent.parts) if rel.parts[0] == "aqa_core" else ""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - node.level + 1])
+            target = f"{base}.{node.module}" if node.module else base
+        else:
+            target = node.module or ""
+        if target.split(".")[0] == "aqa_core":
+            for a in node.names:
+                yield node.lineno, target, a.name, a.asname or a.name
+
+
+def test_names_are_imported_from_where_they_are_defined():
+    """No re-export shims: every `from aqa_core.X import name` (in the package, the tests and the
+    scripts) names something X defines, or a module; and no module of the package imports a name
+    of the package that it does not use (a name kept for others to import from it)."""
+    files = [*PACKAGE_DIR.rglob("*.py"), *(REPO / "tests").glob("*.py"), *(REPO / "scripts").glob("*.py")]
+    elsewhere, unused = [], []
+    for path in files:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        for line, module, name, bound in _package_imports(path, tree):
+            where = f"{path.relative_to(REPO)}:{line}"
+            if module_path(f"{module}.{name}").is_file():
+                continue  # a module, imported as one
+            if name not in _defined(module):
+                elsewhere.append(f"{where}: {name} from {module}")
+            elif path.is_relative_to(PACKAGE_DIR) and bound not in used:
+                unused.append(f"{where}: {name}")
+    assert elsewhere == []
+    assert unused == []
+    assert not [p for p in PACKAGE_DIR.rglob("*.py") if "noqa: F401" in p.read_text(encoding="utf-8")]
 
 
 #: Names defined at the top of more than one module on purpose.
@@ -138,3 +183,5 @@ def test_study_stages_hash_files_that_exist():
         assert missing == [], kind
     assert "aqa_core/train/grpo_trainer.py" in CODE["grpo"] and "aqa_core/rewards.py" in CODE["grpo"]
     assert "aqa_core/train/grpo.py" not in CODE["sft"]
+    # docstring-only files (package __init__s) are left out: editing them reruns nothing
+    assert not any(f.endswith("__init__.py") for files in CODE.values() for f in files)

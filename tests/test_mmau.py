@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from aqa_core.eval import mmau
-from aqa_core.eval.mmau import MMAUInputError, cli_score, format_report, mmau_string_match, score_file, score_predictions
-from aqa_core.eval.mmau_versions import (VERSIONS_FILE, build_fingerprints, cli_mmau_version, identify_version,
-                                    load_version_table)
+from aqa_core.eval.mmau import cli_score, format_report, mmau_string_match, score_file, score_predictions
+from aqa_core.eval.mmau_versions import (VERSIONS_FILE, MMAUInputError, build_fingerprints, cli_mmau_version,
+                                         identify_version, load_version_table)
 
 DATA = Path(__file__).parent / "data"
 HANDMADE = DATA / "mmau_handmade_predictions.json"

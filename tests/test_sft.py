@@ -97,6 +97,14 @@ def test_one_lora_builder_keeps_each_recipes_targets():
     assert len(chosen[0]) == 7 * TINY_SPEC.num_hidden_layers
     assert all(".language_model." in n for n in chosen[0])
     assert any("audio_tower" in n and n.endswith("q_proj") for n in names)
+    # either form in either recipe: an SFT recipe may state the regex, names may come as one string
+    as_regex = load_recipe(SFTRecipe, RECIPES / "paper-lora.yaml", [f"lora_target_modules={grpo.lora_target_modules}"])
+    as_names = load_recipe(GRPORecipe, RECIPES.parent / "grpo" / "paper.yaml",
+                           ["use_peft=true", "lora_target_modules=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"])
+    for cfg in (as_regex, as_names):
+        assert {n for n in names if re.fullmatch(lora_config(cfg).target_modules, n)} == chosen[0]
+    with pytest.raises(RecipeError, match="a list holds module names"):
+        lora_config(load_recipe(SFTRecipe, RECIPES / "paper-lora.yaml", ["lora_target_modules=['.*q_proj']"]))
 
 
 def test_cli_reports_recipe_errors(tmp_path, capsys):
@@ -162,7 +170,7 @@ def test_full_sft_end_to_end(tiny_setup, monkeypatch):
 
     assert (run / "config.yaml").is_file() and metrics["global_step"] == 6
     assert json.loads((run / "trainer_args.json").read_text())["max_steps"] == 6
-    assert "transformers" in json.loads((run / "provenance.json").read_text())["packages"]
+    assert "transformers" in json.loads((run / "provenance.json").read_text())["launches"][0]["packages"]
     losses = _losses(run)
     assert sorted(losses) == [1, 2, 3, 4, 5, 6] and all(math.isfinite(v) for v in losses.values())
     assert losses[6] < losses[1]
@@ -267,6 +275,8 @@ def test_resume_continues_steps_and_data_order(tiny_setup, use_peft):
     wa, wb = _weights(Path(full.output_dir) / "final"), _weights(Path(cut.output_dir) / "final")
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
+    launches = json.loads((Path(cut.output_dir) / "provenance.json").read_text())["launches"]
+    assert len(launches) == 2  # the first launch's record survives the resume
 
 
 @pytest.mark.slow

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aqa_core.study.plan import NOTEBOOKS, Stage, run_stages, study_stages, write_timings
+from aqa_core.study.plan import NOTEBOOKS, study_stages
+from aqa_core.study.stages import Stage, run_stages, write_timings
 
 
 def _stage(name: str, out: Path, deps: list[str], text: str = "x") -> Stage:

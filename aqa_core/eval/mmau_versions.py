@@ -97,7 +97,7 @@ def content_fingerprint(item_hashes: Iterable[str]) -> str:
 
 
 def build_fingerprints(files: Sequence[str | Path]) -> dict[str, Any]:
-    """The version table stored in aqa_core/mmau_versions.json, from published test-mini files.
+    """The version table stored in aqa_core/eval/mmau_versions.json, from published test-mini files.
 
     Files are named `...<YYYYMMDD>_<HHMMSS>.<commit>.json`. Files with the same content (same set of
     item fingerprints) form one version, labelled by the earliest commit and its date.

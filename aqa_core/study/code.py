@@ -85,8 +85,17 @@ def closure(modules: Iterable[str]) -> list[str]:
     return sorted(seen)
 
 
+def runs_code(name: str) -> bool:
+    """False for a module that holds only a docstring and constants (a package's `__init__.py`):
+    editing it cannot change what a stage computes."""
+    tree = ast.parse(module_path(name).read_text(encoding="utf-8"))
+    inert = all((isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+                or (isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)) for n in tree.body)
+    return not inert
+
+
 def code_files(modules: Iterable[str], extra: Iterable[str] = ()) -> list[str]:
-    """Repository-relative source files of `closure(modules)`, plus `extra` files (data the code
-    reads, e.g. `aqa_core/mini/tokenizer_corpus.txt`)."""
-    files = {str(module_path(m).relative_to(REPO)) for m in closure(modules)}
+    """Repository-relative source files of `closure(modules)` that run code, plus `extra` files
+    (data the code reads, e.g. `aqa_core/mini/tokenizer_corpus.txt`)."""
+    files = {str(module_path(m).relative_to(REPO)) for m in closure(modules) if runs_code(m)}
     return sorted(files | set(extra))

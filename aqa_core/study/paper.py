@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .results import TASKS
+from ..data import TASKS
 
 PAPER_RESULTS_FILE = Path(__file__).with_name("paper_results.yaml")
 

@@ -55,14 +55,14 @@ RUNS = {
     "grpo-p3": ("grpo", "grpo-prompt3", 3, "grpo"),
 }
 #: Source files each kind of stage runs (their content is part of the stage's cache key): the
-#: import closure of the modules it runs, plus the data files they read.
+#: import closure of the command's module, plus the data files it reads. (`python -m aqa_core`
+#: only dispatches to that module, and package `__init__.py` files hold docstrings only.)
 CODE = {
-    "data": code_files(["aqa_core.__main__", "aqa_core.mini.data"]),
-    "base": code_files(["aqa_core.__main__", "aqa_core.mini.model"], ["aqa_core/mini/tokenizer_corpus.txt"]),
-    "eval": code_files(["aqa_core.__main__", "aqa_core.eval.evaluate", "aqa_core.eval.sweep"],
-                       ["aqa_core/eval/mmau_versions.json"]),
-    "sft": code_files(["aqa_core.__main__", "aqa_core.train.sft"]),
-    "grpo": code_files(["aqa_core.__main__", "aqa_core.train.grpo"]),
+    "data": code_files(["aqa_core.mini.data"]),
+    "base": code_files(["aqa_core.mini.model"], ["aqa_core/mini/tokenizer_corpus.txt"]),
+    "eval": code_files(["aqa_core.eval.evaluate", "aqa_core.eval.sweep"], ["aqa_core/eval/mmau_versions.json"]),
+    "sft": code_files(["aqa_core.train.sft"]),
+    "grpo": code_files(["aqa_core.train.grpo"]),
     "notebook": code_files(["aqa_core.study.notebook", "aqa_core.study.report"],
                            ["aqa_core/study/paper_results.yaml", "aqa_core/eval/mmau_versions.json"]),
 }

@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import TASKS
 from ..runs import SWEEP_FILE, read_sweep
 
 SELECTIONS = ("best_on_validation", "best_on_test")

@@ -18,7 +18,8 @@ from typing import Any, Mapping, Sequence
 from .display import Table, glue_safe
 from .findings import findings
 from .paper import paper_results, paper_values
-from .results import COMPARISONS, TASKS, ModelResult, load_result_dir
+from ..data import TASKS
+from .results import COMPARISONS, ModelResult, load_result_dir
 
 #: Recipe-derived settings that are not recipe fields: name -> (function of the resolved recipe).
 DERIVED = {

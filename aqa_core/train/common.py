@@ -113,10 +113,13 @@ def check_trl_args(trl_args: Mapping[str, Any], config_cls: type, mapped: set[st
 
 def trainer_config(config_cls: type, mapped: dict[str, Any], trl_args: Mapping[str, Any] | None = None):  # noqa: ANN201
     """`config_cls(**mapped, **trl_args)` after `check_trl_args`: the one place a recipe becomes
-    the trainer's arguments."""
+    the trainer's arguments. A value the class rejects is a `RecipeError` naming the class."""
     trl_args = dict(trl_args or {})
     check_trl_args(trl_args, config_cls, set(mapped))
-    return config_cls(**mapped, **trl_args)
+    try:
+        return config_cls(**mapped, **trl_args)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{config_cls.__name__} rejected the recipe: {exc}") from exc
 
 
 def record_run(trainer, run_dir: str | Path) -> None:  # noqa: ANN001 - a transformers Trainer

@@ -38,8 +38,8 @@ class GRPORecipe:
 
     # what to train on
     model_name_or_path: str = "Qwen/Qwen2-Audio-7B-Instruct"  # any Qwen2AudioForConditionalGeneration folder
-    train_data: str = "data/avqa/train_r1aqa.jsonl"  # R1-AQA JSONL (aqa_core.data.load_avqa_jsonl)
-    train_audio_dir: str | None = None  # folder the JSONL's audio_path names are relative to
+    train_data: str = "data/avqa/train_r1aqa.jsonl"  # R1-AQA JSONL or MMAU JSON (aqa_core.data.load_questions)
+    train_audio_dir: str | None = None  # folder the questions' audio paths are relative to
     max_train_samples: int | None = None  # first N questions only (quick runs)
     output_dir: str = "runs/grpo/paper"  # the run folder: config.yaml, metrics.jsonl, checkpoint-N/
     prompt: int = 2  # Figure 2's prompt <2> (answer only) or <3> (think, then answer)
@@ -77,8 +77,8 @@ class GRPORecipe:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
-    # a regex over module names (aqa_core.train.lora.lora_targets): the language model's projections
-    lora_target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    # a regex, or projection names inside the language model (aqa_core.train.lora.lora_targets)
+    lora_target_modules: str | list[str] = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     # bookkeeping
     logging_steps: int = 1
     save_steps: int = 100
@@ -159,9 +159,10 @@ def build_dataset(records: list[dict], prompt: int):
 
 
 def build_trainer(cfg: GRPORecipe, run_dir: str | Path | None = None, callbacks: list | None = None,
-                  reward_funcs: list | None = None):
+                  reward_funcs: list | None = None, args=None):
     """Data, model and trainer of a run, ready to `train()` (`reward_funcs` replaces the recipe's
-    rewards, for tests). Used by `run_grpo`, the tests and scripts/bench_train.py."""
+    rewards, for tests; `args`, the run's GRPOConfig when already made). Used by `run_grpo`, the
+    tests and scripts/bench_train.py."""
     from ..data import load_questions
     from ..rewards import get_reward_funcs
     from .common import choose_precision, load_for_training
@@ -169,7 +170,7 @@ def build_trainer(cfg: GRPORecipe, run_dir: str | Path | None = None, callbacks:
     from .lora import lora_config
 
     precision = choose_precision(cfg.device)
-    args = grpo_args(cfg, run_dir, precision)  # before the model: under ZeRO-3 this makes from_pretrained shard
+    args = args or grpo_args(cfg, run_dir, precision)  # before the model: under ZeRO-3 it makes from_pretrained shard
     questions = load_questions(cfg.train_data, cfg.train_audio_dir, limit=cfg.max_train_samples, check_audio=True)
     dataset = build_dataset(questions, cfg.prompt)
     model, processor = load_for_training(cfg.model_name_or_path, precision, cfg.freeze_audio_tower, padding_side="left")
@@ -196,7 +197,8 @@ def run_grpo(cfg: GRPORecipe, resume: bool = False, callbacks: list | None = Non
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     set_seed(cfg.seed)
-    cfg.reward_names()  # fail on a bad recipe before any model work
+    cfg.reward_names()  # fail on a bad recipe before any model work, and before the run folder
+    args = grpo_args(cfg)  # checks trl_args; before the model: under ZeRO-3 it makes from_pretrained shard
     run_dir = prepare_run_dir(cfg.output_dir, cfg, resume=resume)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.num_processes is not None and cfg.num_processes != world:
@@ -204,7 +206,7 @@ def run_grpo(cfg: GRPORecipe, resume: bool = False, callbacks: list | None = Non
                     cfg.num_processes, world)
     merged_cb = SaveMergedCallback() if cfg.use_peft else None
     extra = [MetricsCallback(run_dir), *(callbacks or []), *([merged_cb] if merged_cb else [])]
-    trainer = build_trainer(cfg, run_dir, callbacks=extra, reward_funcs=reward_funcs)
+    trainer = build_trainer(cfg, run_dir, callbacks=extra, reward_funcs=reward_funcs, args=args)
     if merged_cb:
         merged_cb.trainer = trainer
     if trainer.accelerator.is_main_process:

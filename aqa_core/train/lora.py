@@ -3,15 +3,20 @@ run writes beside its adapter (`checkpoint-N/merged/`, `final/`), which every la
 like any model.
 
 The paper adapts the language model only (the Whisper audio tower has `q_proj`/`k_proj`/`v_proj`
-too). A recipe states its targets in `lora_target_modules`: a regex (a string, matched by PEFT
-against each module's full name) or a list of projection names, which become a regex limited to
-the language model.
+too). A recipe states its targets in `lora_target_modules`: projection names (a list, or one
+string of comma-separated names), which become a regex limited to the language model, or a
+regex (any other string), which PEFT matches against each module's full name.
 
 >>> print(lora_targets(["v_proj", "q_proj"]))
 .*\blanguage_model\..*\.(?:q_proj|v_proj)
+>>> lora_targets("q_proj, v_proj") == lora_targets(["q_proj", "v_proj"])
+True
+>>> print(lora_targets(r".*language_model.*\.(q_proj|v_proj)"))
+.*language_model.*\.(q_proj|v_proj)
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,16 +25,29 @@ try:  # transformers is a hard dependency of the runners; keep this module impor
 except ImportError:  # pragma: no cover
     TrainerCallback = object  # type: ignore[misc,assignment]
 
+from ..config import RecipeError
 from ..runs import MERGED_DIR
 
 #: The Qwen2 decoder's attention and MLP projections.
 LM_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+_NAMES = re.compile(r"\w+(\s*,\s*\w+)*")  # "q_proj, v_proj": names, not a regex
 
 
 def lora_targets(target_modules: str | Sequence[str]) -> str:
-    """The PEFT `target_modules` regex of a recipe's `lora_target_modules` (see the module doc)."""
+    """The PEFT `target_modules` regex of a recipe's `lora_target_modules` (see the module doc);
+    a bad regex, or a list item that is not a plain name, is a RecipeError."""
     if isinstance(target_modules, str):
-        return target_modules
+        if not _NAMES.fullmatch(target_modules.strip()):
+            try:
+                re.compile(target_modules)
+            except re.error as exc:
+                raise RecipeError(f"lora_target_modules: {target_modules!r} is not a valid regex ({exc})") from None
+            return target_modules
+        target_modules = [n.strip() for n in target_modules.split(",")]
+    bad = [n for n in target_modules if not re.fullmatch(r"\w+", str(n))]
+    if bad or not target_modules:
+        raise RecipeError(f"lora_target_modules: a list holds module names such as q_proj, got {list(target_modules)!r}; "
+                          "give a regex as a single string")
     names = "|".join(sorted(set(target_modules)))
     return rf".*\blanguage_model\..*\.(?:{names})"
 

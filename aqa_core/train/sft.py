@@ -69,7 +69,7 @@ class SFTRecipe:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     # projection names inside the language model, or a regex (aqa_core.train.lora.lora_targets)
-    lora_target_modules: list[str] = field(default_factory=lambda: list(LM_PROJECTIONS))
+    lora_target_modules: str | list[str] = field(default_factory=lambda: list(LM_PROJECTIONS))
     save_merged: bool = True  # LoRA: also write checkpoint-N/merged (a plain model) at each save
     # any further SFTConfig field, checked against the class (the runner's own keys excluded)
     trl_args: dict[str, Any] = field(default_factory=dict)
@@ -168,13 +168,13 @@ def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None)
 
     check_recipe(cfg)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run_dir = prepare_run_dir(cfg.output_dir, cfg, resume=resume)
     precision = choose_precision(cfg.device)
     if cfg.torch_threads:
         import torch
 
         torch.set_num_threads(cfg.torch_threads)
-    args = sft_config(cfg, precision)  # before the model: under ZeRO-3 it makes from_pretrained shard
+    args = sft_config(cfg, precision)  # checks trl_args; before the model: under ZeRO-3 it makes from_pretrained shard
+    run_dir = prepare_run_dir(cfg.output_dir, cfg, resume=resume)
     set_seed(cfg.seed)
 
     dataset = to_dataset(load_questions(cfg.train_data, cfg.train_audio_dir, limit=cfg.max_train_samples,

@@ -12,12 +12,13 @@ a file or inside a function):
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 
 import pytest
 
 from aqa_core.__main__ import COMMANDS
-from aqa_core.study.code import PACKAGE_DIR, REPO, all_modules, import_graph, module_path
+from aqa_core.study.code import PACKAGE_DIR, REPO, all_modules, import_from_target, import_graph, module_path
 
 SUBPACKAGES = ("train", "eval", "mini", "study")
 #: layer -> the layers it must never import
@@ -92,7 +93,8 @@ def test_no_import_cycles():
     assert cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
 
 
-def _defined(module: str) -> set[str]:
+@functools.lru_cache(maxsize=None)
+def _defined(module: str) -> frozenset[str]:
     """Names a module defines at its top level (functions, classes, assignments)."""
     out: set[str] = set()
     for node in ast.parse(module_path(module).read_text(encoding="utf-8")).body:
@@ -101,7 +103,7 @@ def _defined(module: str) -> set[str]:
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             out.update(t.id for t in targets if isinstance(t, ast.Name))
-    return out
+    return frozenset(out)
 
 
 def _package_imports(path, tree):  # noqa: ANN001, ANN202
@@ -111,12 +113,7 @@ def _package_imports(path, tree):  # noqa: ANN001, ANN202
     for node in ast.walk(tree):
         if not isinstance(node, ast.ImportFrom):
             continue
-        if node.level:
-            parts = package.split(".")
-            base = ".".join(parts[: len(parts) - node.level + 1])
-            target = f"{base}.{node.module}" if node.module else base
-        else:
-            target = node.module or ""
+        target = import_from_target(node, package)
         if target.split(".")[0] == "aqa_core":
             for a in node.names:
                 yield node.lineno, target, a.name, a.asname or a.name
@@ -157,11 +154,8 @@ SAME_NAME_OK = {
 def test_no_piece_is_defined_twice():
     defined: dict[str, list[str]] = defaultdict(list)
     for m in all_modules():
-        for node in ast.parse(module_path(m).read_text(encoding="utf-8")).body:
-            names = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else \
-                [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
-            for name in names:
-                defined[name].append(m)
+        for name in _defined(m):
+            defined[name].append(m)
     twice = {name: mods for name, mods in defined.items() if len(mods) > 1 and name not in SAME_NAME_OK}
     assert twice == {}
 
@@ -176,7 +170,9 @@ def test_commands_point_at_their_code():
 
 
 def test_study_stages_hash_files_that_exist():
-    from aqa_core.study.plan import CODE
+    from aqa_core.study.plan import stage_code
+
+    CODE = stage_code()
 
     for kind, files in CODE.items():
         missing = [f for f in files if not (REPO / f).is_file()]

@@ -37,6 +37,16 @@ def all_modules() -> list[str]:
                   for p in PACKAGE_DIR.rglob("*.py"))
 
 
+def import_from_target(node: ast.ImportFrom, package: str) -> str:
+    """The module a `from X import ...` statement reads, relative imports resolved against
+    `package` (the dotted package of the file holding the statement)."""
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".")
+    base = ".".join(parts[: len(parts) - node.level + 1])
+    return f"{base}.{node.module}" if node.module else base
+
+
 def imports_of(name: str) -> set[str]:
     """The package's modules that module `name` imports anywhere in its source (at the top, in
     a function, under `if`): `import aqa_core.x`, `from aqa_core.x import y`, `from .x import y`,
@@ -48,12 +58,7 @@ def imports_of(name: str) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if _is_module(a.name))
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
+            target = import_from_target(node, package)
             if not target.startswith(PACKAGE):
                 continue
             if _is_module(target):

@@ -23,6 +23,7 @@ source files each stage's key covers are the import closure of its entry modules
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shlex
 import subprocess
@@ -54,18 +55,26 @@ RUNS = {
     "grpo-p2": ("grpo", "grpo-prompt2", 2, "grpo"),
     "grpo-p3": ("grpo", "grpo-prompt3", 3, "grpo"),
 }
-#: Source files each kind of stage runs (their content is part of the stage's cache key): the
-#: import closure of the command's module, plus the data files it reads. (`python -m aqa_core`
-#: only dispatches to that module, and package `__init__.py` files hold docstrings only.)
-CODE = {
-    "data": code_files(["aqa_core.mini.data"]),
-    "base": code_files(["aqa_core.mini.model"], ["aqa_core/mini/tokenizer_corpus.txt"]),
-    "eval": code_files(["aqa_core.eval.evaluate", "aqa_core.eval.sweep"], ["aqa_core/eval/mmau_versions.json"]),
-    "sft": code_files(["aqa_core.train.sft"]),
-    "grpo": code_files(["aqa_core.train.grpo"]),
-    "notebook": code_files(["aqa_core.study.notebook", "aqa_core.study.report"],
-                           ["aqa_core/study/paper_results.yaml", "aqa_core/eval/mmau_versions.json"]),
-}
+
+
+@functools.lru_cache(maxsize=1)
+def stage_code() -> dict[str, list[str]]:
+    """Source files each kind of stage runs (their content is part of the stage's cache key): the
+    import closure of the command's module, plus the data files it reads. (`python -m aqa_core`
+    only dispatches to that module; package `__init__.py` files hold docstrings only.) Read from
+    the source when the stages are made, not when this module is imported: notebook kernels
+    import it too."""
+    return {
+        "data": code_files(["aqa_core.mini.data"]),
+        "base": code_files(["aqa_core.mini.model"], ["aqa_core/mini/tokenizer_corpus.txt"]),
+        "eval": code_files(["aqa_core.eval.evaluate", "aqa_core.eval.sweep"], ["aqa_core/eval/mmau_versions.json"]),
+        "sft": code_files(["aqa_core.train.sft"]),
+        "grpo": code_files(["aqa_core.train.grpo"]),
+        "notebook": code_files(["aqa_core.study.notebook", "aqa_core.study.report"],
+                               ["aqa_core/study/paper_results.yaml", "aqa_core/eval/mmau_versions.json"]),
+    }
+
+
 #: Executed notebooks: output name (book/results/NAME.ipynb) -> (template, stage it records).
 NOTEBOOKS = {
     "mini_data": ("mini_data.ipynb", "base"),
@@ -120,18 +129,19 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
     data, base = out / "data", out / "base"
     test, val = data / "test-mini.json", data / "validation.jsonl"
     threads = max(1, (os.cpu_count() or 2) // max(1, jobs))
+    code = stage_code()
     stages = [
         Stage("data", aqa_argv("mini-data", "--out", data, *data_args), [], [data / "manifest.json", test],
-              CODE["data"]),
+              code["data"]),
         Stage("base", aqa_argv("mini-base", "--data", data, "--out", base, *base_args),
-              ["data"], [base / "build_info.json"], CODE["base"], clear=[base],
+              ["data"], [base / "build_info.json"], code["base"], clear=[base],
               runtime_args=["--threads", str(os.cpu_count() or 2)], exclusive=True),
     ]
     for p in (2, 1):
         pred = out / "eval" / f"base-prompt{p}" / "predictions.json"
         stages.append(Stage(f"eval-base-p{p}", aqa_argv("evaluate", "--model", base, "--data", test, "--audio-dir", data,
                                                    "--out", pred, "--prompt", p, "--overwrite", *eval_args),
-                            ["base"], [pred], CODE["eval"], clear=[pred.parent]))
+                            ["base"], [pred], code["eval"], clear=[pred.parent]))
     for seed in range(seeds):
         suffix = f"-seed{seed}" if seed else ""
         for name, (runner, folder, prompt, rkey) in RUNS.items():
@@ -146,12 +156,12 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
                 sets.append(f"seed={int(rcfg.get('seed', 42)) + seed}")
             argv = aqa_argv(runner, "--recipe", recipe_path(recipe),
                        "--output-dir", run_dir, *[a for s in sets for a in ("--set", s)])
-            stages.append(Stage(name + suffix, argv, ["base"], [run_dir / "metrics.jsonl"], CODE[runner],
+            stages.append(Stage(name + suffix, argv, ["base"], [run_dir / "metrics.jsonl"], code[runner],
                                 config={"recipe": rcfg}, clear=[run_dir],
                                 runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
             stages.append(Stage(f"sweep-{name}{suffix}",
                                 sweep_argv(run_dir, test, data, val, data / "validation-audios", eval_args),
-                                [name + suffix], [run_dir / "eval" / "sweep.json"], CODE["eval"],
+                                [name + suffix], [run_dir / "eval" / "sweep.json"], code["eval"],
                                 clear=[run_dir / "eval"]))
     done_before = [s.name for s in stages]
     for name, (template, records) in NOTEBOOKS.items():
@@ -159,7 +169,7 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
         target = book / "results" / f"{name}.ipynb"
         deps = done_before if records == "*" else [records]
         stages.append(Stage(f"nb-{name}", papermill_argv(ROOT / "notebooks" / template, target, params, Path.cwd()), deps,
-                            [target], CODE["notebook"] + [f"notebooks/{template}"]))
+                            [target], code["notebook"] + [f"notebooks/{template}"]))
     return stages
 
 

@@ -4,7 +4,7 @@ any wrapping, and the one way to wrap its `forward`.
 Two features change how the tower runs without touching the model's code, and both go through
 `wrap_forward`: GRPO's shared encoding (`aqa_core.train.grpo_trainer.share_audio_encoding`,
 each distinct clip encoded once per batch) and the sweep's replay cache
-(`aqa_core.eval.tower_cache.TowerCache`, a frozen tower's output reused across checkpoints).
+(`aqa_core.tower_cache.TowerCache`, a frozen tower's output reused across checkpoints).
 Wrappers stack: each one calls the forward that was there before it, and undoing one puts
 exactly that forward back, so a replay never removes a shared-encoding wrapper underneath it.
 """

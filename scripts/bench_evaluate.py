@@ -10,7 +10,7 @@ Without --model/--data it builds the untrained mini model (Whisper tiny encoder,
 and a small mini benchmark in a temporary folder.
 
 It also times what a checkpoint sweep does after its first checkpoint: the same items with the
-frozen audio tower's outputs replayed (aqa_core.eval.tower_cache), and from the two passes the tower's
+frozen audio tower's outputs replayed (aqa_core.tower_cache), and from the two passes the tower's
 own cost per item, the floor that no batching of a single evaluation goes below.
 """
 from __future__ import annotations
@@ -69,7 +69,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
     from aqa_core.answers import extract_answer
     from aqa_core.data import load_mmau
     from aqa_core.eval.evaluate import evaluate_records, generation_config_for, load_model
-    from aqa_core.eval.tower_cache import TowerCache
+    from aqa_core.tower_cache import TowerCache
 
     torch.set_num_threads(args.threads)
     model_path, data_path = args.model, args.data

@@ -4,6 +4,8 @@ peak memory; and, for the paper recipe, the estimated GPU memory per device and 
     python scripts/bench_train.py                       # every section, mini model, 10 steps each
     python scripts/bench_train.py --sections grpo --steps 20 --threads 2 --out runs/bench/train.json
     python scripts/bench_train.py --estimate            # only the paper-scale estimate (no model needed)
+    python scripts/bench_train.py --tower-cache both    # each section with and without the frozen-tower
+                                                        # cache (aqa_core.tower_cache), one after the other
 
 Each section (`@section("name")`: a function of the parsed args returning a dict of numbers)
 runs in its own subprocess, so its peak memory is its own: peak RSS on CPU, peak allocated
@@ -86,7 +88,7 @@ def bench_grpo(args: argparse.Namespace) -> dict:
             f"model_name_or_path={args.model}", f"train_data={Path(args.data) / 'train.jsonl'}",
             f"train_audio_dir={Path(args.data) / 'train-audios'}", f"output_dir={tmp}",
             f"max_steps={args.warmup + args.steps}", "save_steps=1000000", f"prompt={args.prompt}",
-            f"torch_threads={args.threads}", *args.set,
+            f"torch_threads={args.threads}", f"cache_audio_tower={args.tower_cache == 'on'}", *args.set,
         ])
         timer = step_timer()
         trainer = build_trainer(cfg, tmp, callbacks=[timer])
@@ -121,7 +123,8 @@ def _bench_sft(args: argparse.Namespace, recipe: str) -> dict:
         cfg = load_recipe(SFTRecipe, REPO / recipe, [
             f"model_name_or_path={args.model}", f"train_data={Path(args.data) / 'train.jsonl'}",
             f"train_audio_dir={Path(args.data) / 'train-audios'}", f"output_dir={tmp}/run",
-            f"max_steps={args.warmup + args.steps}", "save_steps=1000000", "save_final=false", *args.sft_set,
+            f"max_steps={args.warmup + args.steps}", "save_steps=1000000", "save_final=false",
+            f"cache_audio_tower={args.tower_cache == 'on'}", *args.sft_set,
         ])
         timer = step_timer()
         run_sft(cfg, callbacks=[timer])
@@ -171,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt", type=int, default=2, help="GRPO prompt (2 or 3)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra GRPO recipe overrides")
     ap.add_argument("--sft-set", nargs="*", default=[], metavar="KEY=VALUE", help="extra SFT recipe overrides")
+    ap.add_argument("--tower-cache", choices=("on", "off", "both"), default="on",
+                    help="replay the frozen tower's outputs (the recipes' default: on); both: run each section twice")
     ap.add_argument("--sections", nargs="*", default=None, help=f"subset of {list(SECTIONS)}")
     ap.add_argument("--estimate", action="store_true", help="print only the paper-scale estimate")
     ap.add_argument("--out", help="also write every number to this JSON file")
@@ -186,14 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"paper_estimate": grpo_zero3_estimate()}
     if not args.estimate:
         passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
+        modes = ("on", "off") if args.tower_cache == "both" else (args.tower_cache,)
         for name in args.sections or list(SECTIONS):
             if name not in SECTIONS:
                 ap.error(f"unknown section {name!r}; valid: {', '.join(SECTIONS)}")
-            results[name] = _run_section_subprocess(name, passthrough)
-            r = results[name]
-            extra = f", generating {r['generation_share']:.0%}" if "generation_share" in r else ""
-            print(f"{name}: {r['seconds_per_step']:.3f} s/step{extra}, peak RSS {r['peak_rss_mb']:.0f} MB "
-                  f"(after imports {r.get('baseline_rss_mb', float('nan')):.0f} MB), {args.threads} threads")
+            for mode in modes:
+                label = f"{name} (tower cache {mode})" if len(modes) > 1 else name
+                r = results[label] = _run_section_subprocess(name, [*passthrough, "--tower-cache", mode])
+                extra = f", generating {r['generation_share']:.0%}" if "generation_share" in r else ""
+                print(f"{label}: {r['seconds_per_step']:.3f} s/step{extra}, peak RSS {r['peak_rss_mb']:.0f} MB "
+                      f"(after imports {r.get('baseline_rss_mb', float('nan')):.0f} MB), {args.threads} threads",
+                      flush=True)
+            if len(modes) > 1:
+                on, off = results[f"{name} (tower cache on)"], results[f"{name} (tower cache off)"]
+                print(f"{name}: the tower cache makes a step {off['seconds_per_step'] / on['seconds_per_step']:.2f}x "
+                      f"as fast ({off['seconds_per_step']:.3f} -> {on['seconds_per_step']:.3f} s/step)", flush=True)
     print_estimate(results["paper_estimate"])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -355,7 +355,7 @@ def test_tower_cache_replays_an_identical_tower_only(tmp_path, tiny_model):
 
     from aqa_core.data import load_mmau
     from aqa_core.audio_tower import audio_tower
-    from aqa_core.eval.tower_cache import TowerCache
+    from aqa_core.tower_cache import TowerCache
 
     torch.set_num_threads(1)
     records = load_mmau(write_mmau(tmp_path / "d", n=8), check_audio=True)

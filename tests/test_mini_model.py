@@ -12,7 +12,7 @@ import torch
 
 from aqa_core.mini import model as mini_model
 from aqa_core.mini.model import SPECIAL_TOKENS
-from aqa_core.eval.tower_cache import TowerCache
+from aqa_core.tower_cache import TowerCache
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,6 @@
 
 `evaluate` (`python -m aqa_core evaluate`), `sweep` (every checkpoint of a run, with honest
 selection), `mmau` (the official MMAU scorer, byte for byte), `mmau_versions` (which test-mini
-version a file is), `stats` (Wilson intervals, McNemar, the paired bootstrap), `tower_cache`
-(a frozen audio tower's outputs reused across checkpoints).
+version a file is), `stats` (Wilson intervals, McNemar, the paired bootstrap). A sweep replays
+a frozen audio tower's outputs across checkpoints with `aqa_core.tower_cache`.
 """

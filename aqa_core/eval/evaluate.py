@@ -51,7 +51,7 @@ from ..data import load_questions
 from ..files import sha256_file, write_atomic
 from ..prompts import as_prompt, build_messages
 from ..runs import RunDirError, model_dir
-from .tower_cache import TowerCache
+from ..tower_cache import TowerCache
 
 PROGRESS_SUFFIX = ".progress.jsonl"
 SCORE_JSON_SUFFIX = ".score.json"

@@ -8,7 +8,7 @@ Figures 3 and 4), with two selections side by side: the best checkpoint on the t
 
 Each checkpoint is one `aqa_core.eval.evaluate.evaluate_file` (cached and resumable per file).
 While the audio tower's weights do not change (the mini recipes freeze it) each clip is encoded
-once for the whole sweep (`aqa_core.eval.tower_cache`); a `final/` holding the last checkpoint's
+once for the whole sweep (`aqa_core.tower_cache`); a `final/` holding the last checkpoint's
 tensors is not evaluated twice. The result is `RUN/eval/sweep.json` (layout: `aqa_core.runs`).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ..files import write_atomic
 from ..prompts import as_prompt
 from ..runs import FINAL_DIR, MERGED_DIR, SWEEP_FILE, checkpoint_step, checkpoints, model_dir, read_config
 from .evaluate import EvalError, add_eval_arguments, evaluate_file, exit_code, load_model
-from .tower_cache import TowerCache
+from ..tower_cache import TowerCache
 
 
 def run_models(run_dir: str | Path, include_base: bool = False) -> list[tuple[str, int | None, Path]]:

@@ -31,7 +31,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE
 from ..audio_tower import audio_tower
 from ..data import iter_jsonl
-from ..eval.tower_cache import TowerCache
+from ..tower_cache import TowerCache
 from ..files import update_hash
 
 CODE_VERSION = "mini-model-3"  # bump when a change here alters what gets built

@@ -6,7 +6,8 @@ a model that hears nothing. `AudioGRPOTrainer` runs the processor on each prompt
 carries `input_features`/`feature_attention_mask` through generation, the old/reference
 passes and the loss, row-aligned through TRL's shuffling and gradient-accumulation split.
 It overrides private TRL methods, hence the exact trl pin in pyproject.toml. A batch holds
-each clip num_generations times; the encoder runs once per distinct clip (`share_audio_encoding`).
+each clip num_generations times; the encoder runs once per distinct clip (`share_audio_encoding`),
+and a frozen encoder once per clip of the run (`aqa_core.tower_cache.cache_frozen_tower`).
 The recipe, the objective's mapping onto TRL and the run itself are in `aqa_core.train.grpo`.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..audio import SAMPLE_RATE, load_audio
 from ..audio_tower import audio_tower, wrap_forward, wrappers
+from ..tower_cache import cache_frozen_tower
 from .common import PretrainedResumeMixin
 
 SHARED_ENCODING = "share_audio_encoding"  # the wrapper's name on the tower's forward
@@ -93,7 +95,7 @@ def _trainer_class():
         A log-prob pass without audio is an error, never a silent text-only pass.
         """
 
-        def __init__(self, *args, share_audio_encoding: bool = True, **kwargs):
+        def __init__(self, *args, share_audio_encoding: bool = True, cache_audio_tower: bool = True, **kwargs):
             model = kwargs.get("model") if "model" in kwargs else args[0]
             config = model.config
             # TRL suppresses `config.image_token_id` in sampling (a sampled placeholder would not
@@ -108,10 +110,11 @@ def _trainer_class():
                     config.image_token_id = None
                     with contextlib.suppress(AttributeError):
                         delattr(config, "image_token_id")
-            if share_audio_encoding:
-                for m in (self.model, self.ref_model):
-                    if m is not None:
-                        _share_audio_encoding(m)
+            for m in (self.model, self.ref_model):
+                if m is not None and share_audio_encoding:
+                    _share_audio_encoding(m)
+                if m is not None and cache_audio_tower:  # inert unless the tower is frozen and dropout-free
+                    cache_frozen_tower(m)
             self._audio: dict | None = None
             self.seen_prompt_ids: list[tuple[int, list[str]]] = []  # (global_step, ids) per generation batch
 

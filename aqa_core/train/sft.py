@@ -41,6 +41,7 @@ class SFTRecipe:
     torch_threads: int | None = None  # CPU threads for torch (None: torch's default)
     sft_tagged: bool = False  # target `<answer>X</answer>` instead of `X` (prompts.sft_target)
     freeze_audio_tower: bool = False  # full SFT trains everything, as the paper's "full fine-tuning"
+    cache_audio_tower: bool = True  # a frozen tower encodes each clip once per run (aqa_core.tower_cache; same numbers)
     max_length: int | None = None  # cut longer sequences (never inside the audio tokens)
     # optimisation (TRL / transformers TrainingArguments names)
     learning_rate: float = 5e-6
@@ -162,6 +163,7 @@ def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None)
     from ..data import load_questions
     from ..prompts import Prompt
     from ..runs import checkpoint_step, last_checkpoint, prepare_run_dir
+    from ..tower_cache import cache_frozen_tower
     from .collate import SFTCollator
     from .common import MetricsCallback, choose_precision, load_for_training, record_run, save_final
     from .lora import SaveMergedCallback, lora_config
@@ -194,6 +196,8 @@ def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None)
     )
     if merged_cb:
         merged_cb.trainer = trainer
+    if cfg.cache_audio_tower:  # inert unless the tower is frozen (freeze_audio_tower, or LoRA) and dropout-free
+        cache_frozen_tower(trainer.model)
     if trainer.accelerator.is_main_process:
         n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in trainer.model.parameters())

@@ -1,0 +1,165 @@
+"""The frozen-tower cache in training (aqa_core.tower_cache): each clip encoded once per run, the
+same losses, log-probs and weights as without it, and no replay once the tower can change."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
+
+from aqa_core.audio_tower import wrappers
+from aqa_core.runs import read_metrics
+from aqa_core.tower_cache import TRAINING_CACHE, cache_frozen_tower, content_keys
+
+
+class Config:
+    dropout = 0.0
+    attention_dropout = 0.0
+    activation_dropout = 0.0
+    encoder_layerdrop = 0.0
+
+
+class Tower(nn.Module):
+    main_input_name = "input_features"
+
+    def __init__(self):
+        super().__init__()
+        self.config = Config()
+        self.layers = nn.ModuleList([nn.Linear(3, 3, bias=False)])
+        self.calls: list[int] = []
+
+    def forward(self, input_features, attention_mask=None):  # noqa: ANN001, ANN201
+        self.calls.append(input_features.shape[0])
+        return BaseModelOutput(last_hidden_state=self.layers[0](input_features))
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.audio_tower = Tower()
+
+
+def test_content_keys_follow_the_bytes_not_the_row():
+    a, b = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 2.0, 3.5]])
+    keys = content_keys(torch.cat([a, b, a]))
+    assert keys[0] == keys[2] != keys[1]
+    assert content_keys(a.to(torch.bfloat16)) != content_keys(a)  # the dtype is part of the key
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 1]])
+    assert len(set(content_keys(torch.cat([a, b, a]), mask))) == 3  # same features, other mask
+
+
+def test_a_frozen_tower_encodes_each_clip_once_per_run():
+    model = Model()
+    tower = model.audio_tower
+    tower.requires_grad_(False)
+    cache = cache_frozen_tower(model)
+    assert cache is not None and wrappers(tower) == [TRAINING_CACHE]
+    assert cache_frozen_tower(model) is cache  # idempotent
+    a, b, c = (torch.tensor([[float(i), 1.0, 2.0]]) for i in range(3))
+    with torch.no_grad():
+        plain = tower.layers[0](torch.cat([a, b, c]))
+    first = tower(torch.cat([a, b, a])).last_hidden_state
+    second = tower(torch.cat([c, b, a])).last_hidden_state
+    assert tower.calls == [2, 1]  # a and b, then only c
+    assert torch.equal(first, plain[[0, 1, 0]]) and torch.equal(second, plain[[2, 1, 0]])
+    assert (cache.misses, cache.hits) == (3, 3)
+
+
+def test_no_replay_once_the_tower_trains_or_drops_out():
+    model = Model()
+    tower = model.audio_tower
+    assert cache_frozen_tower(model) is None and wrappers(tower) == []  # trainable: nothing installed
+    tower.requires_grad_(False)
+    cache = cache_frozen_tower(model)
+    x = torch.ones(2, 3)
+    tower(x)
+    tower.layers[0].weight.requires_grad_(True)  # unfrozen later: its own forward again
+    tower(x)
+    tower(x)
+    assert tower.calls == [1, 2, 2] and cache.outputs == {}
+    tower.layers[0].weight.requires_grad_(False)
+    tower.config.dropout = 0.1
+    tower.train()
+    tower(x)
+    assert tower.calls == [1, 2, 2, 2] and cache.outputs == {}  # stochastic in training mode: no replay
+    tower.eval()  # deterministic again: replayed from the next call on
+    tower(x)
+    tower(x)
+    assert tower.calls == [1, 2, 2, 2, 1]
+
+# ----------------------------------------------------------------------------- real runs (slow)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny random Qwen2-Audio and 8 synthetic training questions with wavs."""
+    from aqa_core.mini.data import MiniSizes, generate
+    from aqa_core.mini.model import build_untrained
+
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("tower_cache")
+    model = build_untrained(root / "model", tiny=True)
+    generate(root / "data", sizes=MiniSizes(train=8, validation=4, test=4, base=8), progress=False)
+    return {"model": str(model), "data": root / "data", "root": root}
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    return Qwen2AudioForConditionalGeneration.from_pretrained(path).state_dict()
+
+
+def _rows(run_dir, keys) -> list[dict]:
+    return [{k: r.get(k) for k in keys} for r in read_metrics(run_dir) if not r.get("summary")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("use_peft", [False, True], ids=["full", "lora"])
+def test_sft_with_the_cache_is_the_same_training(tiny, use_peft):
+    from aqa_core.train.sft import SFTRecipe, run_sft
+
+    cfg = SFTRecipe(model_name_or_path=tiny["model"], train_data=str(tiny["data"] / "train.jsonl"),
+                    train_audio_dir=str(tiny["data"] / "train-audios"), learning_rate=1e-3,
+                    per_device_train_batch_size=4, max_steps=6, save_steps=100, logging_steps=1,
+                    lr_scheduler_type="constant", seed=7, freeze_audio_tower=True, use_peft=use_peft,
+                    save_merged=False, device="cpu")
+    runs = {}
+    for cached in (True, False):
+        out = tiny["root"] / f"sft-{'lora' if use_peft else 'full'}-{cached}"
+        run_sft(replace(cfg, output_dir=str(out), cache_audio_tower=cached))
+        runs[cached] = out
+    with_cache, without = (_rows(runs[c], ("step", "loss", "grad_norm")) for c in (True, False))
+    assert len(with_cache) == 6 and with_cache == without  # 8 questions, batch 4: clips repeat from step 3
+    a, b = _weights(runs[True] / "final"), _weights(runs[False] / "final")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_grpo_with_the_cache_is_the_same_training(tiny):
+    from aqa_core.rewards import completion_text
+    from aqa_core.train.grpo import GRPORecipe, run_grpo
+
+    def length_reward(completions, **kwargs):
+        return [float(len(completion_text(c)) % 3) for c in completions]
+
+    cfg = GRPORecipe(model_name_or_path=tiny["model"], train_data=str(tiny["data"] / "train.jsonl"),
+                     train_audio_dir=str(tiny["data"] / "train-audios"), num_processes=None, num_generations=4,
+                     per_device_train_batch_size=8, gradient_accumulation_steps=1, max_completion_length=8,
+                     max_steps=6, save_steps=100, learning_rate=1e-3, device="cpu", seed=0,
+                     freeze_audio_tower=True)
+    trainers = {}
+    for cached in (True, False):
+        out = tiny["root"] / f"grpo-{cached}"
+        trainers[cached] = run_grpo(replace(cfg, output_dir=str(out), cache_audio_tower=cached),
+                                    reward_funcs=[length_reward])
+    keys = ("step", "loss", "kl", "reward", "reward_std", "completions/mean_length", "entropy", "grad_norm")
+    with_cache, without = (_rows(tiny["root"] / f"grpo-{c}", keys) for c in (True, False))
+    assert len(with_cache) == 6 and with_cache == without
+    from aqa_core.audio_tower import audio_tower
+
+    cache = audio_tower(trainers[True].model)._aqa_training_cache
+    assert cache.hits > 0 and cache.misses <= 8  # 8 questions in 6 steps of 2: some clips came back
+    a, b = _weights(tiny["root"] / "grpo-True" / "final"), _weights(tiny["root"] / "grpo-False" / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -14,8 +14,9 @@ train and base wordings only, so the base model can be above chance but not at t
 
 Layout of OUT: train.jsonl + train-audios/, validation.jsonl + validation-audios/ (R1-AQA
 JSONL), test-mini.json + test-mini-audios/ (MMAU schema), base.jsonl + base-audios/,
-params.jsonl (every clip's generating parameters), manifest.json (sizes, sha256 of every file,
-timing). The same seed and sizes give byte-identical files.
+params.jsonl (every clip's generating parameters), manifest.json (version, seed, sizes, counts,
+sha256 of every file). The same seed and sizes give byte-identical files, manifest included; the
+generation's wall seconds go to timing.json, the one file that differs between two runs.
 """
 from __future__ import annotations
 
@@ -147,6 +148,7 @@ def _record(split: str, item: dict, n: int, offset: int) -> tuple[dict, str]:
 
 OUTPUTS = {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test-mini.json", "base": "base.jsonl"}
 AUDIO_DIRS = ("train-audios", "validation-audios", "test-mini-audios", "base-audios")
+TIMING_FILE = "timing.json"  # wall seconds of the generation: kept out of manifest.json, which is deterministic
 
 
 def _write(path: Path, data: bytes) -> str:
@@ -165,7 +167,15 @@ def _cached(out: Path, seed: int, sizes: MiniSizes) -> dict | None:
         return None
     files = man.get("files", {})
     ok = all((out / f).is_file() and sha256_file(out / f) == h for f, h in files.items())
-    return man if ok and files else None
+    return {**man, "timing": read_timing(out)} if ok and files else None
+
+
+def read_timing(out: str | Path) -> dict:
+    """The generation's timing record (timing.json: seconds, speech_seconds); {} when absent."""
+    try:
+        return json.loads((Path(out) / TIMING_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def _clean(out: Path) -> None:
@@ -173,7 +183,7 @@ def _clean(out: Path) -> None:
     for d in AUDIO_DIRS:
         for wav in (out / d).glob("*.wav"):
             wav.unlink()
-    for name in (*OUTPUTS.values(), "params.jsonl", "manifest.json"):
+    for name in (*OUTPUTS.values(), "params.jsonl", "manifest.json", TIMING_FILE):
         (out / name).unlink(missing_ok=True)
 
 
@@ -227,10 +237,11 @@ def generate(out_dir: str | Path, seed: int = 0, sizes: MiniSizes = MiniSizes(),
            "counts": {s: _counts(plans[s]) for s in SPLITS},
            "chance_test_mini": chance(plans["test"]),
            "content_sha256": hashlib.sha256("".join(f"{k} {v}\n" for k, v in files.items()).encode()).hexdigest(),
-           "files": files,
-           "timing": {"seconds": round(time.perf_counter() - t0, 2), "speech_seconds": round(t_speech, 2)}}
+           "files": files}
+    timing = {"seconds": round(time.perf_counter() - t0, 2), "speech_seconds": round(t_speech, 2)}
     (out / "manifest.json").write_text(json.dumps(man, indent=1) + "\n", encoding="utf-8")
-    return {**man, "cached": False}
+    (out / TIMING_FILE).write_text(json.dumps(timing, indent=1) + "\n", encoding="utf-8")
+    return {**man, "timing": timing, "cached": False}
 
 
 def _counts(items: list[dict]) -> dict[str, int]:
@@ -262,5 +273,5 @@ def cli(argv: list[str]) -> int:
     man = generate(a.out, a.seed, sizes, progress=not a.quiet, force=a.force)
     how = "cached; generated" if man["cached"] else "generated"
     print(f"mini-data: {a.out}: {sum(man['sizes'].values())} clips, test-mini chance {man['chance_test_mini']:.3f} "
-          f"({how} in {man['timing']['seconds']} s)")
+          f"({how} in {man['timing'].get('seconds', '?')} s)")
     return 0

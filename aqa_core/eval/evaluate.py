@@ -24,6 +24,12 @@ What it does, and where it departs from the official R1-AQA `src/test.py` (batch
   the same command skips what is there. Batch size may change on resume, nothing else may.
 - Every wav is decoded once up front: missing, unreadable or silent ones are reported (count,
   first ids) before the model is loaded; `--skip-missing` drops them with a counted warning.
+- `--audio` ablates the audio (after that check, which looks at the real files) to measure how
+  much of a score comes from listening (many MMAU items are answerable without it: Omni-R1,
+  AudioMCQ): `real` (default), `silence` (each clip replaced by zeros of its own length, so the
+  audio-token count is unchanged) or `mismatched` (each question gets another question's clip:
+  `mismatched_partners`). The choice is a setting like the others; the tower cache is keyed by
+  the audio actually fed.
 
 The output FILE is the question list with `model_prediction` and `model_output` (both the
 extracted answer) and `raw_output` (the generation) added, so MMAU's `evaluation.py` runs on it
@@ -43,7 +49,9 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
+
+import numpy as np
 
 from ..answers import extract_answer
 from ..audio import SAMPLE_RATE, AudioError, check_audio_files, load_audio
@@ -57,6 +65,13 @@ PROGRESS_SUFFIX = ".progress.jsonl"
 SCORE_JSON_SUFFIX = ".score.json"
 SCORE_TXT_SUFFIX = ".score.txt"
 DECODINGS = ("greedy", "checkpoint")
+#: --audio choices: what each question is fed
+AUDIO_ABLATIONS = {
+    "real": "each question's own clip",
+    "silence": "each clip replaced by zeros of its length",
+    "mismatched": "each question given another question's clip",
+}
+ABLATION = "audio_ablation"  # the record field that marks an ablated record (see `ablate_audio`)
 
 
 class EvalError(RuntimeError):
@@ -131,13 +146,22 @@ def _audio_seconds(path: str) -> float:
 
 
 def _load_batch_audio(records: Sequence[dict]) -> list:
+    """The audio each record is fed: its `audio_path` at 16 kHz, or zeros of that length when
+    `ablate_audio` silenced it."""
     audios = []
     for r in records:
         try:
-            audios.append(load_audio(r["audio_path"], SAMPLE_RATE))
+            wav = load_audio(r["audio_path"], SAMPLE_RATE)
         except AudioError as exc:
             raise EvalError(f"record id {r.get('id')!r}: {exc}") from exc
+        audios.append(np.zeros_like(wav) if r.get(ABLATION) == "silence" else wav)
     return audios
+
+
+def _clip_key(record: dict) -> Hashable:
+    """The tower cache's key for the audio a record is fed: its path, or ("silence", path)."""
+    path = str(record["audio_path"])
+    return ("silence", path) if record.get(ABLATION) == "silence" else path
 
 
 def _generate(model, processor, texts: list[str], records: Sequence[dict], gen_cfg,
@@ -152,7 +176,7 @@ def _generate(model, processor, texts: list[str], records: Sequence[dict], gen_c
     inputs["input_features"] = inputs["input_features"].to(model.dtype)
     # beam search and several samples per prompt repeat each clip's rows: no replay then
     one_row_per_clip = (gen_cfg.num_beams or 1) == 1 and (gen_cfg.num_return_sequences or 1) == 1
-    replay = (tower_cache.replaying(model, [str(r["audio_path"]) for r in records])
+    replay = (tower_cache.replaying(model, [_clip_key(r) for r in records])
               if tower_cache is not None and one_row_per_clip
               else contextlib.nullcontext())
     with torch.inference_mode(), replay:
@@ -182,7 +206,8 @@ def evaluate_records(
     `on_batch` is called after each batch with `[(input index, row), ...]` (the resumable file
     writer uses it). The model's train/eval mode is restored afterwards. `tower_cache` reuses
     audio-tower outputs from earlier calls when this model's tower is byte-identical to theirs
-    (a sweep over the checkpoints of a run whose tower was frozen).
+    (a sweep over the checkpoints of a run whose tower was frozen). Records from `ablate_audio`
+    are fed their ablated audio.
     """
     import torch
     from tqdm.auto import tqdm
@@ -252,6 +277,71 @@ def check_audio(records: Sequence[dict], progress: bool = False) -> list[tuple[s
     return [(i, problem) for path, problem in problems for i in ids_by_path[path]]
 
 
+def mismatched_partners(records: Sequence[dict], seed: int = 0) -> list[int]:
+    """`partners[i]`: the record whose clip record i is fed under `--audio mismatched`; a
+    derangement (no record gets its own wav), the same for the same records and seed.
+
+    Rule: records are shuffled (`random.Random(seed)`), grouped (stably, groups in sorted order)
+    by `sub-category` (by wav path when no record has that field), and each takes the clip of the
+    record m places further on, cyclically, where m is the largest group's size (n - 1 if one group
+    holds all). So every partner is from another group whenever no group holds more than half the
+    records, and as many are as possible otherwise. If that would give some record its own wav
+    (two questions on one clip), the grouping is by wav path instead; a `ValueError` when more
+    than half the records share one wav (or n < 2), since then some record must keep its own.
+
+    >>> recs = [{"audio_path": f"{i}.wav", "sub-category": c} for i, c in enumerate("aabb")]
+    >>> p = mismatched_partners(recs)
+    >>> all(recs[p[i]]["sub-category"] != recs[i]["sub-category"] for i in range(4))
+    True
+    """
+    import random
+    from collections import Counter
+
+    n = len(records)
+    if n < 2:
+        raise ValueError(f"--audio mismatched needs at least 2 questions with audio, got {n}")
+    paths = [str(r["audio_path"]) for r in records]
+    shuffled = list(range(n))
+    random.Random(seed).shuffle(shuffled)
+
+    def shift(groups: list[str]) -> list[int]:
+        rank = {g: k for k, g in enumerate(sorted(set(groups)))}
+        order = sorted(shuffled, key=lambda i: rank[groups[i]])  # stable: shuffled within a group
+        m = min(max(Counter(groups).values()), n - 1)
+        partners = [0] * n
+        for k, i in enumerate(order):
+            partners[i] = order[(k + m) % n]
+        return partners
+
+    if any("sub-category" in r for r in records):
+        partners = shift([json.dumps(r.get("sub-category"), sort_keys=True) for r in records])
+        if all(paths[partners[i]] != paths[i] for i in range(n)):
+            return partners
+    partners = shift(paths)
+    if any(paths[partners[i]] == paths[i] for i in range(n)):
+        top, count = Counter(paths).most_common(1)[0]
+        raise ValueError(f"--audio mismatched: {count} of {n} questions share one wav ({top}), "
+                         "so some would keep their own clip")
+    return partners
+
+
+def ablate_audio(records: Sequence[dict], audio: str = "real", seed: int = 0) -> list[dict]:
+    """The records as they are fed under `--audio` (copies; `real`: the records themselves).
+    `silence` marks each record (`ABLATION`) so it is fed zeros of its clip's length;
+    `mismatched` points each record's `audio_path` at its partner's (`mismatched_partners`),
+    naming the partner in `audio_of`. Prompt texts are unchanged (the chat template does not
+    render the audio path)."""
+    if audio not in AUDIO_ABLATIONS:
+        raise ValueError(f"audio must be one of {tuple(AUDIO_ABLATIONS)}, got {audio!r}")
+    if audio == "real":
+        return list(records)
+    if audio == "silence":
+        return [{**r, ABLATION: "silence"} for r in records]
+    partners = mismatched_partners(records, seed)
+    return [{**r, "audio_path": records[j]["audio_path"], "audio_of": records[j].get("id"), ABLATION: "mismatched"}
+            for r, j in zip(records, partners)]
+
+
 # ----------------------------------------------------------------------------- resumable file
 
 
@@ -276,6 +366,13 @@ class EvalSettings:
     decoding: str
     seed: int
     limit: int | None
+    audio: str = "real"
+
+
+def _same_settings(recorded: Any, settings: EvalSettings) -> bool:
+    """True when recorded settings are these; files written before `audio` was a setting read as
+    `real` (they are)."""
+    return isinstance(recorded, dict) and {"audio": "real", **recorded} == asdict(settings)
 
 
 def _read_progress(path: Path, settings: EvalSettings, ids: list[str]) -> dict[int, dict] | None:
@@ -292,7 +389,7 @@ def _read_progress(path: Path, settings: EvalSettings, ids: list[str]) -> dict[i
         header = json.loads(lines[0])
     except json.JSONDecodeError as exc:
         raise EvalError(f"{path}: unreadable header ({exc.msg}); delete it to start over") from exc
-    if header.get("settings") != asdict(settings):
+    if not _same_settings(header.get("settings"), settings):
         return None
     done: dict[int, dict] = {}
     for n, line in enumerate(lines[1:], 2):
@@ -340,6 +437,7 @@ def evaluate_file(
     limit: int | None = None,
     skip_missing: bool = False,
     overwrite: bool = False,
+    audio: str = "real",
     loader: Callable[[], tuple[Any, Any]] | None = None,
     after_batch: Callable[[int], None] | None = None,
     progress: bool = True,
@@ -350,30 +448,33 @@ def evaluate_file(
     the score summary. Skips the work when `out` already holds these settings' results; resumes
     from `out.progress.jsonl`. `loader` supplies (model, processor) (default `load_model`), called
     only if something is left to generate; `after_batch(n_batches_done)` is a hook (tests interrupt
-    with it); `tower_cache` is passed to `evaluate_records`."""
+    with it); `tower_cache` is passed to `evaluate_records`. `audio` ablates what the model hears
+    (`ablate_audio`: real, silence or mismatched, paired with `seed`), after the audio check."""
     say = print if verbose else (lambda *a, **k: None)
     out, data = Path(out), Path(data)
     folder = model_dir(model_path)
     prompt = int(as_prompt(prompt))
     if decoding not in DECODINGS:
         raise EvalError(f"--decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
+    if audio not in AUDIO_ABLATIONS:
+        raise EvalError(f"--audio must be one of {', '.join(AUDIO_ABLATIONS)}, got {audio!r}")
     records, base_rows = questions_and_rows(data, audio_dir)
     if limit is not None:
         records, base_rows = records[:limit], base_rows[:limit]
     settings = EvalSettings(str(folder.resolve()), _model_fingerprint(folder), str(data.resolve()),
                             sha256_file(data)[:16], str(Path(audio_dir).resolve()) if audio_dir else None, prompt,
-                            max_new_tokens, decoding, seed, limit)
+                            max_new_tokens, decoding, seed, limit, audio)
     score_json = out.with_name(out.name + SCORE_JSON_SUFFIX)
     sidecar = out.with_name(out.name + PROGRESS_SUFFIX)
     if out.exists() and not sidecar.exists():
         previous = json.loads(score_json.read_text(encoding="utf-8")) if score_json.is_file() else {}
-        if previous.get("settings") == asdict(settings):
+        if _same_settings(previous.get("settings"), settings):
             score_txt = out.with_name(out.name + SCORE_TXT_SUFFIX)
             say(score_txt.read_text(encoding="utf-8") if score_txt.is_file() else "", end="")
-            say(f"{out}: already evaluated with these settings (cached)")
+            say(f"{out}: already evaluated with these settings{_audio_note(audio)} (cached)")
             return {**previous, "cached": True}
         if not overwrite:
-            raise EvalError(f"{out} exists, from other settings (model, data, prompt, decoding...) or another "
+            raise EvalError(f"{out} exists, from other settings (model, data, prompt, decoding, audio...) or another "
                             "tool; pass --overwrite or choose another --out")
 
     problems = check_audio(records, progress)  # before any model work
@@ -388,6 +489,11 @@ def evaluate_file(
         skipped_ids = [i for i, _ in problems]
     bad = set(skipped_ids)
     ids = [str(r["id"]) for r in records]
+    usable = [i for i in range(len(records)) if ids[i] not in bad]
+    try:  # after the check: it looked at the real files; the model hears these
+        fed = dict(zip(usable, ablate_audio([records[i] for i in usable], audio, seed)))
+    except ValueError as exc:
+        raise EvalError(f"{data}: {exc}") from exc
 
     done: dict[int, dict] = {}
     if sidecar.exists() and sidecar.stat().st_size == 0:  # killed before its header was written
@@ -425,7 +531,7 @@ def evaluate_file(
 
         t0 = time.perf_counter()
         try:
-            evaluate_records(model, processor, [records[i] for i in pending], prompt, batch_size, max_new_tokens,
+            evaluate_records(model, processor, [fed[i] for i in pending], prompt, batch_size, max_new_tokens,
                              decoding, seed, progress=progress, desc=out.name, tower_cache=tower_cache,
                              on_batch=lambda rows: write_batch([(pending[j], r) for j, r in rows]))
         except KeyboardInterrupt:
@@ -453,8 +559,16 @@ def evaluate_file(
     summary["cached"] = False
     say(text, end="")
     if pending:
-        say(f"{len(pending)} item(s) in {seconds:.1f} s ({len(pending) / seconds:.2f} items/s); wrote {out}")
+        say(f"{len(pending)} item(s) in {seconds:.1f} s ({len(pending) / seconds:.2f} items/s); wrote {out}"
+            + _audio_note(audio))
+    elif audio != "real":
+        say(f"wrote {out}{_audio_note(audio)}")
     return summary
+
+
+def _audio_note(audio: str) -> str:
+    """What the summary line adds for an ablation ('' for real audio)."""
+    return "" if audio == "real" else f" (audio: {audio}, {AUDIO_ABLATIONS[audio]})"
 
 
 # ----------------------------------------------------------------------------- command line
@@ -479,9 +593,13 @@ def add_eval_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--decoding", choices=DECODINGS, default="greedy",
                     help="greedy (default) or the checkpoint's generation_config, as the official script")
-    ap.add_argument("--seed", type=int, default=0, help="torch seed (matters only when decoding samples)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="torch seed (matters only when decoding samples) and the --audio mismatched pairing")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
     ap.add_argument("--skip-missing", action="store_true", help="drop questions whose wav is missing (counted)")
+    ap.add_argument("--audio", choices=tuple(AUDIO_ABLATIONS), default="real",
+                    help="ablation: real (default), silence (zeros of each clip's length) or mismatched (each "
+                         "question gets another's clip, paired by --seed, other sub-categories preferred)")
 
 
 def cli_evaluate(argv: list[str]) -> int:
@@ -497,7 +615,7 @@ def cli_evaluate(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     return exit_code(lambda: evaluate_file(a.model, a.data, a.out, a.audio_dir, a.prompt, a.batch_size,
                                            a.max_new_tokens, a.decoding, a.seed, a.limit, a.skip_missing,
-                                           a.overwrite))
+                                           a.overwrite, a.audio))
 
 
 cli = cli_evaluate

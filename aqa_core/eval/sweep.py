@@ -9,7 +9,8 @@ Figures 3 and 4), with two selections side by side: the best checkpoint on the t
 Each checkpoint is one `aqa_core.eval.evaluate.evaluate_file` (cached and resumable per file).
 While the audio tower's weights do not change (the mini recipes freeze it) each clip is encoded
 once for the whole sweep (`aqa_core.tower_cache`); a `final/` holding the last checkpoint's
-tensors is not evaluated twice. The result is `RUN/eval/sweep.json` (layout: `aqa_core.runs`).
+tensors is not evaluated twice. The result is `RUN/eval/sweep.json` (layout: `aqa_core.runs`);
+an audio ablation (`--audio silence|mismatched`) goes to `RUN/eval/audio-<choice>/` instead.
 """
 from __future__ import annotations
 
@@ -124,9 +125,12 @@ def sweep(
     `out_dir` (default RUN/eval), and report two selections: best on test (the paper's,
     optimistic) and best on validation, scored on test; the base, when included, is step 0 of the
     curves but not a candidate (a run is scored at one of its own checkpoints, as in the paper).
-    Evaluated checkpoints are cached."""
+    Evaluated checkpoints are cached. An `audio` ablation (see `evaluate_file`) defaults to
+    `out_dir` RUN/eval/audio-<choice>, so it never overwrites the real sweep."""
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir else run_dir / SWEEP_FILE.parent
+    audio = eval_kwargs.get("audio", "real")
+    default_dir = run_dir / SWEEP_FILE.parent
+    out_dir = Path(out_dir) if out_dir else default_dir if audio == "real" else default_dir / f"audio-{audio}"
     prompt = int(as_prompt(prompt)) if prompt is not None else run_prompt(run_dir)
     eval_kwargs.setdefault("verbose", False)  # one line per checkpoint instead of full reports
     # A frozen tower is byte-identical in every checkpoint: each clip is encoded once per sweep.
@@ -159,12 +163,13 @@ def sweep(
         rows.append(row)
         print(f"{name}: test {_pct(row['test'])}% of {row['test_n']}"
               + (f", validation {_pct(row['validation'])}% of {row['validation_n']}" if val else "")
+              + (f" (audio: {audio})" if audio != "real" else "")
               + (" (cached)" if test["cached"] and (val is None or val["cached"]) else ""))
     trained = [r for r in rows if r["checkpoint"] != "base"]  # the base is step 0 of the curve, not a candidate
     best_test, best_val = _pick(trained, "test"), _pick(trained, "validation")
     keep = ("checkpoint", "step", "test", "validation")
     result = {"run": str(run_dir), "data": str(data), "validation": str(validation) if validation else None,
-              "prompt": prompt, "rows": rows,
+              "prompt": prompt, "audio": audio, "rows": rows,
               "selection": {
                   "best_on_test": best_test and {k: best_test[k] for k in keep},
                   "best_on_validation": best_val and {k: best_val[k] for k in keep},
@@ -222,7 +227,7 @@ def cli_sweep(argv: list[str]) -> int:
     return exit_code(lambda: sweep(a.run, a.data, a.audio_dir, a.validation, a.validation_audio_dir, a.prompt,
                                    a.out_dir, a.include_base, batch_size=a.batch_size,
                                    max_new_tokens=a.max_new_tokens, decoding=a.decoding, seed=a.seed,
-                                   limit=a.limit, skip_missing=a.skip_missing))
+                                   limit=a.limit, skip_missing=a.skip_missing, audio=a.audio))
 
 
 cli = cli_sweep

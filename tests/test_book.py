@@ -32,6 +32,9 @@ MODELS = {
     "grpo-prompt3": (3, (0.70, 0.60, 0.55)),
 }
 STEPS = (20, 40, 60)
+SUBCATEGORY = {"sound": "Sound Source", "music": "Instrument Identification", "speech": "Spoken Digit"}
+# the validity checks (aqa_core.study.validity): the base model with the audio replaced, near chance
+ABLATIONS = {"eval/base-prompt2-silence": (2, (0.30, 0.25, 0.25)), "eval/base-prompt2-mismatched": (2, (0.30, 0.30, 0.20))}
 
 
 def _questions() -> list[dict]:
@@ -42,7 +45,7 @@ def _questions() -> list[dict]:
             out.append({"id": f"{task}-{i:03d}", "audio_id": f"./test-mini-audios/{task}-{i:03d}.wav",
                         "question": f"Which {task} is it?", "choices": choices, "answer": choices[i % 4],
                         "dataset": "mini", "task": task, "split": "test", "category": "Reasoning",
-                        "sub-category": f"{task} sub", "difficulty": ("easy", "medium", "hard")[i % 3]})
+                        "sub-category": SUBCATEGORY[task], "difficulty": ("easy", "medium", "hard")[i % 3]})
     return out
 
 
@@ -86,6 +89,13 @@ def write_fixture_results(root: Path) -> Path:
         "parameters": {"total": 3_000_000, "audio_tower": 2_000_000}, "tokenizer_size": 1024,
         "audio_tokens_per_clip": 75, "spec": {"num_hidden_layers": 4, "hidden_size": 256, "audio_seconds": 3},
         "hyperparameters": {"steps": 90}, "train_seconds": 30.0}))
+    for seed, (folder, (prompt, acc)) in enumerate(ABLATIONS.items(), start=50):
+        (res / folder).mkdir(parents=True)
+        (res / folder / "predictions.json").write_text(json.dumps(_predictions(questions, acc, seed)))
+    (res / "validity").mkdir()
+    (res / "validity" / "probe.json").write_text(json.dumps({"sub-categories": {
+        name: {"key": "x", "task": task, "n_train": 60, "n_test": N_PER_TASK, "answers": 4, "accuracy": 80.0,
+               "chance": 30.0, "ci95": [62.7, 90.5], "above_chance": True} for task, name in SUBCATEGORY.items()}}))
     for seed, (folder, (prompt, acc)) in enumerate(MODELS.items()):
         d = res / folder
         d.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ Two tests, both on the per-item correctness vectors:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -29,6 +30,18 @@ def _z(confidence: float) -> float:
     from scipy.stats import norm
 
     return float(norm.ppf(0.5 + confidence / 2.0))
+
+
+def percent_interval(correct: int, total: int) -> tuple[float, float, float]:
+    """(accuracy, Wilson 95% low, high), all in percent; NaNs when `total` is 0.
+
+    >>> [round(x, 1) for x in percent_interval(7, 10)]
+    [70.0, 39.7, 89.2]
+    """
+    if total == 0:
+        return math.nan, math.nan, math.nan
+    lo, hi = wilson_interval(correct, total)
+    return 100 * correct / total, 100 * lo, 100 * hi
 
 
 def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:

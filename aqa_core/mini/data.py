@@ -5,10 +5,12 @@ paper's setting of a training set (AVQA's analogue) and an out-of-distribution t
     python -m aqa_core mini-data --out data/mini [--seed 0] [--train 1200 ...] [--force]
 
 The shift from `train` to `test-mini` mirrors AVQA -> MMAU (`aqa_core.mini.tasks.shift_table()`):
-the test questions use a wording never seen in train or base; parameters come from other
-ranges (softer loudness gaps, smaller pitch spans, other voices, more noise, other registers);
-two sub-categories (sound-effect type, instrument) never occur in train, only in the base
-corpus; and each test item has a difficulty (easy/medium/hard) from a points rule (`hard`).
+`train` asks only what makes the sound (sound source, sound-effect type, instrument), as AVQA
+does; `test-mini` spans sound, music and speech in thirds, and eight of its eleven kinds
+(counting, loudness, pitch sweeps, melody, chords, tempo, spoken digits, speaker gender) occur
+only in the base corpus. The seen kinds are harder in the test, never reversed: a wording never
+seen in train or base, parameters from wider ranges, other voices, more noise. Each test item
+has a difficulty (easy/medium/hard) from a points rule (`hard`).
 `base` teaches captions, open answers and multiple choice (`<answer>` tags when asked) on the
 train and base wordings only, so the base model can be above chance but not at the ceiling.
 
@@ -40,19 +42,19 @@ from ..prompts import Prompt, avqa_question, user_text
 from . import synth as S
 from .tasks import SUBCATS, TRAIN_SUBCATS, difficulty, draw_params, pick, render_clip, speech_spec
 
-VERSION = "2"  # bump when the generated data changes
+VERSION = "3"  # bump when the generated data changes (v3: the analysis plan's AVQA -> MMAU design)
 SPLITS = ("train", "validation", "test", "base")
 SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
 
 
 @dataclass(frozen=True)
 class MiniSizes:
-    """Number of clips per split (defaults: well under a minute on 2 cores)."""
+    """Number of clips per split (the analysis plan's sizes, book/plan.md)."""
 
     train: int = 1200
-    validation: int = 120
-    test: int = 300
-    base: int = 1500
+    validation: int = 400
+    test: int = 1000
+    base: int = 1650
 
 
 CAPTION_PROMPTS = ("Describe the audio.", "What do you hear?", "Write a short caption for this sound.",
@@ -70,9 +72,14 @@ THINK_TAILS = (" Output the thinking process in <think> </think> and final answe
 
 
 def _order(split: str, n: int) -> list[str]:
-    """Sub-categories of a split, balanced by task then by sub-category (round robin)."""
-    keys = TRAIN_SUBCATS if split in ("train", "validation") else tuple(SUBCATS)
-    by_task = {t: [k for k in keys if SUBCATS[k].task == t] for t in TASKS}
+    """Sub-categories of a split, in turn: `train` and `validation` the kinds AVQA asks
+    (TRAIN_SUBCATS), `base` every kind equally, `test` a third per task as MMAU (then in turn
+    within the task)."""
+    if split in ("train", "validation"):
+        return [TRAIN_SUBCATS[i % len(TRAIN_SUBCATS)] for i in range(n)]
+    if split == "base":
+        return [tuple(SUBCATS)[i % len(SUBCATS)] for i in range(n)]
+    by_task = {t: [k for k in SUBCATS if SUBCATS[k].task == t] for t in TASKS}
     return [by_task[TASKS[i % 3]][(i // 3) % len(by_task[TASKS[i % 3]])] for i in range(n)]
 
 

@@ -151,6 +151,79 @@ def chord(root_midi: int, quality: str, dur: float, timbre: str, arpeggio: float
     return out
 
 
+# ---------------------------------------------------------------- everyday sound sources
+# Six sources a listener names by their sound (the AVQA-like "what makes the sound" questions),
+# each a pure function of its parameters (and `rng` for the random ones). Not recordings: what
+# matters is that each has a cue a listener can use in every regime (chirps, a wailing pitch, a
+# low buzz, inharmonic decaying partials, random droplets, a fast two-tone trill).
+SOURCES = ("bird", "siren", "engine", "bell", "rain", "phone")
+
+
+def bird(n: int, chirp: float, gap: float, f_hi: float, f_lo: float) -> np.ndarray:
+    """`n` fast downward chirps (f_hi -> f_lo Hz, `chirp` s each, `gap` s apart)."""
+    one = sweep(f_hi, f_lo, chirp)
+    out = np.zeros(int(n * chirp * SR + (n - 1) * gap * SR) + 1)
+    for i in range(n):
+        place(out, one, i * (chirp + gap))
+    return out
+
+
+def siren(center: float, depth: float, rate: float, dur: float) -> np.ndarray:
+    """A tone whose pitch wails up and down around `center` Hz (+-`depth`) `rate` times a second."""
+    n = int(dur * SR)
+    t = _t(n)
+    phase = 2 * np.pi * center * t - (depth / rate) * np.cos(2 * np.pi * rate * t)
+    return np.sin(phase) * ramp(n, 0.05, 0.05)
+
+
+def engine(f0: float, flutter: float, dur: float) -> np.ndarray:
+    """A low buzz: harmonics of `f0` Hz (1/k amplitudes) with a `flutter` Hz amplitude ripple."""
+    n = int(dur * SR)
+    t = _t(n)
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 25) if k * f0 < 4000)
+    x = x * (1 + 0.4 * np.sin(2 * np.pi * flutter * t)) * ramp(n, 0.1, 0.1)
+    return x / (np.max(np.abs(x)) + 1e-12)
+
+
+BELL_PARTIALS = (1.0, 2.0, 2.76, 5.4, 8.93)  # a struck bell's inharmonic partials (ratios to the fundamental)
+
+
+def bell(f0: float, strikes: int, decay: float, spacing: float = 0.9) -> np.ndarray:
+    """`strikes` strokes of a bell at `f0` Hz, each decaying with time constant `decay` s."""
+    n = int(min(CLIP_SECONDS, decay * 4) * SR)
+    t = _t(n)
+    one = sum(a * np.sin(2 * np.pi * r * f0 * t) * np.exp(-t / (decay / (1 + 0.6 * i)))
+              for i, (r, a) in enumerate(zip(BELL_PARTIALS, (1.0, 0.6, 0.5, 0.35, 0.25))) if r * f0 < SR / 2 - 500)
+    one = one * ramp(n, 0.002, 0.05) / (np.max(np.abs(one)) + 1e-12)
+    out = np.zeros(int((strikes - 1) * spacing * SR) + n)
+    for i in range(strikes):
+        place(out, one, i * spacing)
+    return out
+
+
+def rain(density: float, dur: float, rng: np.random.Generator) -> np.ndarray:
+    """Droplets: short decaying noise ticks at random times, `density` per second, over a soft hiss."""
+    n = int(dur * SR)
+    out = 0.05 * rng.standard_normal(n)
+    m = int(0.004 * SR)
+    for s in np.sort(rng.uniform(0, max(dur - 0.005, 0.01), int(density * dur))):
+        place(out, rng.uniform(0.3, 1.0) * rng.standard_normal(m) * np.exp(-np.arange(m) / (0.0007 * SR)), float(s))
+    return out * ramp(n, 0.05, 0.05)
+
+
+def phone(f1: float, rate: float, burst: float, bursts: int, pause: float = 0.4) -> np.ndarray:
+    """An electronic ring: `bursts` bursts of `burst` s, each a trill alternating between `f1` and
+    1.25 x `f1` Hz `rate` times a second."""
+    n = int(burst * SR)
+    t = _t(n)
+    freq = np.where(np.floor(t * rate) % 2 == 0, f1, 1.25 * f1)
+    one = np.sin(2 * np.pi * np.cumsum(freq) / SR) * ramp(n, 0.01, 0.01)
+    out = np.zeros(int(bursts * burst * SR + (bursts - 1) * pause * SR) + 1)
+    for i in range(bursts):
+        place(out, one, i * (burst + pause))
+    return out
+
+
 def mix_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """Add white noise `snr_db` below the RMS of the whole clip `x`."""
     p = np.sqrt(np.mean(x**2)) + 1e-12

@@ -9,6 +9,8 @@ from typing import Any, Mapping
 
 from .results import ModelResult
 
+PLAN_SEEDS = 3  # book/plan.md: training seeds per method that a verdict needs
+
 
 def paired_sentence(a: str, b: str, diff: float, lo: float, hi: float) -> str:
     """One sentence on a paired comparison, worded by where its 95% interval lies."""
@@ -37,13 +39,14 @@ def findings(scale: str, by_key: Mapping[str, ModelResult], values: Mapping[str,
     if "grpo_p2" not in by_key or not sft:
         out[f"{scale}_verdict"] = "Not all of GRPO prompt <2>, full SFT and LoRA SFT have results yet."
     else:
-        best_sft = max(sft, key=lambda k: by_key[k].accuracy()[0])
-        p = f"{scale}_grpo_p2_vs_{best_sft}"
-        lo, hi = values[f"{p}_lo"], values[f"{p}_hi"]
-        ordering = ("the paper's ordering (RL above SFT) holds at this scale" if lo > 0 else
-                    "at this scale the ordering is the reverse of the paper's" if hi < 0 else
-                    "at this scale the data cannot tell RL and SFT apart")
-        out[f"{scale}_verdict"] = f"{pair('grpo_p2', best_sft)} So {ordering}."
+        # the better SFT variant is chosen on validation (the analysis plan), never on the test set
+        best_sft = max(sft, key=lambda k: (by_key[k].validation_average is not None,
+                                           by_key[k].validation_average or 0.0, by_key[k].accuracy()[0]))
+        seeds = min(sum(1 for k in by_key if k == key or k.startswith(f"{key}_seed")) for key in ("grpo_p2", best_sft))
+        out[f"{scale}_verdict"] = (
+            f"{pair('grpo_p2', best_sft)} By the analysis plan's rule the verdict is not decided: it needs "
+            f"{PLAN_SEEDS} training seeds per method, pooled (this build has {seeds}), and runs that pass the plan's "
+            "convergence rule (not yet computed by this build).")
         out[f"{scale}_best_sft"] = by_key[best_sft].method
     for name, (a, b) in {"think": ("grpo_p3", "grpo_p2"), "lora": ("sft_lora", "sft_full"),
                          "grpo_vs_base": ("grpo_p2", "direct_p2")}.items():

@@ -3,7 +3,8 @@
     python -m aqa_core study --out runs/mini [--seeds N] [--jobs J] [--force STAGE ...]
 
 Stages (each a subprocess, so memory stays bounded and a crash names its stage):
-data (mini-data) -> base (mini-base) -> eval-base-p2, eval-base-p1 (direct inference) ->
+data (mini-data) -> base (mini-base) -> eval-base-p2, eval-base-p1 (direct inference),
+eval-base-p2-silence, eval-base-p2-mismatched and probe (the validity checks of book/plan.md) ->
 sft-full, sft-lora (prompt <1>), grpo-p2, grpo-p3 -> sweep-* (every checkpoint on test and
 validation) -> nb-* (papermill executes notebooks/*.ipynb into book/results/*.ipynb, which the
 book's _toc.yml reads; the notebooks only record runs that exist, they never retrain).
@@ -70,14 +71,21 @@ def stage_code() -> dict[str, list[str]]:
         "eval": code_files(["aqa_core.eval.evaluate", "aqa_core.eval.sweep"], ["aqa_core/eval/mmau_versions.json"]),
         "sft": code_files(["aqa_core.train.sft"]),
         "grpo": code_files(["aqa_core.train.grpo"]),
-        "notebook": code_files(["aqa_core.study.notebook", "aqa_core.study.report"],
+        "probe": code_files(["aqa_core.mini.probe"]),
+        "notebook": code_files(["aqa_core.study.notebook", "aqa_core.study.report", "aqa_core.study.validity"],
                                ["aqa_core/study/paper_results.yaml", "aqa_core/eval/mmau_versions.json"]),
     }
 
 
-#: Executed notebooks: output name (book/results/NAME.ipynb) -> (template, stage it records).
+#: The base model's evaluations with the audio replaced (the validity checks of book/plan.md):
+#: (prompt, --audio value).
+VALIDITY_ABLATIONS = ((2, "silence"), (2, "mismatched"))
+VALIDITY_STAGES = ("eval-base-p1", "eval-base-p2", *(f"eval-base-p{p}-{a}" for p, a in VALIDITY_ABLATIONS), "probe")
+#: Executed notebooks: output name (book/results/NAME.ipynb) -> (template, the stage or stages it
+#: records; "*": all before it).
 NOTEBOOKS = {
     "mini_data": ("mini_data.ipynb", "base"),
+    "validity": ("validity.ipynb", VALIDITY_STAGES),
     "base_prompt2": ("evaluate.ipynb", "eval-base-p2"),
     "base_prompt1": ("evaluate.ipynb", "eval-base-p1"),
     "sft_full": ("sft.ipynb", "sweep-sft-full"),
@@ -142,6 +150,16 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
         stages.append(Stage(f"eval-base-p{p}", aqa_argv("evaluate", "--model", base, "--data", test, "--audio-dir", data,
                                                    "--out", pred, "--prompt", p, "--overwrite", *eval_args),
                             ["base"], [pred], code["eval"], clear=[pred.parent]))
+    for p, audio in VALIDITY_ABLATIONS:
+        pred = out / "eval" / f"base-prompt{p}-{audio}" / "predictions.json"
+        stages.append(Stage(f"eval-base-p{p}-{audio}",
+                            aqa_argv("evaluate", "--model", base, "--data", test, "--audio-dir", data, "--out", pred,
+                                     "--prompt", p, "--audio", audio, "--overwrite", *eval_args),
+                            ["base"], [pred], code["eval"], clear=[pred.parent]))
+    probe = out / "validity" / "probe.json"
+    stages.append(Stage("probe", aqa_argv("mini-probe", "--data", data, "--model", base, "--out", probe, "--quiet"),
+                        ["base"], [probe], code["probe"], clear=[probe],
+                        runtime_args=["--threads", str(threads)]))
     for seed in range(seeds):
         suffix = f"-seed{seed}" if seed else ""
         for name, (runner, folder, prompt, rkey) in RUNS.items():
@@ -167,7 +185,7 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
     for name, (template, records) in NOTEBOOKS.items():
         params = notebook_parameters(name, out, recipes=recipes)
         target = book / "results" / f"{name}.ipynb"
-        deps = done_before if records == "*" else [records]
+        deps = done_before if records == "*" else [records] if isinstance(records, str) else list(records)
         stages.append(Stage(f"nb-{name}", papermill_argv(ROOT / "notebooks" / template, target, params, Path.cwd()), deps,
                             [target], code["notebook"] + [f"notebooks/{template}"]))
     return stages
@@ -183,6 +201,8 @@ def notebook_parameters(name: str, out: Path, recipes: dict[str, str] | None = N
     data, base = out / "data", out / "base"
     if name == "mini_data":
         return {"data_dir": str(data), "base_dir": str(base)}
+    if name == "validity":
+        return {"result_dir": str(out)}
     if name.startswith("base_prompt"):
         p = int(name[-1])
         return {"model": str(base), "data": str(data / "test-mini.json"), "audio_dir": str(data), "prompt": p,

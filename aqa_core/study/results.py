@@ -63,6 +63,7 @@ class ModelResult:
     task_of: dict[str, str] = field(default_factory=dict)
     test_selected_average: float | None = None  # the run's best-on-test accuracy (paper's selection)
     test_selected_step: int | None = None
+    validation_average: float | None = None  # validation accuracy of the chosen checkpoint (runs only)
 
     def tally(self, task: str | None = None) -> tuple[int, int]:
         ids = [i for i in self.correct if task is None or self.task_of[i] == task]
@@ -70,13 +71,9 @@ class ModelResult:
 
     def accuracy(self, task: str | None = None) -> tuple[float, float, float]:
         """(accuracy, CI low, CI high) in percent; NaN for an empty group."""
-        from ..eval.stats import wilson_interval
+        from ..eval.stats import percent_interval
 
-        k, n = self.tally(task)
-        if n == 0:
-            return math.nan, math.nan, math.nan
-        lo, hi = wilson_interval(k, n)
-        return 100 * k / n, 100 * lo, 100 * hi
+        return percent_interval(*self.tally(task))
 
 
 def score_predictions_file(path: str | Path) -> tuple[dict[str, bool], dict[str, str]]:
@@ -140,7 +137,48 @@ def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation
                 best_test = sweep["selection"].get("best_on_test") or {}
                 res = ModelResult(scale, spec.key + suffix, label, preds, chosen["checkpoint"] + note,
                                   chosen.get("step"), test_selected_average=best_test.get("test"),
-                                  test_selected_step=best_test.get("step"))
+                                  test_selected_step=best_test.get("step"), validation_average=chosen.get("validation"))
             res.correct, res.task_of = score_predictions_file(res.predictions)
             out.append(res)
     return out
+
+
+# ----------------------------------------------------------------------------- convergence
+
+MIN_CHECKPOINTS = 6  # book/plan.md: a run's convergence is judged on at least this many checkpoints
+
+
+def convergence(sweep: dict, min_checkpoints: int = MIN_CHECKPOINTS) -> dict:
+    """The analysis plan's convergence rule on a run's sweep (book/plan.md): with validation
+    accuracies v_1..v_K at the run's K checkpoints (step 0 and a `final/` that repeats a
+    checkpoint's step excluded), L the last third and M the third before it, the run has converged
+    when mean(L) - mean(M) < SE, SE = sqrt(p (1 - p) / n (1/|L| + 1/|M|)) with p = mean(L) and n
+    the validation size. Returns the numbers and `converged` (None, with `reason`, when the rule
+    cannot be applied).
+
+    >>> rows = [{"checkpoint": f"checkpoint-{s}", "step": s, "validation": v, "validation_n": 400}
+    ...         for s, v in zip(range(10, 70, 10), (60, 70, 75, 76, 77, 77))]
+    >>> c = convergence({"rows": rows})
+    >>> c["converged"], round(c["gain"], 2), round(c["se"], 2)
+    (True, 1.5, 2.1)
+    """
+    rows = [r for r in sweep.get("rows", []) if r.get("step") and r.get("validation") is not None]
+    steps = {r["step"] for r in rows if r["checkpoint"] != "final"}
+    rows = sorted((r for r in rows if not (r["checkpoint"] == "final" and r["step"] in steps)), key=lambda r: r["step"])
+    k = len(rows)
+    out = {"checkpoints": k, "converged": None, "gain": None, "se": None, "last_third": None, "middle_third": None}
+    if k < min_checkpoints:
+        return {**out, "reason": f"{k} checkpoints with a validation score; the rule needs at least {min_checkpoints}"}
+    third = math.ceil(k / 3)
+    last, middle = rows[-third:], rows[-2 * third:-third]
+    n = min(int(r.get("validation_n") or 0) for r in last + middle)
+    mean_l = sum(r["validation"] for r in last) / len(last)
+    mean_m = sum(r["validation"] for r in middle) / len(middle)
+    p = mean_l / 100
+    se = 100 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1) * (1 / len(last) + 1 / len(middle)))
+    gain = mean_l - mean_m
+    converged = gain < se
+    reason = (f"validation gained {gain:+.1f} points from the middle to the last third of the checkpoints, "
+              f"{'less' if converged else 'not less'} than its standard error ({se:.1f})")
+    return {**out, "converged": converged, "gain": gain, "se": se, "last_third": mean_l, "middle_third": mean_m,
+            "reason": reason}

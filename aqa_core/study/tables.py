@@ -159,7 +159,8 @@ def _checkpoint_cell(r: ModelResult) -> str:
     return cell + (" (chosen on test: no validation split)" if "on test" in r.checkpoint else "")
 
 
-def _cell(acc: tuple[float, float, float]) -> str:
+def cell(acc: tuple[float, float, float]) -> str:
+    """A table cell "61.3 [55.9, 66.4]" (accuracy and its interval, percent); empty for NaN."""
     a, lo, hi = acc
     return "" if math.isnan(a) else f"{a:.1f} [{lo:.1f}, {hi:.1f}]"
 
@@ -212,7 +213,7 @@ def table_results(result_dirs: Sequence[str | Path], selection: str = "best_on_v
         for r in results:
             avg = r.accuracy()
             rows.append({"source": f"this project, {scale}", "model, method": r.method,
-                         **{t: _cell(r.accuracy(t)) for t in TASKS}, "average": _cell(avg),
+                         **{t: cell(r.accuracy(t)) for t in TASKS}, "average": cell(avg),
                          "checkpoint": _checkpoint_cell(r),
                          "average, best on test": "" if r.test_selected_average is None
                          else f"{r.test_selected_average:.1f} (step {r.test_selected_step})"})

@@ -15,6 +15,7 @@ COMMANDS = {
     "mini-data": ("aqa_core.mini.data", "Generate the synthetic mini audio-QA benchmark."),
     "mini-base": ("aqa_core.mini.model", "Build and briefly train the mini Qwen2-Audio base model."),
     "mini-probe": ("aqa_core.mini.probe", "Linear probes on the frozen audio tower, per sub-category (a validity check)."),
+    "tower-cache": ("aqa_core.tower_cache", "Encode clips once with a frozen audio tower, for every later stage."),
     "grpo": ("aqa_core.train.grpo", "Train with GRPO (audio in every pass)."),
     "sft": ("aqa_core.train.sft", "Supervised fine-tuning, full or LoRA."),
     "evaluate": ("aqa_core.eval.evaluate", "Batched MMAU-style inference, scored as the official scorer."),

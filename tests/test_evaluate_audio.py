@@ -174,7 +174,9 @@ def test_the_tower_cache_never_replays_a_real_clip_for_an_ablated_one(tmp_path, 
     evaluate(model_and_processor, tiny_model, data, tmp_path / "real.json", tower_cache=cache)
     assert (cache.misses, cache.hits) == (5, 0)
     evaluate(model_and_processor, tiny_model, data, tmp_path / "silence.json", audio="silence", tower_cache=cache)
-    assert (cache.misses, cache.hits) == (10, 0)  # silence is encoded, not replayed from the real clip
+    # silence is encoded, not replayed from the real clip (keys are the features fed; the five clips
+    # have different lengths, so their silences differ too)
+    assert (cache.misses, cache.hits) == (10, 0)
     evaluate(model_and_processor, tiny_model, data, tmp_path / "mis.json", audio="mismatched", tower_cache=cache)
     assert (cache.misses, cache.hits) == (10, 5)  # each partner's clip, encoded by the real run
 

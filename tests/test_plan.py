@@ -9,14 +9,18 @@ from pathlib import Path
 
 import yaml
 
+from aqa_core.config import read_recipe
 from aqa_core.mini.data import VERSION, MiniSizes
 from aqa_core.mini.tasks import SUBCATS, TRAIN_SUBCATS
+from aqa_core.study.plan import RECIPES
+from aqa_core.study.results import MIN_CHECKPOINTS
 
-PLAN = Path(__file__).resolve().parents[1] / "book" / "plan.md"
+ROOT = Path(__file__).resolve().parents[1]
+
+PLAN = ROOT / "book" / "plan.md"
 #: Constants of the plan the code does not implement yet (issue #10 continues); each leaves this
 #: set when its code lands, and the test then checks it.
-PENDING = {"seeds", "min_checkpoints", "bootstrap_resamples", "bootstrap_seed", "learning_rate_factors",
-           "warmup_ratio", "grpo_max_prompts", "sft_max_epochs"}
+PENDING = {"seeds", "bootstrap_resamples", "bootstrap_seed", "learning_rate_factors"}
 
 
 def plan_constants() -> dict:
@@ -42,7 +46,27 @@ def test_the_benchmark_is_the_plans():
     assert len(unseen) == 8 and {SUBCATS[k].task for k in unseen} == {"sound", "music", "speech"}
 
 
+def test_the_mini_recipes_follow_the_budget_rule():
+    consts = plan_constants()
+    assert MIN_CHECKPOINTS == consts["min_checkpoints"]
+    grpo = read_recipe(ROOT / RECIPES["grpo"])
+    prompts_per_step = grpo["per_device_train_batch_size"] * grpo["gradient_accumulation_steps"] * \
+        grpo["num_processes"] // grpo["num_generations"]
+    assert grpo["max_steps"] * prompts_per_step == consts["grpo_max_prompts"]
+    assert grpo["max_steps"] // grpo["save_steps"] >= consts["min_checkpoints"]
+    assert grpo["lr_scheduler_type"] == "constant_with_warmup"
+    assert grpo["warmup_steps"] / grpo["max_steps"] == consts["warmup_ratio"]
+    n_train = consts["sizes"]["train"]
+    for key in ("sft-full", "sft-lora"):
+        sft = read_recipe(ROOT / RECIPES[key])
+        assert sft["num_train_epochs"] == consts["sft_max_epochs"] and sft.get("max_steps", -1) <= 0
+        steps = consts["sft_max_epochs"] * n_train // sft["per_device_train_batch_size"]
+        assert steps // sft["save_steps"] >= consts["min_checkpoints"]
+        assert sft["lr_scheduler_type"] == "constant_with_warmup" and sft["warmup_ratio"] == consts["warmup_ratio"]
+
+
 def test_pending_constants_are_named():
     consts = plan_constants()
-    checked = {"plan_date", "data_version", "sizes", "train_subcategories"}
+    checked = {"plan_date", "data_version", "sizes", "train_subcategories", "min_checkpoints", "grpo_max_prompts",
+               "sft_max_epochs", "warmup_ratio"}
     assert set(consts) == checked | PENDING, "a new plan constant must be checked here or listed as pending"

@@ -11,7 +11,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from aqa_core.audio_tower import wrappers
 from aqa_core.runs import read_metrics
-from aqa_core.tower_cache import TRAINING_CACHE, cache_frozen_tower, content_keys
+from aqa_core.tower_cache import TRAINING_CACHE, TowerCache, cache_frozen_tower, content_keys, load_store, save_store
 
 
 class Config:
@@ -89,6 +89,32 @@ def test_no_replay_once_the_tower_trains_or_drops_out():
     tower(x)
     assert tower.calls == [1, 2, 2, 2, 1]
 
+def test_a_store_replays_only_for_the_tower_that_made_it(tmp_path):
+    model = Model()
+    model.audio_tower.requires_grad_(False)
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    maker = TowerCache()
+    with pytest.raises(ValueError, match="bound to no tower"):
+        save_store(maker, tmp_path / "unbound.safetensors")
+    maker.bind(model)
+    with maker.replaying(model):
+        expected = model.audio_tower(x).last_hidden_state
+    store = save_store(maker, tmp_path / "tower.safetensors")
+    again = Model()
+    again.audio_tower.load_state_dict(model.audio_tower.state_dict())
+    again.audio_tower.requires_grad_(False)
+    cache = cache_frozen_tower(again, store=store)
+    assert len(cache.outputs) == 2 and load_store(cache, store, again) == 0  # loaded once
+    assert torch.equal(again.audio_tower(x).last_hidden_state, expected) and again.audio_tower.calls == []
+    other = Model()  # other weights: the store must not be replayed
+    other.audio_tower.requires_grad_(False)
+    with pytest.warns(UserWarning, match="made by another audio tower"):
+        cache = cache_frozen_tower(other, store=store)
+    assert cache.outputs == {}
+    other.audio_tower(x)
+    assert other.audio_tower.calls == [2]
+
+
 # ----------------------------------------------------------------------------- real runs (slow)
 
 
@@ -125,15 +151,22 @@ def test_sft_with_the_cache_is_the_same_training(tiny, use_peft):
                     per_device_train_batch_size=4, max_steps=6, save_steps=100, logging_steps=1,
                     lr_scheduler_type="constant", seed=7, freeze_audio_tower=True, use_peft=use_peft,
                     save_merged=False, device="cpu")
+    from aqa_core.data import load_questions
+    from aqa_core.tower_cache import encode_store
+
+    store = tiny["root"] / "tower.safetensors"
+    if not store.is_file():
+        paths = [r["audio_path"] for r in load_questions(tiny["data"] / "train.jsonl", tiny["data"] / "train-audios")]
+        assert encode_store(tiny["model"], paths, store, progress=False)["outputs"] == 8
     runs = {}
-    for cached in (True, False):
-        out = tiny["root"] / f"sft-{'lora' if use_peft else 'full'}-{cached}"
-        run_sft(replace(cfg, output_dir=str(out), cache_audio_tower=cached))
-        runs[cached] = out
-    with_cache, without = (_rows(runs[c], ("step", "loss", "grad_norm")) for c in (True, False))
-    assert len(with_cache) == 6 and with_cache == without  # 8 questions, batch 4: clips repeat from step 3
-    a, b = _weights(runs[True] / "final"), _weights(runs[False] / "final")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name, kw in {"cache": {}, "none": {"cache_audio_tower": False}, "store": {"tower_cache_file": str(store)}}.items():
+        out = tiny["root"] / f"sft-{'lora' if use_peft else 'full'}-{name}"
+        run_sft(replace(cfg, output_dir=str(out), **kw))
+        runs[name] = out
+    rows = {name: _rows(out, ("step", "loss", "grad_norm")) for name, out in runs.items()}
+    assert len(rows["cache"]) == 6 and rows["cache"] == rows["none"] == rows["store"]  # clips repeat from step 3
+    a, b, c = (_weights(runs[n] / "final") for n in ("cache", "none", "store"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
 
 
 @pytest.mark.slow
@@ -149,16 +182,22 @@ def test_grpo_with_the_cache_is_the_same_training(tiny):
                      per_device_train_batch_size=8, gradient_accumulation_steps=1, max_completion_length=8,
                      max_steps=6, save_steps=100, learning_rate=1e-3, device="cpu", seed=0,
                      freeze_audio_tower=True)
+    from aqa_core.data import load_questions
+    from aqa_core.tower_cache import encode_store
+
+    store = tiny["root"] / "grpo-tower.safetensors"
+    paths = [r["audio_path"] for r in load_questions(tiny["data"] / "train.jsonl", tiny["data"] / "train-audios")]
+    encode_store(tiny["model"], paths, store, progress=False)
     trainers = {}
-    for cached in (True, False):
+    for cached, kw in ((True, {}), (False, {"cache_audio_tower": False}), ("store", {"tower_cache_file": str(store)})):
         out = tiny["root"] / f"grpo-{cached}"
-        trainers[cached] = run_grpo(replace(cfg, output_dir=str(out), cache_audio_tower=cached),
-                                    reward_funcs=[length_reward])
+        trainers[cached] = run_grpo(replace(cfg, output_dir=str(out), **kw), reward_funcs=[length_reward])
     keys = ("step", "loss", "kl", "reward", "reward_std", "completions/mean_length", "entropy", "grad_norm")
-    with_cache, without = (_rows(tiny["root"] / f"grpo-{c}", keys) for c in (True, False))
-    assert len(with_cache) == 6 and with_cache == without
+    with_cache, without, stored = (_rows(tiny["root"] / f"grpo-{c}", keys) for c in (True, False, "store"))
+    assert len(with_cache) == 6 and with_cache == without == stored
     from aqa_core.audio_tower import audio_tower
 
+    assert audio_tower(trainers["store"].model)._aqa_training_cache.misses == 0  # every clip came from the store
     cache = audio_tower(trainers[True].model)._aqa_training_cache
     assert cache.hits > 0 and cache.misses <= 8  # 8 questions in 6 steps of 2: some clips came back
     a, b = _weights(tiny["root"] / "grpo-True" / "final"), _weights(tiny["root"] / "grpo-False" / "final")

@@ -49,7 +49,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -59,7 +59,7 @@ from ..data import load_questions
 from ..files import sha256_file, write_atomic
 from ..prompts import as_prompt, build_messages
 from ..runs import RunDirError, model_dir
-from ..tower_cache import TowerCache
+from ..tower_cache import TowerCache, load_store
 
 PROGRESS_SUFFIX = ".progress.jsonl"
 SCORE_JSON_SUFFIX = ".score.json"
@@ -158,12 +158,6 @@ def _load_batch_audio(records: Sequence[dict]) -> list:
     return audios
 
 
-def _clip_key(record: dict) -> Hashable:
-    """The tower cache's key for the audio a record is fed: its path, or ("silence", path)."""
-    path = str(record["audio_path"])
-    return ("silence", path) if record.get(ABLATION) == "silence" else path
-
-
 def _generate(model, processor, texts: list[str], records: Sequence[dict], gen_cfg,
               tower_cache: TowerCache | None = None) -> list[str]:
     """One left-padded batch through `generate`; the decoded new tokens (special tokens dropped,
@@ -176,7 +170,7 @@ def _generate(model, processor, texts: list[str], records: Sequence[dict], gen_c
     inputs["input_features"] = inputs["input_features"].to(model.dtype)
     # beam search and several samples per prompt repeat each clip's rows: no replay then
     one_row_per_clip = (gen_cfg.num_beams or 1) == 1 and (gen_cfg.num_return_sequences or 1) == 1
-    replay = (tower_cache.replaying(model, [_clip_key(r) for r in records])
+    replay = (tower_cache.replaying(model)  # keyed by the features fed: silence and swapped clips included
               if tower_cache is not None and one_row_per_clip
               else contextlib.nullcontext())
     with torch.inference_mode(), replay:
@@ -443,12 +437,14 @@ def evaluate_file(
     progress: bool = True,
     verbose: bool = True,
     tower_cache: TowerCache | None = None,
+    tower_store: str | Path | None = None,
 ) -> dict:
     """Evaluate one model on one question file into `out` (+ `.score.json`/`.score.txt`); returns
     the score summary. Skips the work when `out` already holds these settings' results; resumes
     from `out.progress.jsonl`. `loader` supplies (model, processor) (default `load_model`), called
     only if something is left to generate; `after_batch(n_batches_done)` is a hook (tests interrupt
-    with it); `tower_cache` is passed to `evaluate_records`. `audio` ablates what the model hears
+    with it); `tower_cache` is passed to `evaluate_records`, with `tower_store` (a `tower-cache`
+    file) loaded into it when it was made by this model's tower. `audio` ablates what the model hears
     (`ablate_audio`: real, silence or mismatched, paired with `seed`), after the audio check."""
     say = print if verbose else (lambda *a, **k: None)
     out, data = Path(out), Path(data)
@@ -529,6 +525,9 @@ def evaluate_file(
             if after_batch is not None:
                 after_batch(n_batches)
 
+        if tower_store:
+            tower_cache = tower_cache if tower_cache is not None else TowerCache(device="cpu")
+            load_store(tower_cache, tower_store, model)
         t0 = time.perf_counter()
         try:
             evaluate_records(model, processor, [fed[i] for i in pending], prompt, batch_size, max_new_tokens,
@@ -597,6 +596,9 @@ def add_eval_arguments(ap: argparse.ArgumentParser) -> None:
                     help="torch seed (matters only when decoding samples) and the --audio mismatched pairing")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
     ap.add_argument("--skip-missing", action="store_true", help="drop questions whose wav is missing (counted)")
+    ap.add_argument("--tower-cache-file", default=None, metavar="STORE",
+                    help="replay the audio tower's outputs from this store (python -m aqa_core tower-cache) when it "
+                         "was made by the model's tower; same results, less work")
     ap.add_argument("--audio", choices=tuple(AUDIO_ABLATIONS), default="real",
                     help="ablation: real (default), silence (zeros of each clip's length) or mismatched (each "
                          "question gets another's clip, paired by --seed, other sub-categories preferred)")
@@ -615,7 +617,7 @@ def cli_evaluate(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     return exit_code(lambda: evaluate_file(a.model, a.data, a.out, a.audio_dir, a.prompt, a.batch_size,
                                            a.max_new_tokens, a.decoding, a.seed, a.limit, a.skip_missing,
-                                           a.overwrite, a.audio))
+                                           a.overwrite, a.audio, tower_store=a.tower_cache_file))
 
 
 cli = cli_evaluate

@@ -227,7 +227,8 @@ def cli_sweep(argv: list[str]) -> int:
     return exit_code(lambda: sweep(a.run, a.data, a.audio_dir, a.validation, a.validation_audio_dir, a.prompt,
                                    a.out_dir, a.include_base, batch_size=a.batch_size,
                                    max_new_tokens=a.max_new_tokens, decoding=a.decoding, seed=a.seed,
-                                   limit=a.limit, skip_missing=a.skip_missing, audio=a.audio))
+                                   limit=a.limit, skip_missing=a.skip_missing, audio=a.audio,
+                                   tower_store=a.tower_cache_file))
 
 
 cli = cli_sweep

@@ -3,7 +3,8 @@
     python -m aqa_core study --out runs/mini [--seeds N] [--jobs J] [--force STAGE ...]
 
 Stages (each a subprocess, so memory stays bounded and a crash names its stage):
-data (mini-data) -> base (mini-base) -> eval-base-p2, eval-base-p1 (direct inference),
+data (mini-data) -> base (mini-base) -> tower (tower-cache: the frozen tower's output for every
+train, validation and test clip, which every later stage replays) -> eval-base-p2, eval-base-p1 (direct inference),
 eval-base-p2-silence, eval-base-p2-mismatched and probe (the validity checks of book/plan.md) ->
 sft-full, sft-lora (prompt <1>), grpo-p2, grpo-p3 -> sweep-* (every checkpoint on test and
 validation) -> nb-* (papermill executes notebooks/*.ipynb into book/results/*.ipynb, which the
@@ -72,11 +73,13 @@ def stage_code() -> dict[str, list[str]]:
         "sft": code_files(["aqa_core.train.sft"]),
         "grpo": code_files(["aqa_core.train.grpo"]),
         "probe": code_files(["aqa_core.mini.probe"]),
+        "tower": code_files(["aqa_core.tower_cache"]),
         "notebook": code_files(["aqa_core.study.notebook", "aqa_core.study.report", "aqa_core.study.validity"],
                                ["aqa_core/study/paper_results.yaml", "aqa_core/eval/mmau_versions.json"]),
     }
 
 
+EVAL_BATCH = 32  # questions per generate call in the study's evaluations and sweeps (the CLI default is 8)
 #: The base model's evaluations with the audio replaced (the validity checks of book/plan.md):
 #: (prompt, --audio value).
 VALIDITY_ABLATIONS = ((2, "silence"), (2, "mismatched"))
@@ -134,7 +137,7 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
     out = Path(out)
     recipes = {**RECIPES, **(recipes or {})}
     book = Path(book) if book else ROOT / "book"
-    data, base = out / "data", out / "base"
+    data, base, store = out / "data", out / "base", out / "tower" / "outputs.safetensors"
     test, val = data / "test-mini.json", data / "validation.jsonl"
     threads = max(1, (os.cpu_count() or 2) // max(1, jobs))
     code = stage_code()
@@ -144,18 +147,26 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
         Stage("base", aqa_argv("mini-base", "--data", data, "--out", base, *base_args),
               ["data"], [base / "build_info.json"], code["base"], clear=[base],
               runtime_args=["--threads", str(os.cpu_count() or 2)], exclusive=True),
+        # the frozen tower's outputs for every train, validation and test clip, encoded once for the
+        # whole study: every later stage replays them (aqa_core.tower_cache; the same numbers)
+        Stage("tower", aqa_argv("tower-cache", "--model", base, "--data", data / "train.jsonl", "--audio-dir",
+                                data / "train-audios", "--data", val, "--audio-dir", data / "validation-audios",
+                                "--data", test, "--audio-dir", data, "--out", store, "--quiet"),
+              ["base"], [store], code["tower"], clear=[store],
+              runtime_args=["--threads", str(os.cpu_count() or 2)], exclusive=True),
     ]
+    eval_args = ["--batch-size", str(EVAL_BATCH), "--tower-cache-file", str(store), *eval_args]
     for p in (2, 1):
         pred = out / "eval" / f"base-prompt{p}" / "predictions.json"
         stages.append(Stage(f"eval-base-p{p}", aqa_argv("evaluate", "--model", base, "--data", test, "--audio-dir", data,
                                                    "--out", pred, "--prompt", p, "--overwrite", *eval_args),
-                            ["base"], [pred], code["eval"], clear=[pred.parent]))
+                            ["base", "tower"], [pred], code["eval"], clear=[pred.parent]))
     for p, audio in VALIDITY_ABLATIONS:
         pred = out / "eval" / f"base-prompt{p}-{audio}" / "predictions.json"
         stages.append(Stage(f"eval-base-p{p}-{audio}",
                             aqa_argv("evaluate", "--model", base, "--data", test, "--audio-dir", data, "--out", pred,
                                      "--prompt", p, "--audio", audio, "--overwrite", *eval_args),
-                            ["base"], [pred], code["eval"], clear=[pred.parent]))
+                            ["base", "tower"], [pred], code["eval"], clear=[pred.parent]))
     probe = out / "validity" / "probe.json"
     stages.append(Stage("probe", aqa_argv("mini-probe", "--data", data, "--model", base, "--out", probe, "--quiet"),
                         ["base"], [probe], code["probe"], clear=[probe],
@@ -167,14 +178,14 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
             rcfg = _recipe_config(recipe)
             run_dir = out / (folder + suffix)
             sets = [f"model_name_or_path={base}", f"train_data={data / 'train.jsonl'}",
-                    f"train_audio_dir={data / 'train-audios'}"]
+                    f"train_audio_dir={data / 'train-audios'}", f"tower_cache_file={store}"]
             if runner == "grpo":
                 sets.append(f"prompt={prompt}")
             if seed:
                 sets.append(f"seed={int(rcfg.get('seed', 42)) + seed}")
             argv = aqa_argv(runner, "--recipe", recipe_path(recipe),
                        "--output-dir", run_dir, *[a for s in sets for a in ("--set", s)])
-            stages.append(Stage(name + suffix, argv, ["base"], [run_dir / "metrics.jsonl"], code[runner],
+            stages.append(Stage(name + suffix, argv, ["base", "tower"], [run_dir / "metrics.jsonl"], code[runner],
                                 config={"recipe": rcfg}, clear=[run_dir],
                                 runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
             stages.append(Stage(f"sweep-{name}{suffix}",

@@ -72,6 +72,7 @@ class GRPORecipe:
     freeze_audio_tower: bool = False  # the paper trains every parameter; the mini recipe keeps Whisper frozen
     share_audio_encoding: bool = True  # encode each clip once per pass, not once per generation (same numbers)
     cache_audio_tower: bool = True  # a frozen tower encodes each clip once per run (aqa_core.tower_cache; same numbers)
+    tower_cache_file: str | None = None  # a `tower-cache` store of this tower: clips it holds are never encoded
     num_processes: int | None = 8  # the world size the recipe's batch assumes (a warning if it differs)
     # LoRA (peft) instead of full fine-tuning
     use_peft: bool = False
@@ -181,6 +182,7 @@ def build_trainer(cfg: GRPORecipe, run_dir: str | Path | None = None, callbacks:
         model=model, processing_class=processor, args=args, train_dataset=dataset,
         reward_funcs=reward_funcs, peft_config=lora_config(cfg) if cfg.use_peft else None, callbacks=list(callbacks or []),
         share_audio_encoding=cfg.share_audio_encoding, cache_audio_tower=cfg.cache_audio_tower,
+        tower_store=cfg.tower_cache_file,
     )
 
 

@@ -95,7 +95,8 @@ def _trainer_class():
         A log-prob pass without audio is an error, never a silent text-only pass.
         """
 
-        def __init__(self, *args, share_audio_encoding: bool = True, cache_audio_tower: bool = True, **kwargs):
+        def __init__(self, *args, share_audio_encoding: bool = True, cache_audio_tower: bool = True,
+                     tower_store: str | None = None, **kwargs):
             model = kwargs.get("model") if "model" in kwargs else args[0]
             config = model.config
             # TRL suppresses `config.image_token_id` in sampling (a sampled placeholder would not
@@ -114,7 +115,7 @@ def _trainer_class():
                 if m is not None and share_audio_encoding:
                     _share_audio_encoding(m)
                 if m is not None and cache_audio_tower:  # inert unless the tower is frozen and dropout-free
-                    cache_frozen_tower(m)
+                    cache_frozen_tower(m, store=tower_store)
             self._audio: dict | None = None
             self.seen_prompt_ids: list[tuple[int, list[str]]] = []  # (global_step, ids) per generation batch
 

@@ -42,6 +42,7 @@ class SFTRecipe:
     sft_tagged: bool = False  # target `<answer>X</answer>` instead of `X` (prompts.sft_target)
     freeze_audio_tower: bool = False  # full SFT trains everything, as the paper's "full fine-tuning"
     cache_audio_tower: bool = True  # a frozen tower encodes each clip once per run (aqa_core.tower_cache; same numbers)
+    tower_cache_file: str | None = None  # a `tower-cache` store of this tower: clips it holds are never encoded
     max_length: int | None = None  # cut longer sequences (never inside the audio tokens)
     # optimisation (TRL / transformers TrainingArguments names)
     learning_rate: float = 5e-6
@@ -197,7 +198,7 @@ def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None)
     if merged_cb:
         merged_cb.trainer = trainer
     if cfg.cache_audio_tower:  # inert unless the tower is frozen (freeze_audio_tower, or LoRA) and dropout-free
-        cache_frozen_tower(trainer.model)
+        cache_frozen_tower(trainer.model, store=cfg.tower_cache_file)
     if trainer.accelerator.is_main_process:
         n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in trainer.model.parameters())

@@ -3,10 +3,12 @@ block that the code implements has the code's value. The plan was fixed before r
 follows it, never the reverse."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 import yaml
 
 from aqa_core.config import read_recipe
@@ -20,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "book" / "plan.md"
 #: Constants of the plan the code does not implement yet (issue #10 continues); each leaves this
 #: set when its code lands, and the test then checks it.
-PENDING = {"seeds", "bootstrap_resamples", "bootstrap_seed", "learning_rate_factors"}
+PENDING = {"seeds", "bootstrap_resamples"}
 
 
 def plan_constants() -> dict:
@@ -68,5 +70,25 @@ def test_the_mini_recipes_follow_the_budget_rule():
 def test_pending_constants_are_named():
     consts = plan_constants()
     checked = {"plan_date", "data_version", "sizes", "train_subcategories", "min_checkpoints", "grpo_max_prompts",
-               "sft_max_epochs", "warmup_ratio"}
+               "sft_max_epochs", "warmup_ratio", "learning_rate_factors", "bootstrap_seed"}
     assert set(consts) == checked | PENDING, "a new plan constant must be checked here or listed as pending"
+
+
+def test_the_search_and_the_interval_are_the_plans():
+    from aqa_core.study.findings import PLAN_BOOTSTRAP_SEED
+    from aqa_core.study.lr_search import FACTORS
+
+    consts = plan_constants()
+    assert [round(f, 4) for f in FACTORS] == consts["learning_rate_factors"]
+    assert PLAN_BOOTSTRAP_SEED == consts["bootstrap_seed"]
+
+
+def test_the_mini_recipes_use_the_searched_learning_rates():
+    kept = ROOT / "recipes" / "lr_search.json"
+    if not kept.is_file():
+        pytest.skip("recipes/lr_search.json not made yet: python -m aqa_core study --plan lr-search, then lr-search")
+    summary = json.loads(kept.read_text())
+    for method, key in (("grpo-p2", "grpo"), ("sft-full", "sft-full"), ("sft-lora", "sft-lora")):
+        m = summary["methods"][method]
+        assert m["complete"], f"{method}: the search is incomplete"
+        assert read_recipe(ROOT / RECIPES[key])["learning_rate"] == pytest.approx(m["chosen_learning_rate"]), method

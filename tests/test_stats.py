@@ -135,3 +135,25 @@ def test_paired_correctness_aligns_by_id_and_uses_the_official_rule():
     assert cb == [True, True, False]
     with pytest.raises(ValueError, match="different items"):
         paired_correctness(a, b[:2])
+
+
+def test_seeds_items_bootstrap_widens_with_seed_spread():
+    import numpy as np
+
+    from aqa_core.eval.stats import paired_bootstrap, seeds_items_bootstrap
+
+    rng = np.random.default_rng(1)
+    n = 400
+    b = [list(rng.random(n) < 0.6) for _ in range(3)]
+    same = [list(rng.random(n) < 0.7)] * 3
+    spread = [list(rng.random(n) < p) for p in (0.55, 0.7, 0.85)]
+    one = seeds_items_bootstrap(same[:1], b[:1], n_resamples=3000)
+    ref = paired_bootstrap(same[0], b[0], n_resamples=3000)
+    assert one.difference == pytest.approx(ref.difference) and one.n_items == n
+    assert (one.ci_low, one.ci_high) == pytest.approx((ref.ci_low, ref.ci_high), abs=0.02)
+    tight = seeds_items_bootstrap(same, b, n_resamples=3000)
+    wide = seeds_items_bootstrap(spread, b, n_resamples=3000)
+    assert wide.ci_high - wide.ci_low > 1.5 * (tight.ci_high - tight.ci_low)  # the seeds' spread counts
+    assert seeds_items_bootstrap(spread, b, n_resamples=500) == seeds_items_bootstrap(spread, b, n_resamples=500)
+    with pytest.raises(ValueError, match="same items"):
+        seeds_items_bootstrap([[True] * 3], [[True] * 4])

@@ -194,6 +194,53 @@ def paired_bootstrap(
     )
 
 
+def seeds_items_bootstrap(
+    seeds_a: Sequence[Sequence[bool]],
+    seeds_b: Sequence[Sequence[bool]],
+    n_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> BootstrapResult:
+    """The analysis plan's interval for method A - method B, each trained with several seeds and
+    scored on the same items: each resample draws A's seeds and B's seeds with replacement
+    (independently: seed i of one method has nothing to do with seed i of the other), then the
+    items with replacement (the same items for every run: the pairing), and takes the mean
+    accuracy of A's drawn runs minus B's on those items. Returns the observed difference of the
+    seed-mean accuracies, the percentile interval and a two-sided p-value as `paired_bootstrap`
+    (which this is, with one seed a side). `n_items` is the item count; rows are item-aligned.
+
+    >>> r = seeds_items_bootstrap([[1] * 30 + [0] * 10] * 3, [[0] * 30 + [1] * 10] * 3, n_resamples=2000)
+    >>> r.difference, r.p_value < 0.01
+    (0.5, True)
+    """
+    a = np.asarray(seeds_a, dtype=np.float64)
+    b = np.asarray(seeds_b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[0] < 1 or b.shape[0] < 1:
+        raise ValueError(f"need (seeds, items) arrays with the same items, got {a.shape} and {b.shape}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    _z(confidence)
+    n = a.shape[1]
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_resamples, dtype=np.float64)
+    chunk = max(1, 2_000_000 // max(1, n * max(a.shape[0], b.shape[0])))
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        k = stop - start
+        sa = rng.integers(0, a.shape[0], size=(k, a.shape[0]))
+        sb = rng.integers(0, b.shape[0], size=(k, b.shape[0]))
+        idx = rng.integers(0, n, size=(k, n))
+        # per resample: mean over drawn seeds of the per-item correctness, then over drawn items
+        ma = a[sa].mean(axis=1)  # (k, n): seed-mean correctness per item
+        mb = b[sb].mean(axis=1)
+        diffs[start:stop] = np.take_along_axis(ma - mb, idx, axis=1).mean(axis=1)
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    p = min(1.0, 2.0 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+    return BootstrapResult(difference=float(a.mean() - b.mean()), ci_low=float(lo), ci_high=float(hi), p_value=p,
+                           n_items=int(n), n_resamples=int(n_resamples), confidence=float(confidence))
+
+
 def compare_paired(
     correct_a: Sequence[bool],
     correct_b: Sequence[bool],

@@ -111,7 +111,7 @@ def _same_weights_checkpoint(models: list[tuple[str, int | None, Path]], step: i
 
 def sweep(
     run_dir: str | Path,
-    data: str | Path,
+    data: str | Path | None,
     audio_dir: str | Path | None = None,
     validation: str | Path | None = None,
     validation_audio_dir: str | Path | None = None,
@@ -126,8 +126,11 @@ def sweep(
     optimistic) and best on validation, scored on test; the base, when included, is step 0 of the
     curves but not a candidate (a run is scored at one of its own checkpoints, as in the paper).
     Evaluated checkpoints are cached. An `audio` ablation (see `evaluate_file`) defaults to
-    `out_dir` RUN/eval/audio-<choice>, so it never overwrites the real sweep."""
+    `out_dir` RUN/eval/audio-<choice>, so it never overwrites the real sweep. `data` None sweeps the
+    validation file only (a learning-rate search that must never read the test set)."""
     run_dir = Path(run_dir)
+    if data is None and validation is None:
+        raise EvalError("sweep: give a test file (--data), a validation file (--validation), or both")
     audio = eval_kwargs.get("audio", "real")
     default_dir = run_dir / SWEEP_FILE.parent
     out_dir = Path(out_dir) if out_dir else default_dir if audio == "real" else default_dir / f"audio-{audio}"
@@ -148,8 +151,10 @@ def sweep(
                 cache.append(load_model(folder))
             return cache[0]
 
-        test = evaluate_file(folder, data, out_dir / f"{name}.test.json", audio_dir, prompt, loader=loader,
-                             overwrite=True, **eval_kwargs)
+        test = None
+        if data is not None:
+            test = evaluate_file(folder, data, out_dir / f"{name}.test.json", audio_dir, prompt, loader=loader,
+                                 overwrite=True, **eval_kwargs)
         val = None
         if validation is not None:
             val = evaluate_file(folder, validation, out_dir / f"{name}.validation.json", validation_audio_dir,
@@ -158,17 +163,20 @@ def sweep(
         gc.collect()
         row = {"checkpoint": name, "step": step, "test": _accuracy(test),
                **{f"test_{t}": _accuracy(test, t) for t in TASKS},
-               "test_ci95": test["report"]["total"]["ci95"], "test_n": test["report"]["total"]["total"],
+               "test_ci95": test["report"]["total"]["ci95"] if test else None,
+               "test_n": test["report"]["total"]["total"] if test else None,
                "validation": _accuracy(val), "validation_n": val["report"]["total"]["total"] if val else None}
         rows.append(row)
-        print(f"{name}: test {_pct(row['test'])}% of {row['test_n']}"
-              + (f", validation {_pct(row['validation'])}% of {row['validation_n']}" if val else "")
+        parts = ([f"test {_pct(row['test'])}% of {row['test_n']}"] if test else []) + \
+            ([f"validation {_pct(row['validation'])}% of {row['validation_n']}"] if val else [])
+        print(f"{name}: " + ", ".join(parts)
               + (f" (audio: {audio})" if audio != "real" else "")
-              + (" (cached)" if test["cached"] and (val is None or val["cached"]) else ""))
+              + (" (cached)" if all(r["cached"] for r in (test, val) if r is not None) else ""))
     trained = [r for r in rows if r["checkpoint"] != "base"]  # the base is step 0 of the curve, not a candidate
     best_test, best_val = _pick(trained, "test"), _pick(trained, "validation")
     keep = ("checkpoint", "step", "test", "validation")
-    result = {"run": str(run_dir), "data": str(data), "validation": str(validation) if validation else None,
+    result = {"run": str(run_dir), "data": str(data) if data else None,
+              "validation": str(validation) if validation else None,
               "prompt": prompt, "audio": audio, "rows": rows,
               "selection": {
                   "best_on_test": best_test and {k: best_test[k] for k in keep},
@@ -214,7 +222,7 @@ def format_sweep(result: dict) -> str:
 def cli_sweep(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m aqa_core sweep", description=sweep.__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="run folder with checkpoint-N/ (and final/)")
-    ap.add_argument("--data", required=True, help="test question JSON (MMAU schema)")
+    ap.add_argument("--data", default=None, help="test question JSON (MMAU schema); none: validation only")
     ap.add_argument("--audio-dir", default=None)
     ap.add_argument("--validation", default=None, help="validation questions (R1-AQA JSONL or MMAU JSON)")
     ap.add_argument("--validation-audio-dir", default=None)

@@ -236,9 +236,13 @@ def figure_training_curves(run_dir: str | Path, keys: Sequence[str] = ("reward",
     rows = read_metrics(run_dir)  # once for every curve
     series = {k: metric_series(rows, k) for k in keys}
     series = {k: v for k, v in series.items() if v[0]}
-    fig = _new_figure(4 * max(1, len(series)), 3.2)
-    axes = fig.subplots(1, max(1, len(series)), squeeze=False)
-    for ax, (key, (steps, vals)) in zip(axes[0], series.items()):
+    cols = min(3, max(1, len(series)))
+    nrows = max(1, -(-len(series) // cols))
+    fig = _new_figure(4 * cols, 3.2 * nrows)
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax in axes[len(series):]:
+        ax.set_visible(False)
+    for ax, (key, (steps, vals)) in zip(axes, series.items()):
         ax.plot(steps, vals, alpha=0.35, color="#1f77b4")
         ax.plot(steps, _smooth(vals, max(1, len(steps) // 15)), color="#1f77b4", linewidth=2)
         ax.set_xlabel("training step")

@@ -10,6 +10,77 @@ from typing import Any, Mapping
 from .results import ModelResult
 
 PLAN_SEEDS = 3  # book/plan.md: training seeds per method that a verdict needs
+PLAN_BOOTSTRAP_SEED = 0  # book/plan.md: the bootstrap's random seed
+
+
+def seed_runs(by_key: Mapping[str, ModelResult], key: str) -> list[ModelResult]:
+    """The results of one method over its seeds: `key`, then `key_seed1`, `key_seed2`, ..."""
+    runs = [r for k, r in by_key.items() if k == key or k.startswith(f"{key}_seed")]
+    return sorted(runs, key=lambda r: 0 if r.key == key else int(r.key.rsplit("seed", 1)[1]))
+
+
+def plan_verdict(by_key: Mapping[str, ModelResult], n_resamples: int = 10_000) -> dict[str, Any]:
+    """The analysis plan's primary comparison and verdict (book/plan.md): GRPO <2> against the SFT
+    variant with the higher mean validation accuracy over seeds, each run at its validation-chosen
+    checkpoint, pooled over seeds with the seeds-then-items bootstrap; "holds" or "reversed" only
+    when the interval excludes zero, every compared run passes the convergence rule and each
+    method has the plan's number of seeds; otherwise "not decided", naming what is missing.
+    McNemar's test per seed is reported beside the interval, and a disagreement is said."""
+    from ..eval.stats import mcnemar_test, seeds_items_bootstrap
+    from ..runs import read_sweep
+    from .results import convergence
+
+    groups = {k: seed_runs(by_key, k) for k in ("grpo_p2", "sft_full", "sft_lora")}
+    groups = {k: g for k, g in groups.items() if g}
+
+    def mean_validation(k: str) -> float:
+        vals = [r.validation_average for r in groups[k] if r.validation_average is not None]
+        return sum(vals) / len(vals) if vals else float("-inf")
+
+    best_sft = max((k for k in ("sft_full", "sft_lora") if k in groups), key=mean_validation)
+    a_runs, b_runs = groups["grpo_p2"], groups[best_sft]
+    ids = sorted(set.intersection(*(set(r.correct) for r in a_runs + b_runs)))
+    boot = seeds_items_bootstrap([[r.correct[i] for i in ids] for r in a_runs],
+                                 [[r.correct[i] for i in ids] for r in b_runs], n_resamples, seed=PLAN_BOOTSTRAP_SEED)
+    diff, lo, hi = 100 * boot.difference, 100 * boot.ci_low, 100 * boot.ci_high
+    not_converged, unknown = [], []
+    for r in a_runs + b_runs:
+        c = convergence(read_sweep(r.run_dir)) if r.run_dir is not None else {"converged": None}
+        (not_converged if c["converged"] is False else unknown if c["converged"] is None else []).append(r.method)
+    mcnemar = [mcnemar_test([ra.correct[i] for i in ids], [rb.correct[i] for i in ids]).p_value
+               for ra, rb in zip(a_runs, b_runs)]
+    seeds = min(len(a_runs), len(b_runs))
+    a_name, b_name = a_runs[0].method, b_runs[0].method
+    sentence = (f"{a_name} against {b_name} (the better SFT on validation), pooled over {len(a_runs)} and "
+                f"{len(b_runs)} training seeds on {len(ids)} test items: {diff:+.1f} points, 95% interval "
+                f"[{lo:+.1f}, {hi:+.1f}] (a bootstrap over seeds, then items).")
+    missing = []
+    if lo <= 0 <= hi:
+        missing.append("the interval contains zero")
+    if seeds < PLAN_SEEDS:
+        missing.append(f"the plan needs {PLAN_SEEDS} seeds per method and this build has {seeds}")
+    if not_converged:
+        missing.append(f"{len(not_converged)} of the {len(a_runs) + len(b_runs)} compared runs did not pass the "
+                       "convergence rule")
+    if unknown:
+        missing.append(f"{len(unknown)} compared runs have too few checkpoints for the convergence rule")
+    if missing:
+        word = "not decided"
+        sentence += " By the analysis plan's rule the verdict is not decided: " + "; ".join(missing) + "."
+    else:
+        word = "holds" if lo > 0 else "reversed"
+        sentence += (" By the analysis plan's rule the paper's ordering (RL above SFT) holds at this scale."
+                     if lo > 0 else " By the analysis plan's rule the ordering is the reverse of the paper's at this "
+                                    "scale.")
+    sig = [p < 0.05 for p in mcnemar]
+    sentence += " McNemar's test per seed: " + ", ".join(f"p = {p:.3g}" for p in mcnemar) + "."
+    excludes = not (lo <= 0 <= hi)
+    if mcnemar and (all(sig) != excludes or any(sig) != excludes):
+        sentence += (" The per-seed tests and the pooled interval disagree: "
+                     + ("the interval excludes zero but not every seed's test is significant."
+                        if excludes else "some seeds' tests are significant but the pooled interval contains zero."))
+    return {"verdict": sentence, "verdict_word": word, "best_sft": b_name, "primary_diff": diff, "primary_lo": lo,
+            "primary_hi": hi, "primary_seeds": seeds, "primary_items": len(ids)}
 
 
 def paired_sentence(a: str, b: str, diff: float, lo: float, hi: float) -> str:
@@ -38,16 +109,10 @@ def findings(scale: str, by_key: Mapping[str, ModelResult], values: Mapping[str,
     sft = [k for k in ("sft_full", "sft_lora") if k in by_key]
     if "grpo_p2" not in by_key or not sft:
         out[f"{scale}_verdict"] = "Not all of GRPO prompt <2>, full SFT and LoRA SFT have results yet."
+        out[f"{scale}_verdict_word"] = "not decided"
     else:
-        # the better SFT variant is chosen on validation (the analysis plan), never on the test set
-        best_sft = max(sft, key=lambda k: (by_key[k].validation_average is not None,
-                                           by_key[k].validation_average or 0.0, by_key[k].accuracy()[0]))
-        seeds = min(sum(1 for k in by_key if k == key or k.startswith(f"{key}_seed")) for key in ("grpo_p2", best_sft))
-        out[f"{scale}_verdict"] = (
-            f"{pair('grpo_p2', best_sft)} By the analysis plan's rule the verdict is not decided: it needs "
-            f"{PLAN_SEEDS} training seeds per method, pooled (this build has {seeds}), and runs that pass the plan's "
-            "convergence rule (not yet computed by this build).")
-        out[f"{scale}_best_sft"] = by_key[best_sft].method
+        v = plan_verdict(by_key, n_resamples=int(values.get("n_resamples", 10_000)))
+        out.update({f"{scale}_{k}": val for k, val in v.items()})
     for name, (a, b) in {"think": ("grpo_p3", "grpo_p2"), "lora": ("sft_lora", "sft_full"),
                          "grpo_vs_base": ("grpo_p2", "direct_p2")}.items():
         sentence = pair(a, b)

@@ -47,24 +47,6 @@ def _run_or_fail(argv: list[str]) -> None:
         raise RuntimeError(f"command failed with exit code {rc}: {shlex.join(argv)}")
 
 
-def _safetensors_parameters(model_dir: Path) -> int | None:
-    """Parameter count from the safetensors header (no torch needed)."""
-    path = model_dir / "model.safetensors"
-    if not path.is_file():
-        return None
-    with path.open("rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(n))
-    total = 0
-    for name, meta in header.items():
-        if name != "__metadata__":
-            count = 1
-            for d in meta["shape"]:
-                count *= d
-            total += count
-    return total
-
-
 def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
                       data_args: Sequence[str] = (), base_args: Sequence[str] = ()) -> Record:
     """The mini benchmark and base model: generated/built first when missing, then recorded
@@ -83,6 +65,7 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
     info = read_json_or_none(base_dir / "build_info.json") or {}
     from ..mini.data import read_timing
     from ..mini.tasks import SUBCATS, shift_table
+    from .budget import parameter_counts
 
     task_of = {s.name: s.task for s in SUBCATS.values()}
     counts = pd.DataFrame(man["counts"]).fillna(0).astype(int)
@@ -96,7 +79,7 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
               "chance_test": 100 * float(man.get("chance_test_mini", 0.0)),
               "data_seconds": float(read_timing(data_dir).get("seconds", 0.0)),
               "n_subcategories": len(SUBCATS), "n_test_only_subcategories": test_only,
-              "base_parameters": int(params.get("total") or _safetensors_parameters(base_dir) or 0),
+              "base_parameters": int(params.get("total") or sum(parameter_counts(base_dir).values())),
               "base_audio_parameters": int(params.get("audio_tower", 0)),
               "base_train_seconds": float(info.get("train_seconds", 0.0)),
               "base_steps": int((info.get("hyperparameters") or {}).get("steps", 0)),
@@ -113,6 +96,23 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
                                                     "train -> test-mini shift": Table(shift),
                                                     "base model": Table(base_table)},
                   values=values, ran=ran)
+
+
+def sample_outputs(run_dir: str | Path, sweep: dict, n_items: int = 3):  # noqa: ANN201 - a DataFrame or None
+    """The raw outputs of a few test items (the file's first `n_items`) at every swept checkpoint:
+    what the model says as training goes on."""
+    import pandas as pd
+
+    rows = []
+    for r in sweep.get("rows", []):
+        path = Path(run_dir) / "eval" / f"{r['checkpoint']}.test.json"
+        if not path.is_file():
+            continue
+        preds = json.loads(path.read_text(encoding="utf-8"))[:n_items]
+        rows += [{"step": r["step"], "item": p.get("id", i)[:8] if isinstance(p.get("id"), str) else i,
+                  "sub-category": p.get("sub-category", ""), "answer": p.get("answer", ""),
+                  "output": p.get("raw_output", p.get("model_output", ""))} for i, p in enumerate(preds)]
+    return pd.DataFrame(rows) if rows else None
 
 
 def ensure_evaluation(model: str | Path, data: str | Path, out: str | Path, audio_dir: str | Path | None = None,
@@ -157,7 +157,9 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
     `python -m` on a multi-GPU node."""
     import pandas as pd
 
+    from .budget import run_budget
     from .figures import figure_training_curves
+    from .results import convergence
 
     if runner not in ("grpo", "sft"):
         raise ValueError(f"runner must be 'grpo' or 'sft', got {runner!r}")
@@ -177,22 +179,20 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
         ran = True
     config = read_config(run_dir)
     rows = read_metrics(run_dir)
-    summary = [r for r in read_metrics(run_dir, summary=True) if r.get("summary")]
     metrics = pd.DataFrame(rows)
     curve = "reward" if runner == "grpo" else "loss"
     series = [float(r[curve]) for r in rows if isinstance(r.get(curve), (int, float))]
-    values: dict[str, Any] = {"steps": int(rows[-1]["step"]) if rows else 0, "runner": runner,
-                              "prompt": int(config.get("prompt", 1) or 1),
-                              "learning_rate": float(config.get("learning_rate", float("nan")))}
-    per_step = int(config.get("per_device_train_batch_size", 0) or 0) * int(config.get("gradient_accumulation_steps", 1) or 1)
-    if runner == "grpo":  # TRL counts completions: questions = completions / generations, over the processes
-        per_step = per_step * int(config.get("num_processes") or 1) // max(1, int(config.get("num_generations", 1) or 1))
-    values["questions_per_step"] = per_step
-    values["questions_seen"] = per_step * values["steps"]
+    budget = run_budget(run_dir)  # questions seen (prompts, not completions), steps, seconds, FLOPs
+    values: dict[str, Any] = {"steps": budget["steps"], "runner": runner, "prompt": int(config.get("prompt", 1) or 1),
+                              "learning_rate": float(config.get("learning_rate", float("nan"))),
+                              "questions_per_step": budget["questions_per_step"],
+                              "questions_seen": budget["questions_seen"]}
     if series:
         values[f"{curve}_first_tenth"], values[f"{curve}_last_tenth"] = tenth_means(series)
-    if summary and "train_runtime" in summary[-1]:
-        values["train_seconds"] = float(summary[-1]["train_runtime"])
+    if budget["seconds"] is not None:
+        values["train_seconds"] = budget["seconds"]
+    if budget["flops"]:
+        values["flops_estimate"] = float(budget["flops"])
     tables = {f"resolved config ({CONFIG_FILE})": Table(pd.DataFrame(
         [{"key": k, "value": json.dumps(v) if isinstance(v, (list, dict)) else str(v)} for k, v in config.items()]))}
     if len(metrics):
@@ -206,6 +206,14 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
             if chosen:
                 values[f"{sel}_step"] = int(chosen["step"] or 0)
                 values[f"{sel}_test"] = float(chosen["test"])
-    keys = ("reward", "kl", "completions/mean_length") if runner == "grpo" else ("loss", "learning_rate")
+        conv = convergence(sweep)
+        values["converged"] = {True: "yes", False: "no", None: "cannot tell"}[conv["converged"]]
+        values["convergence_reason"] = conv["reason"]
+        samples = sample_outputs(run_dir, sweep)
+        if samples is not None:
+            tables["sample outputs per checkpoint (greedy, test items)"] = Table(samples)
+    reward = [f"rewards/{name}/mean" for name in ("accuracy_reward", "format_reward", "think_format_reward")]
+    keys = ((*reward, "frac_reward_zero_std", "kl", "completions/mean_length", "entropy") if runner == "grpo"
+            else ("loss", "learning_rate", "mean_token_accuracy"))
     fig = figure_training_curves(run_dir, keys)
     return Record(f"{runner} run {run_dir}", tables, figure=fig, values=values, ran=ran)

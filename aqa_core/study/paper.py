@@ -58,4 +58,13 @@ def paper_values(paper: dict | None = None) -> dict[str, Any]:
             out[f"paper_{key}"] = value
     for row in paper["table1"]["rows"]:
         out[f"paper_t1_{row['key']}"] = row["value"]
+    text = paper.get("text_settings", {})
+    t1 = {row["key"]: row["value"] for row in paper["table1"]["rows"]}
+    if {"max_steps", "per_device_prompts", "gradient_accumulation_steps"} <= set(t1) and \
+            {"grpo_gpus", "train_samples", "sft_epochs"} <= set(text):
+        # questions seen: GRPO prompts (steps x prompts per device x accumulation x GPUs), SFT samples
+        grpo = t1["max_steps"] * t1["per_device_prompts"] * t1["gradient_accumulation_steps"] * text["grpo_gpus"]
+        out["paper_grpo_prompts_seen"] = int(grpo)
+        out["paper_sft_samples_seen"] = int(text["train_samples"] * text["sft_epochs"])
+        out["paper_sft_per_grpo_questions"] = out["paper_sft_samples_seen"] / grpo
     return out

@@ -74,6 +74,7 @@ def stage_code() -> dict[str, list[str]]:
         "grpo": code_files(["aqa_core.train.grpo"]),
         "probe": code_files(["aqa_core.mini.probe"]),
         "tower": code_files(["aqa_core.tower_cache"]),
+        "lr-search": code_files(["aqa_core.study.lr_search"]),
         "notebook": code_files(["aqa_core.study.notebook", "aqa_core.study.report", "aqa_core.study.validity"],
                                ["aqa_core/study/paper_results.yaml", "aqa_core/eval/mmau_versions.json"]),
     }
@@ -130,10 +131,18 @@ def _recipe_config(path: str | Path) -> dict:
     return read_recipe(recipe_path(path))
 
 
+PLANS = ("main", "lr-search")
+
+
 def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None = None, jobs: int = 1,
                  book: str | Path | None = None, data_args: Sequence[str] = (), base_args: Sequence[str] = (),
-                 eval_args: Sequence[str] = ()) -> list[Stage]:
-    """The study's stages in dependency order, writing under `out` (notebooks under `book`/results)."""
+                 eval_args: Sequence[str] = (), plan: str = "main") -> list[Stage]:
+    """The study's stages in dependency order, writing under `out` (notebooks under `book`/results).
+    `plan` "lr-search" adds the analysis plan's learning-rate search (`aqa_core.study.lr_search`:
+    the recipe's rate x1/3 and x3 for GRPO <2>, full and LoRA SFT, seed 0, swept on validation
+    only, then its summary) to the seed-0 runs, in place of the notebooks."""
+    if plan not in PLANS:
+        raise ValueError(f"plan must be one of {PLANS}, got {plan!r}")
     out = Path(out)
     recipes = {**RECIPES, **(recipes or {})}
     book = Path(book) if book else ROOT / "book"
@@ -192,6 +201,8 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
                                 sweep_argv(run_dir, test, data, val, data / "validation-audios", eval_args),
                                 [name + suffix], [run_dir / "eval" / "sweep.json"], code["eval"],
                                 clear=[run_dir / "eval"]))
+    if plan == "lr-search":
+        return stages + _lr_search_stages(out, recipes, threads, eval_args, code)
     done_before = [s.name for s in stages]
     for name, (template, records) in NOTEBOOKS.items():
         params = notebook_parameters(name, out, recipes=recipes)
@@ -199,6 +210,44 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
         deps = done_before if records == "*" else [records] if isinstance(records, str) else list(records)
         stages.append(Stage(f"nb-{name}", papermill_argv(ROOT / "notebooks" / template, target, params, Path.cwd()), deps,
                             [target], code["notebook"] + [f"notebooks/{template}"]))
+    return stages
+
+
+def _lr_search_stages(out: Path, recipes: dict[str, str], threads: int, eval_args: Sequence[str],
+                      code: dict[str, list[str]]) -> list[Stage]:
+    """The learning-rate search's extra runs (factors other than 1; factor 1 is the main seed-0
+    run), their validation-only sweeps, and the summary stage."""
+    from .lr_search import FACTORS, SEARCH_DIR, factor_label, search_run_dir
+
+    data, base, store = out / "data", out / "base", out / "tower" / "outputs.safetensors"
+    stages, deps = [], []
+    for name, (runner, folder, prompt, rkey) in RUNS.items():
+        if name not in ("grpo-p2", "sft-full", "sft-lora"):
+            continue
+        rcfg = _recipe_config(recipes[rkey])
+        deps.append(f"sweep-{name}")
+        for factor in FACTORS:
+            if factor == 1.0:
+                continue
+            run_dir = search_run_dir(out, name, factor)
+            lr = float(rcfg["learning_rate"]) * factor
+            sets = [f"model_name_or_path={base}", f"train_data={data / 'train.jsonl'}",
+                    f"train_audio_dir={data / 'train-audios'}", f"tower_cache_file={store}", f"learning_rate={lr!r}"]
+            sets += [f"prompt={prompt}"] if runner == "grpo" else []
+            stage = f"lr-{name}-{factor_label(factor)}"
+            stages.append(Stage(stage, aqa_argv(runner, "--recipe", recipe_path(recipes[rkey]), "--output-dir", run_dir,
+                                                *[a for s in sets for a in ("--set", s)]),
+                                ["base", "tower"], [run_dir / "metrics.jsonl"], code[runner], config={"recipe": rcfg},
+                                clear=[run_dir],
+                                runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
+            argv = aqa_argv("sweep", "--run", run_dir, "--include-base", "--validation", data / "validation.jsonl",
+                            "--validation-audio-dir", data / "validation-audios", *eval_args)
+            stages.append(Stage(f"sweep-{stage}", argv, [stage], [run_dir / "eval" / "sweep.json"], code["eval"],
+                                clear=[run_dir / "eval"]))
+            deps.append(f"sweep-{stage}")
+    summary = out / SEARCH_DIR / "lr_search.json"
+    stages.append(Stage("lr-search", aqa_argv("lr-search", "--results", out, "--out", summary), deps, [summary],
+                        code["lr-search"], clear=[summary]))
     return stages
 
 
@@ -299,6 +348,9 @@ def build_book(book: str | Path = ROOT / "book", strict: bool = True) -> str:
 def cli(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m aqa_core study", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/mini", help="results folder (default runs/mini)")
+    ap.add_argument("--plan", choices=PLANS, default="main",
+                    help="main: the study and the book's notebooks; lr-search: the analysis plan's learning-rate "
+                         "search (seed-0 runs plus x1/3 and x3 rates, validation only)")
     ap.add_argument("--seeds", type=int, default=1, help="training seeds per run (default 1; extra seeds go to RUN-seedN)")
     ap.add_argument("--jobs", type=int, default=1, help="stages run at once (torch threads are split among them)")
     ap.add_argument("--force", action="append", default=[], metavar="STAGE",
@@ -318,8 +370,8 @@ def cli(argv: list[str]) -> int:
         ap.error("--seeds and --jobs must be >= 1")
     out = Path(a.out)
     recipes = {"grpo": a.grpo_recipe, "sft-full": a.sft_full_recipe, "sft-lora": a.sft_lora_recipe}
-    stages = study_stages(out, a.seeds, recipes, a.jobs, a.book, shlex.split(a.data_args), shlex.split(a.base_args),
-                          shlex.split(a.eval_args))
+    stages = study_stages(out, 1 if a.plan == "lr-search" else a.seeds, recipes, a.jobs, a.book,
+                          shlex.split(a.data_args), shlex.split(a.base_args), shlex.split(a.eval_args), plan=a.plan)
     if a.list:
         for s in stages:
             print(f"{s.name:<20} <- {', '.join(s.deps[:4]) + (' ...' if len(s.deps) > 4 else '') or '-'}\n    "

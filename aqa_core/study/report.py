@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..train.estimate import QWEN2_AUDIO_7B, grpo_zero3_estimate
+from .budget import runs_table
 from .display import Figure, Table, glue_safe
 from .figures import figure_grpo_convergence, figure_sft_convergence
 from .paper import paper_results
@@ -24,6 +25,7 @@ class Report:
     table1_sft: Table
     table2: Table
     comparisons: Table
+    runs: Table | None  # every run and seed of the first results folder: budget and convergence
     figure3: Figure | None
     figure4: Figure | None
     values: dict[str, Any]
@@ -51,6 +53,9 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
         for name, fig in (("figure3_grpo_convergence", fig3), ("figure4_sft_convergence", fig4)):
             paths[name] = str(fig.save(Path(figures_dir) / f"{name}.png"))
             values.update(fig.values)
+    runs = runs_table(existing[0]) if existing else None
+    if runs is not None:
+        values.update(runs.values)
     values["figure_scale"] = figure_dir.name if figure_dir else "none"
     values["n_resamples"] = int(n_resamples)
     text = paper_results()["text_settings"]
@@ -58,4 +63,4 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     values.update({f"zero3_{k}": float(v) for k, v in est.items()})
     comparisons = Table(t2.extra["comparisons"], css_class="aqa-table aqa-compare", caption="Paired comparisons on the same test items: accuracy "
                         "difference A − B with its paired-bootstrap 95% interval, and the exact McNemar test.")
-    return Report(t1, t1_sft, t2, comparisons, fig3, fig4, {k: glue_safe(v) for k, v in values.items()}, paths)
+    return Report(t1, t1_sft, t2, comparisons, runs, fig3, fig4, {k: glue_safe(v) for k, v in values.items()}, paths)

@@ -64,6 +64,7 @@ class ModelResult:
     test_selected_average: float | None = None  # the run's best-on-test accuracy (paper's selection)
     test_selected_step: int | None = None
     validation_average: float | None = None  # validation accuracy of the chosen checkpoint (runs only)
+    run_dir: Path | None = None  # the run folder (runs only)
 
     def tally(self, task: str | None = None) -> tuple[int, int]:
         ids = [i for i in self.correct if task is None or self.task_of[i] == task]
@@ -137,7 +138,8 @@ def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation
                 best_test = sweep["selection"].get("best_on_test") or {}
                 res = ModelResult(scale, spec.key + suffix, label, preds, chosen["checkpoint"] + note,
                                   chosen.get("step"), test_selected_average=best_test.get("test"),
-                                  test_selected_step=best_test.get("step"), validation_average=chosen.get("validation"))
+                                  test_selected_step=best_test.get("step"), validation_average=chosen.get("validation"),
+                                  run_dir=folder)
             res.correct, res.task_of = score_predictions_file(res.predictions)
             out.append(res)
     return out

@@ -250,7 +250,7 @@ def table_results(result_dirs: Sequence[str | Path], selection: str = "best_on_v
             chance = json.loads(manifest.read_text(encoding="utf-8")).get("chance_test_mini")
             if isinstance(chance, (int, float)):
                 values[f"{scale}_chance"] = 100 * float(chance)
-        values.update(findings(scale, by_key, values))
+        values.update(findings(scale, by_key, {**values, "n_resamples": n_resamples}))
     values["scales"] = ", ".join(scales) if scales else "none"
     values["n_scales"] = len(scales)
     frame = pd.DataFrame(rows)

@@ -273,6 +273,35 @@ def test_sweep_tabulates_steps_and_selects_two_ways(tmp_path, tiny_model, monkey
     assert res2["rows"][0]["test"] == 100.0 and res2["selection"] == res["selection"]
 
 
+def test_sweep_tests_only_where_a_selection_lands_and_validation_alone(tmp_path, tiny_model, monkeypatch):
+    run_dir = _make_run(tmp_path, tiny_model)
+    right = {"checkpoint-10": ({0}, set(range(6))), "checkpoint-20": (set(range(9)), {0}),
+             "checkpoint-30": ({0}, {0, 1})}
+
+    def rule(model_name, rec):
+        test_ok, val_ok = right[Path(model_name).name]
+        rid = str(rec["id"])
+        return int(rid[1:]) in test_ok if rid.startswith("q") else int(rid) in val_ok
+
+    gen = ScriptedGeneration(rule)
+    monkeypatch.setattr(ev, "_generate", gen)
+    data, val = write_mmau(tmp_path / "d", n=9), write_avqa(tmp_path / "v", n=6)
+    kw = dict(batch_size=4, max_new_tokens=8, progress=False, verbose=False)
+    res = sw.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
+                   test_at="selected", **kw)
+    tested = [r["checkpoint"] for r in res["rows"] if r["test"] is not None]
+    assert tested == ["checkpoint-10", "checkpoint-30"]  # best on validation, and the last; not the test's best
+    assert all(r["validation"] is not None for r in res["rows"]) and res["test_at"] == "selected"
+    assert res["selection"]["best_on_test"] is None and res["selection"]["best_on_validation"]["test"] == 100 / 9
+    assert len(gen.items) == 3 * 6 + 2 * 9
+    only_val = sw.sweep(run_dir, None, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
+                        out_dir=tmp_path / "valonly", **kw)
+    assert all(r["test"] is None for r in only_val["rows"]) and only_val["data"] is None
+    assert not list((tmp_path / "valonly").glob("*.test.json"))  # the test file is never read
+    with pytest.raises(ev.EvalError, match="needs both"):
+        sw.sweep(run_dir, data, test_at="selected", **kw)
+
+
 def test_sweep_evaluates_a_final_model_that_differs(tmp_path, tiny_model, monkeypatch):
     from safetensors.torch import load_file, save_file
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "book" / "plan.md"
 #: Constants of the plan the code does not implement yet (issue #10 continues); each leaves this
 #: set when its code lands, and the test then checks it.
-PENDING = {"seeds", "bootstrap_resamples"}
+PENDING: set[str] = set()
 
 
 def plan_constants() -> dict:
@@ -70,17 +70,28 @@ def test_the_mini_recipes_follow_the_budget_rule():
 def test_pending_constants_are_named():
     consts = plan_constants()
     checked = {"plan_date", "data_version", "sizes", "train_subcategories", "min_checkpoints", "grpo_max_prompts",
-               "sft_max_epochs", "warmup_ratio", "learning_rate_factors", "bootstrap_seed"}
+               "sft_max_epochs", "warmup_ratio", "learning_rate_factors", "bootstrap_seed", "seeds",
+               "bootstrap_resamples"}
     assert set(consts) == checked | PENDING, "a new plan constant must be checked here or listed as pending"
 
 
-def test_the_search_and_the_interval_are_the_plans():
-    from aqa_core.study.findings import PLAN_BOOTSTRAP_SEED
+def test_the_search_the_seeds_and_the_interval_are_the_plans():
+    import inspect
+
+    from aqa_core.study import plan
+    from aqa_core.study.findings import PLAN_BOOTSTRAP_SEED, PLAN_SEEDS
     from aqa_core.study.lr_search import FACTORS
+    from aqa_core.study.report import build_report
 
     consts = plan_constants()
     assert [round(f, 4) for f in FACTORS] == consts["learning_rate_factors"]
     assert PLAN_BOOTSTRAP_SEED == consts["bootstrap_seed"]
+    assert plan.SEEDS == PLAN_SEEDS == consts["seeds"]  # make book trains every run with the plan's seeds
+    assert inspect.signature(build_report).parameters["n_resamples"].default == consts["bootstrap_resamples"]
+    nb = json.loads((ROOT / "notebooks" / "report.ipynb").read_text())
+    params = "".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+                     for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    assert f"n_resamples: int = {consts['bootstrap_resamples']}" in params.replace("_000", "000")
 
 
 def test_the_mini_recipes_use_the_searched_learning_rates():

@@ -29,6 +29,9 @@ from .evaluate import EvalError, add_eval_arguments, evaluate_file, exit_code, l
 from ..tower_cache import TowerCache
 
 
+TEST_AT = ("all", "selected")
+
+
 def run_models(run_dir: str | Path, include_base: bool = False) -> list[tuple[str, int | None, Path]]:
     """(name, step, folder) of every `checkpoint-N` of a run, in step order, then `final/` if present
     (its step is the run's last global step from a `trainer_state.json` in the run, in final/ or
@@ -99,6 +102,14 @@ def _same_weights(a: Path, b: Path) -> bool:
         return all(torch.equal(ia[k].get_tensor(k), ib[k].get_tensor(k)) for k in ia)
 
 
+def _announce_twin(models: list[tuple[str, int | None, Path]], model: tuple[str, int | None, Path]) -> bool:
+    """True (and said) when `final/` holds the same weights as a checkpoint of the same step."""
+    twin = _same_weights_checkpoint(models, model[1], model[2])
+    if twin is not None:
+        print(f"final: the same weights as {twin} (not evaluated again)")
+    return twin is not None
+
+
 def _same_weights_checkpoint(models: list[tuple[str, int | None, Path]], step: int | None,
                              folder: Path) -> str | None:
     """The checkpoint at `step` whose weight files are byte-identical to `folder`'s, if any (a run
@@ -118,6 +129,7 @@ def sweep(
     prompt=None,
     out_dir: str | Path | None = None,
     include_base: bool = False,
+    test_at: str = "all",
     **eval_kwargs: Any,
 ) -> dict:
     """Evaluate every checkpoint of a run on the test file (and the validation file), write
@@ -127,7 +139,9 @@ def sweep(
     curves but not a candidate (a run is scored at one of its own checkpoints, as in the paper).
     Evaluated checkpoints are cached. An `audio` ablation (see `evaluate_file`) defaults to
     `out_dir` RUN/eval/audio-<choice>, so it never overwrites the real sweep. `data` None sweeps the
-    validation file only (a learning-rate search that must never read the test set)."""
+    validation file only (a learning-rate search that must never read the test set). `test_at`
+    "selected" scores the test file only at the checkpoint best on validation and at the last one
+    (the study's extra seeds: their selected score is all Table 2 needs), and reports no best-on-test."""
     run_dir = Path(run_dir)
     if data is None and validation is None:
         raise EvalError("sweep: give a test file (--data), a validation file (--validation), or both")
@@ -138,12 +152,14 @@ def sweep(
     eval_kwargs.setdefault("verbose", False)  # one line per checkpoint instead of full reports
     # A frozen tower is byte-identical in every checkpoint: each clip is encoded once per sweep.
     eval_kwargs.setdefault("tower_cache", TowerCache(device="cpu"))
-    rows = []
+    if test_at not in TEST_AT:
+        raise EvalError(f"test_at must be one of {TEST_AT}, got {test_at!r}")
+    if test_at == "selected" and (data is None or validation is None):
+        raise EvalError("--test-at selected needs both a test file (--data) and a validation file (--validation)")
     models = run_models(run_dir, include_base)
-    for name, step, folder in models:
-        if name == "final" and (twin := _same_weights_checkpoint(models, step, folder)) is not None:
-            print(f"final: the same weights as {twin} (not evaluated again)")
-            continue
+    models = [m for m in models if not (m[0] == "final" and _announce_twin(models, m))]
+
+    def evaluate(folder: Path, name: str, which: str, path, audio_dir_) -> dict:  # noqa: ANN001
         cache: list = []
 
         def loader(folder=folder, cache=cache):
@@ -151,16 +167,31 @@ def sweep(
                 cache.append(load_model(folder))
             return cache[0]
 
-        test = None
-        if data is not None:
-            test = evaluate_file(folder, data, out_dir / f"{name}.test.json", audio_dir, prompt, loader=loader,
-                                 overwrite=True, **eval_kwargs)
-        val = None
-        if validation is not None:
-            val = evaluate_file(folder, validation, out_dir / f"{name}.validation.json", validation_audio_dir,
-                                prompt, loader=loader, overwrite=True, **eval_kwargs)
+        result = evaluate_file(folder, path, out_dir / f"{name}.{which}.json", audio_dir_, prompt, loader=loader,
+                               overwrite=True, **eval_kwargs)
         cache.clear()
         gc.collect()
+        return result
+
+    results: dict[str, dict] = {}
+    for name, step, folder in models:  # validation everywhere; test everywhere unless test_at="selected"
+        results[name] = {}
+        if data is not None and test_at == "all":
+            results[name]["test"] = evaluate(folder, name, "test", data, audio_dir)
+        if validation is not None:
+            results[name]["validation"] = evaluate(folder, name, "validation", validation, validation_audio_dir)
+    if test_at == "selected":  # test only where a selection can land: the best on validation, and the last
+        trained = [(n, st) for n, st, _ in models if n != "base"]
+        best = _pick([{"checkpoint": n, "step": st, "validation": _accuracy(results[n].get("validation"))}
+                      for n, st in trained], "validation")
+        chosen = {best["checkpoint"]} if best else set()
+        chosen |= {trained[-1][0]} if trained else set()
+        for name, step, folder in models:
+            if name in chosen:
+                results[name]["test"] = evaluate(folder, name, "test", data, audio_dir)
+    rows = []
+    for name, step, _ in models:
+        test, val = results[name].get("test"), results[name].get("validation")
         row = {"checkpoint": name, "step": step, "test": _accuracy(test),
                **{f"test_{t}": _accuracy(test, t) for t in TASKS},
                "test_ci95": test["report"]["total"]["ci95"] if test else None,
@@ -173,11 +204,13 @@ def sweep(
               + (f" (audio: {audio})" if audio != "real" else "")
               + (" (cached)" if all(r["cached"] for r in (test, val) if r is not None) else ""))
     trained = [r for r in rows if r["checkpoint"] != "base"]  # the base is step 0 of the curve, not a candidate
-    best_test, best_val = _pick(trained, "test"), _pick(trained, "validation")
+    # with test_at="selected" the test set saw two checkpoints only: no "best on test" selection
+    best_test = _pick(trained, "test") if test_at == "all" else None
+    best_val = _pick(trained, "validation")
     keep = ("checkpoint", "step", "test", "validation")
     result = {"run": str(run_dir), "data": str(data) if data else None,
               "validation": str(validation) if validation else None,
-              "prompt": prompt, "audio": audio, "rows": rows,
+              "prompt": prompt, "audio": audio, "test_at": test_at, "rows": rows,
               "selection": {
                   "best_on_test": best_test and {k: best_test[k] for k in keep},
                   "best_on_validation": best_val and {k: best_val[k] for k in keep},
@@ -228,6 +261,9 @@ def cli_sweep(argv: list[str]) -> int:
     ap.add_argument("--validation-audio-dir", default=None)
     ap.add_argument("--prompt", default=None, help="default: the run's config (`prompt`; SFT runs: 1)")
     ap.add_argument("--out-dir", default=None, help="default: RUN/eval")
+    ap.add_argument("--test-at", choices=TEST_AT, default="all",
+                    help="all: the test file at every checkpoint; selected: only at the one best on validation "
+                         "and the last (needs --validation)")
     ap.add_argument("--include-base", action="store_true",
                     help="also evaluate the run's starting model (config model_name_or_path) as step 0")
     add_eval_arguments(ap)
@@ -235,7 +271,7 @@ def cli_sweep(argv: list[str]) -> int:
     return exit_code(lambda: sweep(a.run, a.data, a.audio_dir, a.validation, a.validation_audio_dir, a.prompt,
                                    a.out_dir, a.include_base, batch_size=a.batch_size,
                                    max_new_tokens=a.max_new_tokens, decoding=a.decoding, seed=a.seed,
-                                   limit=a.limit, skip_missing=a.skip_missing, audio=a.audio,
+                                   test_at=a.test_at, limit=a.limit, skip_missing=a.skip_missing, audio=a.audio,
                                    tower_store=a.tower_cache_file))
 
 

@@ -81,6 +81,11 @@ def stage_code() -> dict[str, list[str]]:
 
 
 EVAL_BATCH = 32  # questions per generate call in the study's evaluations and sweeps (the CLI default is 8)
+# New tokens per answer in the study's evaluations: the mini recipes train completions of at most
+# 32 tokens, so longer outputs are runaway text; the paper's evaluation allows 256 (fidelity row 21).
+EVAL_MAX_NEW_TOKENS = 64
+#: Training seeds per run of the study (book/plan.md); extra seeds go to RUN-seedN
+SEEDS = 3
 #: The base model's evaluations with the audio replaced (the validity checks of book/plan.md):
 #: (prompt, --audio value).
 VALIDITY_ABLATIONS = ((2, "silence"), (2, "mismatched"))
@@ -103,10 +108,14 @@ NOTEBOOKS = {
 
 def sweep_argv(run_dir: Path, test: str | Path, audio_dir: str | Path | None = None,
                validation: str | Path | None = None, validation_audio_dir: str | Path | None = None,
-               extra: Sequence[str] = ()) -> list[str]:
+               extra: Sequence[str] = (), curves: bool = True) -> list[str]:
     """The checkpoint sweep of one run, as the study and the notebooks run it: every checkpoint
-    and the base (step 0 of the curves) on the test file, and on the validation file if given."""
-    argv = aqa_argv("sweep", "--run", run_dir, "--data", test, "--include-base")
+    and the base (step 0 of the curves) on the test file, and on the validation file if given.
+    `curves` False (the study's extra seeds, whose test curves no figure draws): validation at
+    every checkpoint, the test file only at the checkpoint chosen on validation and the last, no
+    base."""
+    argv = aqa_argv("sweep", "--run", run_dir, "--data", test,
+                    *(["--include-base"] if curves else ["--test-at", "selected"]))
     argv += ["--audio-dir", str(audio_dir)] if audio_dir else []
     if validation:
         argv += ["--validation", str(validation)]
@@ -134,7 +143,7 @@ def _recipe_config(path: str | Path) -> dict:
 PLANS = ("main", "lr-search")
 
 
-def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None = None, jobs: int = 1,
+def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | None = None, jobs: int = 1,
                  book: str | Path | None = None, data_args: Sequence[str] = (), base_args: Sequence[str] = (),
                  eval_args: Sequence[str] = (), plan: str = "main") -> list[Stage]:
     """The study's stages in dependency order, writing under `out` (notebooks under `book`/results).
@@ -164,7 +173,8 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
               ["base"], [store], code["tower"], clear=[store],
               runtime_args=["--threads", str(os.cpu_count() or 2)], exclusive=True),
     ]
-    eval_args = ["--batch-size", str(EVAL_BATCH), "--tower-cache-file", str(store), *eval_args]
+    eval_args = ["--batch-size", str(EVAL_BATCH), "--max-new-tokens", str(EVAL_MAX_NEW_TOKENS),
+                 "--tower-cache-file", str(store), *eval_args]
     for p in (2, 1):
         pred = out / "eval" / f"base-prompt{p}" / "predictions.json"
         stages.append(Stage(f"eval-base-p{p}", aqa_argv("evaluate", "--model", base, "--data", test, "--audio-dir", data,
@@ -183,6 +193,8 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
     for seed in range(seeds):
         suffix = f"-seed{seed}" if seed else ""
         for name, (runner, folder, prompt, rkey) in RUNS.items():
+            if plan == "lr-search" and name not in ("grpo-p2", "sft-full", "sft-lora"):
+                continue  # the search's methods only (GRPO <3> takes GRPO <2>'s rate)
             recipe = recipes[rkey]
             rcfg = _recipe_config(recipe)
             run_dir = out / (folder + suffix)
@@ -198,7 +210,8 @@ def study_stages(out: str | Path, seeds: int = 1, recipes: dict[str, str] | None
                                 config={"recipe": rcfg}, clear=[run_dir],
                                 runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
             stages.append(Stage(f"sweep-{name}{suffix}",
-                                sweep_argv(run_dir, test, data, val, data / "validation-audios", eval_args),
+                                sweep_argv(run_dir, test, data, val, data / "validation-audios", eval_args,
+                                           curves=not seed),
                                 [name + suffix], [run_dir / "eval" / "sweep.json"], code["eval"],
                                 clear=[run_dir / "eval"]))
     if plan == "lr-search":
@@ -351,7 +364,8 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--plan", choices=PLANS, default="main",
                     help="main: the study and the book's notebooks; lr-search: the analysis plan's learning-rate "
                          "search (seed-0 runs plus x1/3 and x3 rates, validation only)")
-    ap.add_argument("--seeds", type=int, default=1, help="training seeds per run (default 1; extra seeds go to RUN-seedN)")
+    ap.add_argument("--seeds", type=int, default=SEEDS,
+                    help=f"training seeds per run (default {SEEDS}, the analysis plan's; extra seeds go to RUN-seedN)")
     ap.add_argument("--jobs", type=int, default=1, help="stages run at once (torch threads are split among them)")
     ap.add_argument("--force", action="append", default=[], metavar="STAGE",
                     help="rerun a stage (name or glob, e.g. 'grpo-*'; 'all'); repeatable")

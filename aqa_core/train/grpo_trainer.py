@@ -111,6 +111,8 @@ def _trainer_class():
                     config.image_token_id = None
                     with contextlib.suppress(AttributeError):
                         delattr(config, "image_token_id")
+            if self.ref_model is not None:  # never trained (TRL runs it under no_grad): say so, so that its
+                self.ref_model.requires_grad_(False)  # frozen tower is cached below like the policy's
             for m in (self.model, self.ref_model):
                 if m is not None and share_audio_encoding:
                     _share_audio_encoding(m)

@@ -72,7 +72,8 @@ def archive(result_dir: Path, n_resamples: int = 10_000) -> dict:
 def markdown(a: dict) -> str:
     import pandas as pd
 
-    lines = [f"Benchmark v{a['data_version']} (sizes {a['data_sizes']}), archived {a['archived']} from a run of "
+    sizes = "; ".join(f"{k} {v:,}" for k, v in a["data_sizes"].items())
+    lines = [f"Benchmark v{a['data_version']} (clips: {sizes}), archived {a['archived']} from a run of "
              f"commit `{a['code_commit'][:10]}` (file: `{a.get('file', '')}`); the sentences are the ones that "
              "code's book printed.", ""]
     for name in ("table2", "comparisons", "base_by_subcategory"):

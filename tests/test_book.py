@@ -276,3 +276,21 @@ if __name__ == "__main__":  # write fixtures for a manual look: python tests/tes
     out = Path(sys.argv[1])
     print(write_fixture_results(out / "runs"), write_fixture_recipes(out))
     subprocess.run(["ls", "-R", str(out)], check=False)
+
+
+def test_archive_results_keeps_a_versions_table_and_its_sentences(tmp_path):
+    """scripts/archive_results.py: what the benchmark-versions page shows of a past version."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("archive_results", ROOT / "scripts" / "archive_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = write_fixture_results(tmp_path / "runs")
+    assert mod.main([str(res), "--out", str(tmp_path / "v1"), "--resamples", "200"]) == 0
+    record = json.loads((tmp_path / "v1.json").read_text())
+    assert record["data_version"] == "1" and record["code_commit"] == "unknown"  # fixtures have no provenance
+    assert {r["model, method"] for r in record["table2"]} >= {"GRPO + Prompt <2>", "Full + Prompt <1>"}
+    assert [r["sub-category"] for r in record["base_by_subcategory"]] == sorted(SUBCATEGORY.values())
+    md = (tmp_path / "v1.md").read_text()
+    assert md.startswith("Benchmark v1 (clips: train 90;") and "| GRPO + Prompt <2>" in md and "not decided" in md
+    assert mod.main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2  # not a results folder: one line, rc 2

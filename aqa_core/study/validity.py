@@ -20,9 +20,9 @@ from .display import Figure, Table
 from .tables import cell
 
 #: (column, folder under RESULTS/eval, glue key of its overall accuracy) of the evaluations read.
-EVALS = (("base, prompt <1>", "base-prompt1", "validity_real_p1"), ("base, prompt <2>", "base-prompt2", "validity_real_p2"),
-         ("silence, prompt <2>", "base-prompt2-silence", "validity_silence_p2"),
-         ("mismatched audio, prompt <2>", "base-prompt2-mismatched", "validity_mismatched_p2"))
+EVALS = (("base <1>", "base-prompt1", "validity_real_p1"), ("base <2>", "base-prompt2", "validity_real_p2"),
+         ("silence <2>", "base-prompt2-silence", "validity_silence_p2"),
+         ("mismatched <2>", "base-prompt2-mismatched", "validity_mismatched_p2"))
 PROBE_FILE = Path("validity") / "probe.json"
 
 
@@ -75,7 +75,7 @@ def validity_report(result_dir: str | Path) -> dict:
             continue
         n, chance = ref[1], 100 * ref[2] / ref[1]
         row = {"task": sub.task, "sub-category": sub.name, "in train": "seen" if sub.name in seen else "unseen",
-               "items": n, "chance": f"{chance:.1f}"}
+               "items": n, "chance": f"{chance:.0f}"}
         point = {"name": sub.name, "chance": chance}
         for label, _, _ in EVALS:
             t = tallies.get(label, {}).get(sub.name)
@@ -85,21 +85,21 @@ def validity_report(result_dir: str | Path) -> dict:
             acc, lo, hi = percent_interval(t[0], t[1])
             row[label] = cell((acc, lo, hi))
             point[label] = acc
-            if label == "base, prompt <2>":
+            if label == "base <2>":
                 outside = 100 * t[3] / t[1]
                 inside = 100 * t[0] / (t[1] - t[3]) if t[1] > t[3] else float("nan")
-                row["<2>: answers none of the choices (%)"] = f"{outside:.0f}"
-                row["<2>: accuracy of the other answers (%)"] = f"{inside:.0f}" if t[1] > t[3] else ""
+                row["<2>: not a choice (%)"] = f"{outside:.0f}"
+                row["<2>: right among choices (%)"] = f"{inside:.0f}" if t[1] > t[3] else ""
                 if hi < chance:
                     flags.append(f"{sub.name}: the base model scores below chance with prompt <2> ({acc:.1f}% against "
                                  f"{chance:.1f}%, interval [{lo:.1f}, {hi:.1f}]); {outside:.0f}% of its answers are "
                                  f"none of the choices, and {inside:.0f}% of the others are right")
         p = probe.get(sub.name)
         if p:
-            row["probe (its chance)"] = f"{p['accuracy']:.1f} ({p['chance']:.1f})"
+            row["probe (its chance)"] = f"{p['accuracy']:.0f} ({p['chance']:.0f})"
             point["probe"] = p["accuracy"]
             if not p["above_chance"]:
-                base = tallies.get("base, prompt <2>", {}).get(sub.name)
+                base = tallies.get("base <2>", {}).get(sub.name)
                 heard = base is not None and percent_interval(base[0], base[1])[1] > 100 * base[2] / base[1]
                 flags.append(f"{sub.name}: the linear probe does not beat chance ({p['accuracy']:.1f}% against "
                              f"{p['chance']:.1f}%); " + (
@@ -116,8 +116,10 @@ def validity_report(result_dir: str | Path) -> dict:
     values["validity_flag_list"] = "; ".join(flags) if flags else "none"
     table = Table(pd.DataFrame(rows), caption=(
         "Validity checks on the base model (no trained model): accuracy (%) per test-mini sub-category with its "
-        "Wilson 95% interval, with the real audio, with silence and with another item's audio, and a linear probe on "
-        "the frozen audio tower (trained on base clips, tested on test-mini clips). aqa_core.study.validity."),
+        "Wilson 95% interval, with prompts <1> and <2> and the real audio, and with prompt <2> when every clip is "
+        "silence or another item's clip; for prompt <2>, the share of answers that are none of the choices and the "
+        "accuracy of the others; a linear probe on the frozen audio tower (trained on base clips, tested on "
+        "test-mini clips; its chance is the test clips' commonest answer). aqa_core.study.validity."),
         values=values)
     return {"table": table, "figure": _figure(plot), "flags": flags, "values": values}
 
@@ -129,8 +131,7 @@ def _figure(points: list[dict]) -> Figure:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    series = [("base, prompt <2>", "#1f77b4"), ("silence, prompt <2>", "#bbbbbb"),
-              ("mismatched audio, prompt <2>", "#ff7f0e"), ("probe", "#2ca02c")]
+    series = [("base <2>", "#1f77b4"), ("silence <2>", "#bbbbbb"), ("mismatched <2>", "#ff7f0e"), ("probe", "#2ca02c")]
     fig, ax = plt.subplots(figsize=(10, 4.2))
     x = np.arange(len(points))
     w = 0.2

@@ -54,7 +54,8 @@ def test_budget_counts_questions_steps_seconds_and_flops(tmp_path):
     assert sft["questions_seen"] == 48 and sft["flops"] == 6 * 20 * 300 + 2 * 100 * AUDIO_POSITIONS * 30
 
 
-@pytest.mark.parametrize("curve, converged", [((50, 60, 70, 72, 73, 73), True), ((50, 55, 60, 65, 70, 75), False)])
+@pytest.mark.parametrize("curve, converged", [((50, 60, 70, 72, 73, 73), True), ((50, 55, 60, 65, 70, 75), False),
+                                               ((99.5, 100, 100, 100, 100, 100), True)])  # saturated: nothing to gain
 def test_convergence_rule(curve, converged, tmp_path):
     sweep = {"rows": [{"checkpoint": f"checkpoint-{s}", "step": s, "validation": v, "validation_n": 400}
                       for s, v in zip(range(10, 70, 10), curve)]}

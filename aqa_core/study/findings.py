@@ -72,6 +72,11 @@ def plan_verdict(by_key: Mapping[str, ModelResult], n_resamples: int = 10_000) -
         sentence += (" By the analysis plan's rule the paper's ordering (RL above SFT) holds at this scale."
                      if lo > 0 else " By the analysis plan's rule the ordering is the reverse of the paper's at this "
                                     "scale.")
+    vals = [r.validation_average for r in a_runs + b_runs if r.validation_average is not None]
+    if vals and min(vals) >= 99.0:
+        sentence += (f" Every compared run scored at least {min(vals):.1f}% on the validation split (the training "
+                     "distribution) at its chosen checkpoint: the checkpoint choice and the convergence rule rest on a "
+                     "saturated signal, and say little about out-of-distribution accuracy (plan amendment 2).")
     sig = [p < 0.05 for p in mcnemar]
     sentence += " McNemar's test per seed: " + ", ".join(f"p = {p:.3g}" for p in mcnemar) + "."
     excludes = not (lo <= 0 <= hi)

@@ -53,6 +53,15 @@ def last_third_validation(sweep: dict) -> tuple[float | None, int]:
     return sum(r["validation"] for r in last) / len(last), len(rows)
 
 
+def _commit(run: Path) -> str | None:
+    """The commit of the code that trained a run (its provenance.json), if recorded."""
+    prov = run / "provenance.json"
+    if not prov.is_file():
+        return None
+    launches = json.loads(prov.read_text(encoding="utf-8")).get("launches") or [{}]
+    return (launches[0].get("git") or {}).get("commit")
+
+
 def summarize(results: str | Path) -> dict:
     """Every method's rates, their last-third validation means and the chosen rate (ties: the
     recipe's own). Rates whose run or sweep is missing are listed with `missing`."""
@@ -65,6 +74,7 @@ def summarize(results: str | Path) -> dict:
             entry = {"factor": factor, "run": str(run)}
             if (run / SWEEP_FILE).is_file():
                 entry["learning_rate"] = float(read_config(run)["learning_rate"])
+                entry["code_commit"] = _commit(run)
                 entry["validation_last_third"], entry["checkpoints"] = last_third_validation(read_sweep(run))
             else:
                 entry["missing"] = True
@@ -91,3 +101,33 @@ def cli(argv: list[str]) -> int:
         print(f"{method:<9} {rates}  -> {m['chosen_learning_rate']}" + ("" if m["complete"] else " (incomplete)"))
     print(f"lr-search: {a.out}")
     return 0
+
+
+def lr_search_table(path: str | Path):  # noqa: ANN201 - a display.Table
+    """The kept summary (recipes/lr_search.json) as a table for the book: every method's rates,
+    their last-third validation means, the chosen one."""
+    import pandas as pd
+
+    from .display import Table
+
+    summary = json.loads(Path(path).read_text(encoding="utf-8"))
+    rows = []
+    for method, m in summary["methods"].items():
+        for e in m["rates"]:
+            rows.append({"method": method, "factor": factor_label(e["factor"]),
+                         "learning rate": f"{e['learning_rate']:.2e}" if "learning_rate" in e else "",
+                         "validation, last third (%)": (f"{e['validation_last_third']:.2f}"
+                                                        if e.get("validation_last_third") is not None else "missing"),
+                         "chosen": "yes" if e["factor"] == m["chosen_factor"] else ""})
+    gaps = []
+    for m in summary["methods"].values():
+        scores = sorted((e["validation_last_third"] for e in m["rates"] if e.get("validation_last_third") is not None),
+                        reverse=True)
+        if len(scores) > 1:
+            gaps.append(scores[0] - scores[1])
+    values = {"lr_search_max_margin": max(gaps) if gaps else float("nan"),
+              "lr_search_min_margin": min(gaps) if gaps else float("nan")}
+    return Table(pd.DataFrame(rows), values=values, caption=(
+        "The analysis plan's learning-rate search (recipes/lr_search.json): each method's rate x1/3, x1 and x3, "
+        "seed 0, the full budget, scored by the mean validation accuracy of the last third of its checkpoints. "
+        "aqa_core.study.lr_search.lr_search_table."))

@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 from ..train.estimate import QWEN2_AUDIO_7B, grpo_zero3_estimate
 from .budget import runs_table
+from .lr_search import lr_search_table
+from .stages import ROOT
 from .display import Figure, Table, glue_safe
 from .figures import figure_grpo_convergence, figure_sft_convergence
 from .paper import paper_results
@@ -26,6 +28,7 @@ class Report:
     table2: Table
     comparisons: Table
     runs: Table | None  # every run and seed of the first results folder: budget and convergence
+    lr_search: Table | None  # the kept learning-rate search (recipes/lr_search.json), when there is one
     figure3: Figure | None
     figure4: Figure | None
     values: dict[str, Any]
@@ -63,4 +66,9 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     values.update({f"zero3_{k}": float(v) for k, v in est.items()})
     comparisons = Table(t2.extra["comparisons"], css_class="aqa-table aqa-compare", caption="Paired comparisons on the same test items: accuracy "
                         "difference A − B with its paired-bootstrap 95% interval, and the exact McNemar test.")
-    return Report(t1, t1_sft, t2, comparisons, runs, fig3, fig4, {k: glue_safe(v) for k, v in values.items()}, paths)
+    kept = ROOT / "recipes" / "lr_search.json"
+    lr = lr_search_table(kept) if kept.is_file() else None
+    if lr is not None:
+        values.update(lr.values)
+    return Report(t1, t1_sft, t2, comparisons, runs, lr, fig3, fig4, {k: glue_safe(v) for k, v in values.items()},
+                  paths)

@@ -176,8 +176,10 @@ def convergence(sweep: dict, min_checkpoints: int = MIN_CHECKPOINTS) -> dict:
     n = min(int(r.get("validation_n") or 0) for r in last + middle)
     mean_l = sum(r["validation"] for r in last) / len(last)
     mean_m = sum(r["validation"] for r in middle) / len(middle)
-    p = mean_l / 100
-    se = 100 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1) * (1 / len(last) + 1 / len(middle)))
+    # p is kept half an item away from 0 and 1 (plan amendment 2): at 100% the formula's SE is 0,
+    # and a run that cannot gain any more would be judged still gaining
+    p = min(max(mean_l / 100, 0.5 / max(n, 1)), 1 - 0.5 / max(n, 1))
+    se = 100 * math.sqrt(p * (1 - p) / max(n, 1) * (1 / len(last) + 1 / len(middle)))
     gain = mean_l - mean_m
     converged = gain < se
     reason = (f"validation gained {gain:+.1f} points from the middle to the last third of the checkpoints, "

@@ -58,5 +58,6 @@ def test_the_search_stages_never_read_the_test_split(tmp_path):
     for s in search:
         assert "test-mini.json" not in " ".join(map(str, s.argv)), s.name
     grpo = next(s for s in stages if s.name == "lr-grpo-p2-x3")
-    assert "learning_rate=0.0006" in " ".join(map(str, grpo.argv))
+    lr = float(grpo.config["recipe"]["learning_rate"])
+    assert f"learning_rate={3 * lr!r}" in " ".join(map(str, grpo.argv))
     assert set(stages[-1].deps) >= {"sweep-grpo-p2", "sweep-lr-sft-lora-x0.33"}

@@ -200,7 +200,7 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
     if sweep_path.is_file():
         sweep = read_sweep(run_dir)
         tables["accuracy per checkpoint (eval/sweep.json)"] = Table(pd.DataFrame(sweep["rows"]).drop(
-            columns=["test_ci95"], errors="ignore"))
+            columns=["test_ci95"], errors="ignore").round(2))
         for sel in ("best_on_test", "best_on_validation"):
             chosen = sweep["selection"].get(sel)
             if chosen:

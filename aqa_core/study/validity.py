@@ -74,7 +74,7 @@ def validity_report(result_dir: str | Path) -> dict:
         if ref is None:
             continue
         n, chance = ref[1], 100 * ref[2] / ref[1]
-        row = {"task": sub.task, "sub-category": sub.name, "in train": "seen" if sub.name in seen else "unseen",
+        row = {"sub-category (task)": f"{sub.name} ({sub.task})", "in train": "seen" if sub.name in seen else "unseen",
                "items": n, "chance": f"{chance:.0f}"}
         point = {"name": sub.name, "chance": chance}
         for label, _, _ in EVALS:

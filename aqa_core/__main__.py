@@ -2,10 +2,18 @@
 
 Each command lives in the module that owns it, as a `cli(argv) -> int` function, and is
 imported only when called, so `score` starts in a fraction of a second without torch.
+
+A user's mistake never ends in a traceback: an error of this package's own kinds (a bad recipe,
+data file, run folder, audio file or evaluation input), a missing or unwritable path, a full
+disk, Ctrl-C or a closed output pipe prints one line on stderr and exits non-zero (2; 130 for
+Ctrl-C). Any other exception is a bug and keeps its traceback. `AQA_DEBUG=1` (or `--debug`
+before the command) shows the full traceback of every error.
 """
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -25,8 +33,54 @@ COMMANDS = {
 }
 
 
+#: Exception classes of this package that mean "the user's input is wrong", not "a bug".
+USER_ERRORS = {"AudioError", "RecipeError", "RunDirError", "DataError", "EvalError", "MMAUInputError"}
+#: OS errors that name something the user gave or controls (a path, the disk).
+USER_OS_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ENOSPC,
+                  errno.EDQUOT, errno.EROFS, errno.EEXIST}
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one line to print for a user's mistake, or None when `exc` is a bug."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C); resumable work keeps its progress (rerun the same command)"
+    if isinstance(exc, BrokenPipeError):
+        return "the output pipe was closed before the command finished writing"
+    if isinstance(exc, OSError) and exc.errno in USER_OS_ERRNOS:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    if any(k.__name__ in USER_ERRORS and k.__module__.startswith("aqa_core") for k in type(exc).__mro__):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe, point stdout at /dev/null so that Python's exit flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("AQA_DEBUG", "") not in ("", "0")
+    if argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
+    try:
+        return _dispatch(argv)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - sorted into user mistakes and bugs below
+        message = user_error_message(exc)
+        if debug or message is None:
+            raise
+        if isinstance(exc, BrokenPipeError):
+            _quiet_stdout()
+        print(f"error: {message}", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print("usage: python -m aqa_core <command> [options]\n\ncommands:")
         for name, (_, help_text) in COMMANDS.items():
@@ -41,5 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     return int(cli(rest) or 0)
 
 
+def run() -> int:
+    """`main()`, then stdout flushed: a pipe closed by the reader (`... | head`) is reported in one
+    line, not as Python's "Exception ignored" message at exit."""
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        print(f"error: {user_error_message(BrokenPipeError())}", file=sys.stderr)
+        code = code or 2
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

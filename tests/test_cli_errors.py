@@ -83,3 +83,24 @@ def test_a_closed_pipe_mid_output_is_one_line(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.stdout.splitlines()[0] == "x" * 99 and proc.stdout.splitlines()[-1] == "rc=2", proc.stdout[-200:]
     assert proc.stderr == "error: the output pipe was closed before the command finished writing\n", proc.stderr
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("max_steps", 0, "max_steps must be > 0 (or -1"), ("beta", -0.1, "beta must be >= 0"),
+    ("save_steps", 0, "save_steps must be >= 1"), ("num_generations", 1, "num_generations must be >= 2"),
+    ("learning_rate", 0, "learning_rate must be > 0"), ("max_completion_length", 0, "max_completion_length must"),
+])
+def test_grpo_values_trl_would_accept_silently_are_refused_before_any_work(tmp_path, capsys, key, value, words):
+    out = tmp_path / "run"
+    rc = entry.main(["grpo", "--recipe", str(ROOT / "recipes/grpo/mini.yaml"), "--set", f"{key}={value}",
+                     "--set", f"output_dir={out}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()  # refused before the run folder is made
+
+
+def test_evaluate_refuses_a_negative_limit_in_one_line(tmp_path, capsys):
+    rc = entry.main(["evaluate", "--model", str(tmp_path), "--data", str(tmp_path / "q.json"),
+                     "--out", str(tmp_path / "p.json"), "--limit", "-3"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--limit must be >= 1" in err and err.count("\n") == 1

@@ -146,6 +146,7 @@ SAME_NAME_OK = {
     "cli": "every command's entry point",
     "log": "each module's logger",
     "_trainer_class": "the GRPO and SFT trainers, private to their runners",
+    "check_recipe": "each runner's own recipe checks (GRPORecipe, SFTRecipe)",
     "sweep": "a checkpoint sweep (eval.sweep) and a frequency sweep (mini.synth)",
     "wilson_interval": "eval.stats' fraction-and-confidence front of the scorer's one formula",
 }

@@ -448,6 +448,10 @@ def evaluate_file(
     (`ablate_audio`: real, silence or mismatched, paired with `seed`), after the audio check."""
     say = print if verbose else (lambda *a, **k: None)
     out, data = Path(out), Path(data)
+    if limit is not None and limit < 1:
+        raise EvalError(f"--limit must be >= 1 (or left out: every question), got {limit}")
+    if batch_size < 1 or max_new_tokens < 1:
+        raise EvalError(f"--batch-size and --max-new-tokens must be >= 1, got {batch_size} and {max_new_tokens}")
     folder = model_dir(model_path)
     prompt = int(as_prompt(prompt))
     if decoding not in DECODINGS:

@@ -105,6 +105,34 @@ class GRPORecipe:
         return names
 
 
+def check_recipe(cfg: GRPORecipe) -> None:
+    """Values TRL would accept silently or reject only after the model is loaded, each named with
+    its valid range (a `RecipeError`, one line at the command line). TRL's own checks (e.g. a
+    batch that does not hold whole groups of `num_generations`) follow in `grpo_args`."""
+    from ..config import RecipeError
+
+    rules = [
+        ("max_steps", cfg.max_steps > 0 or cfg.max_steps == -1, "> 0 (or -1: train by epochs)"),
+        ("save_steps", cfg.save_steps >= 1, ">= 1"),
+        ("logging_steps", cfg.logging_steps >= 1, ">= 1"),
+        ("learning_rate", cfg.learning_rate > 0, "> 0"),
+        ("beta", cfg.beta >= 0, ">= 0 (0: no KL term)"),
+        ("temperature", cfg.temperature > 0, "> 0"),
+        ("top_p", 0 < cfg.top_p <= 1, "in (0, 1]"),
+        ("top_k", cfg.top_k >= 0, ">= 0"),
+        ("num_generations", cfg.num_generations >= 2, ">= 2 (the advantage compares completions of one prompt)"),
+        ("num_iterations", cfg.num_iterations >= 1, ">= 1"),
+        ("max_completion_length", cfg.max_completion_length >= 1, ">= 1"),
+        ("per_device_train_batch_size", cfg.per_device_train_batch_size >= 1, ">= 1"),
+        ("gradient_accumulation_steps", cfg.gradient_accumulation_steps >= 1, ">= 1"),
+        ("warmup_steps", cfg.warmup_steps >= 0, ">= 0"),
+        ("max_train_samples", cfg.max_train_samples is None or cfg.max_train_samples >= 1, ">= 1 (or unset: all)"),
+    ]
+    for key, ok, valid in rules:
+        if not ok:
+            raise RecipeError(f"{key} must be {valid}, got {getattr(cfg, key)!r}")
+
+
 def group_advantages(rewards, num_generations: int, eps: float = 1e-4):
     """R1-AQA's advantages: (r - mean) / (std + eps) within each group of `num_generations`
     consecutive completions of one prompt (std with Bessel's correction, as torch's `.std()`).
@@ -200,7 +228,8 @@ def run_grpo(cfg: GRPORecipe, resume: bool = False, callbacks: list | None = Non
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     set_seed(cfg.seed)
-    cfg.reward_names()  # fail on a bad recipe before any model work, and before the run folder
+    check_recipe(cfg)  # fail on a bad recipe before any model work, and before the run folder
+    cfg.reward_names()
     args = grpo_args(cfg)  # checks trl_args; before the model: under ZeRO-3 it makes from_pretrained shard
     run_dir = prepare_run_dir(cfg.output_dir, cfg, resume=resume)
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -85,6 +85,10 @@ def check_recipe(cfg: SFTRecipe) -> None:
         raise RecipeError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.max_steps <= 0 and cfg.num_train_epochs <= 0:
         raise RecipeError("set max_steps > 0 or num_train_epochs > 0")
+    if cfg.learning_rate <= 0:
+        raise RecipeError(f"learning_rate must be > 0, got {cfg.learning_rate!r}")
+    if cfg.max_train_samples is not None and cfg.max_train_samples < 1:
+        raise RecipeError(f"max_train_samples must be >= 1 (or unset: all), got {cfg.max_train_samples!r}")
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
         if getattr(cfg, key) < 1:
             raise RecipeError(f"{key} must be >= 1, got {getattr(cfg, key)}")

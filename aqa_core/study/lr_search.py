@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..files import write_atomic
 from ..runs import SWEEP_FILE, read_config, read_sweep
+from .results import validation_curve
 
 FACTORS = (1 / 3, 1.0, 3.0)
 #: method -> (the main study's run folder, the search's folder prefix)
@@ -42,11 +43,9 @@ def search_run_dir(out: str | Path, method: str, factor: float) -> Path:
 
 
 def last_third_validation(sweep: dict) -> tuple[float | None, int]:
-    """Mean validation accuracy over the last third of a sweep's checkpoints (as the convergence
-    rule counts them: step 0 and a `final/` repeating a checkpoint's step left out), and K."""
-    rows = [r for r in sweep.get("rows", []) if r.get("step") and r.get("validation") is not None]
-    steps = {r["step"] for r in rows if r["checkpoint"] != "final"}
-    rows = sorted((r for r in rows if not (r["checkpoint"] == "final" and r["step"] in steps)), key=lambda r: r["step"])
+    """Mean validation accuracy over the last third of a sweep's checkpoints (`validation_curve`,
+    as the convergence rule counts them), and K."""
+    rows = validation_curve(sweep)
     if not rows:
         return None, 0
     last = rows[-math.ceil(len(rows) / 3):]

@@ -150,6 +150,15 @@ def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation
 MIN_CHECKPOINTS = 6  # book/plan.md: a run's convergence is judged on at least this many checkpoints
 
 
+def validation_curve(sweep: dict) -> list[dict]:
+    """A sweep's checkpoint rows that have a validation score, in step order: step 0 (the model
+    before training) left out, and a `final/` left out when a checkpoint has its step. The curve
+    the convergence rule and the learning-rate search read."""
+    rows = [r for r in sweep.get("rows", []) if r.get("step") and r.get("validation") is not None]
+    steps = {r["step"] for r in rows if r["checkpoint"] != "final"}
+    return sorted((r for r in rows if not (r["checkpoint"] == "final" and r["step"] in steps)), key=lambda r: r["step"])
+
+
 def convergence(sweep: dict, min_checkpoints: int = MIN_CHECKPOINTS) -> dict:
     """The analysis plan's convergence rule on a run's sweep (book/plan.md): with validation
     accuracies v_1..v_K at the run's K checkpoints (step 0 and a `final/` that repeats a
@@ -164,9 +173,7 @@ def convergence(sweep: dict, min_checkpoints: int = MIN_CHECKPOINTS) -> dict:
     >>> c["converged"], round(c["gain"], 2), round(c["se"], 2)
     (True, 1.5, 2.1)
     """
-    rows = [r for r in sweep.get("rows", []) if r.get("step") and r.get("validation") is not None]
-    steps = {r["step"] for r in rows if r["checkpoint"] != "final"}
-    rows = sorted((r for r in rows if not (r["checkpoint"] == "final" and r["step"] in steps)), key=lambda r: r["step"])
+    rows = validation_curve(sweep)
     k = len(rows)
     out = {"checkpoints": k, "converged": None, "gain": None, "se": None, "last_third": None, "middle_third": None}
     if k < min_checkpoints:

@@ -147,6 +147,16 @@ class BootstrapResult:
     confidence: float
 
 
+def _bootstrap_result(difference: float, diffs: np.ndarray, n_items: int, confidence: float) -> BootstrapResult:
+    """The observed difference with the percentile interval of its resampled `diffs` and a
+    two-sided p-value (how often a resample lands on either side of 0, doubled, capped at 1)."""
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    p = min(1.0, 2.0 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
+    return BootstrapResult(difference=difference, ci_low=float(lo), ci_high=float(hi), p_value=p,
+                           n_items=int(n_items), n_resamples=int(diffs.shape[0]), confidence=float(confidence))
+
+
 def paired_bootstrap(
     correct_a: Sequence[bool],
     correct_b: Sequence[bool],
@@ -180,18 +190,7 @@ def paired_bootstrap(
         stop = min(n_resamples, start + chunk)
         idx = rng.integers(0, n, size=(stop - start, n))
         diffs[start:stop] = d[idx].mean(axis=1)
-    alpha = 1.0 - confidence
-    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
-    p = min(1.0, 2.0 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
-    return BootstrapResult(
-        difference=float(d.mean()),
-        ci_low=float(lo),
-        ci_high=float(hi),
-        p_value=p,
-        n_items=int(n),
-        n_resamples=int(n_resamples),
-        confidence=float(confidence),
-    )
+    return _bootstrap_result(float(d.mean()), diffs, n, confidence)
 
 
 def seeds_items_bootstrap(
@@ -234,11 +233,7 @@ def seeds_items_bootstrap(
         ma = a[sa].mean(axis=1)  # (k, n): seed-mean correctness per item
         mb = b[sb].mean(axis=1)
         diffs[start:stop] = np.take_along_axis(ma - mb, idx, axis=1).mean(axis=1)
-    alpha = 1.0 - confidence
-    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
-    p = min(1.0, 2.0 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
-    return BootstrapResult(difference=float(a.mean() - b.mean()), ci_low=float(lo), ci_high=float(hi), p_value=p,
-                           n_items=int(n), n_resamples=int(n_resamples), confidence=float(confidence))
+    return _bootstrap_result(float(a.mean() - b.mean()), diffs, n, confidence)
 
 
 def compare_paired(

@@ -29,18 +29,9 @@ CPU = Precision("cpu", False, "float32")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny random Qwen2-Audio checkpoint and 8 synthetic training questions with wavs."""
-    import torch
-
-    torch.set_num_threads(2)
-    from aqa_core.mini.data import MiniSizes, generate
-    from aqa_core.mini.model import build_untrained
-
-    root = tmp_path_factory.mktemp("grpo")
-    model = build_untrained(root / "model", tiny=True)
-    generate(root / "data", sizes=MiniSizes(train=8, validation=4, test=4, base=8), progress=False)
-    return {"model": str(model), "data": root / "data", "root": root}
+def tiny(tmp_path_factory, tiny_run_inputs):
+    """A tiny random Qwen2-Audio and 8 synthetic training questions with wavs (conftest)."""
+    return tiny_run_inputs(tmp_path_factory.mktemp("grpo"))
 
 
 def tiny_recipe(tiny, out: Path, **kw) -> GRPORecipe:

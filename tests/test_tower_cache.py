@@ -119,16 +119,9 @@ def test_a_store_replays_only_for_the_tower_that_made_it(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A tiny random Qwen2-Audio and 8 synthetic training questions with wavs."""
-    from aqa_core.mini.data import MiniSizes, generate
-    from aqa_core.mini.model import build_untrained
-
-    torch.set_num_threads(2)
-    root = tmp_path_factory.mktemp("tower_cache")
-    model = build_untrained(root / "model", tiny=True)
-    generate(root / "data", sizes=MiniSizes(train=8, validation=4, test=4, base=8), progress=False)
-    return {"model": str(model), "data": root / "data", "root": root}
+def tiny(tmp_path_factory, tiny_run_inputs):
+    """A tiny random Qwen2-Audio and 8 synthetic training questions with wavs (conftest)."""
+    return tiny_run_inputs(tmp_path_factory.mktemp("tower_cache"))
 
 
 def _weights(path) -> dict[str, torch.Tensor]:

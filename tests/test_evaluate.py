@@ -302,6 +302,33 @@ def test_sweep_tests_only_where_a_selection_lands_and_validation_alone(tmp_path,
         sw.sweep(run_dir, data, test_at="selected", **kw)
 
 
+def test_sweep_alternate_tests_half_the_curve_and_scores_a_validation_subset(tmp_path, tiny_model, monkeypatch):
+    run_dir = _make_run(tmp_path, tiny_model)
+    # checkpoint-20 is the best on test but neither chosen on validation nor on the alternate points
+    right = {"checkpoint-10": ({0}, set(range(6))), "checkpoint-20": (set(range(9)), {0}),
+             "checkpoint-30": ({0, 1}, {0, 1}), tiny_model.name: (set(), set())}
+
+    def rule(model_name, rec):
+        test_ok, val_ok = right[Path(model_name).name]
+        rid = str(rec["id"])
+        return int(rid[1:]) in test_ok if rid.startswith("q") else int(rid) in val_ok
+
+    gen = ScriptedGeneration(rule)
+    monkeypatch.setattr(ev, "_generate", gen)
+    data, val = write_mmau(tmp_path / "d", n=9), write_avqa(tmp_path / "v", n=6)
+    kw = dict(batch_size=4, max_new_tokens=8, progress=False, verbose=False)
+    res = sw.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
+                   include_base=True, test_at="alternate", validation_limit=4, **kw)
+    tested = [r["checkpoint"] for r in res["rows"] if r["test"] is not None]
+    assert tested == ["base", "checkpoint-10", "checkpoint-30"]  # step 0, every second back from the last
+    assert all(r["validation_n"] == 4 for r in res["rows"]) and res["validation_limit"] == 4
+    assert len(gen.items) == 4 * 4 + 3 * 9  # base + 3 checkpoints on 4 validation items; 3 test runs
+    assert res["selection"]["best_on_test"]["checkpoint"] == "checkpoint-30"  # the best of those tested
+    assert "best of those tested" in sw.format_sweep(res)
+    with pytest.raises(ev.EvalError, match="validation-limit"):
+        sw.sweep(run_dir, data, validation=val, test_at="alternate", validation_limit=0, **kw)
+
+
 def test_sweep_evaluates_a_final_model_that_differs(tmp_path, tiny_model, monkeypatch):
     from safetensors.torch import load_file, save_file
 

@@ -14,7 +14,7 @@ import yaml
 from aqa_core.config import read_recipe
 from aqa_core.mini.data import VERSION, MiniSizes
 from aqa_core.mini.tasks import SUBCATS, TRAIN_SUBCATS
-from aqa_core.study.plan import RECIPES
+from aqa_core.study.plan import RECIPES, VALIDATION_ITEMS, sweep_argv
 from aqa_core.study.results import MIN_CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,11 +67,20 @@ def test_the_mini_recipes_follow_the_budget_rule():
         assert sft["lr_scheduler_type"] == "constant_with_warmup" and sft["warmup_ratio"] == consts["warmup_ratio"]
 
 
+def test_the_sweeps_score_the_plans_validation_subset():
+    consts = plan_constants()
+    assert VALIDATION_ITEMS == consts["validation_items"] <= consts["sizes"]["validation"]
+    for curves, test_at in ((True, "alternate"), (False, "selected")):
+        argv = [str(a) for a in sweep_argv(Path("r"), "t.json", "d", "v.jsonl", "va", curves=curves)]
+        assert argv[argv.index("--validation-limit") + 1] == str(consts["validation_items"])
+        assert argv[argv.index("--test-at") + 1] == test_at
+
+
 def test_pending_constants_are_named():
     consts = plan_constants()
     checked = {"plan_date", "data_version", "sizes", "train_subcategories", "min_checkpoints", "grpo_max_prompts",
                "sft_max_epochs", "warmup_ratio", "learning_rate_factors", "bootstrap_seed", "seeds",
-               "bootstrap_resamples"}
+               "bootstrap_resamples", "validation_items"}
     assert set(consts) == checked | PENDING, "a new plan constant must be checked here or listed as pending"
 
 

@@ -84,6 +84,9 @@ EVAL_BATCH = 32  # questions per generate call in the study's evaluations and sw
 # New tokens per answer in the study's evaluations: the mini recipes train completions of at most
 # 32 tokens, so longer outputs are runaway text; the paper's evaluation allows 256 (fidelity row 21).
 EVAL_MAX_NEW_TOKENS = 64
+#: Validation items the study's sweeps score at each checkpoint: the first 200 of the 400 (the
+#: analysis plan's validation subset, Amendment 3; the learning-rate search used all 400).
+VALIDATION_ITEMS = 200
 #: Training seeds per run of the study (book/plan.md); extra seeds go to RUN-seedN
 SEEDS = 3
 #: The base model's evaluations with the audio replaced (the validity checks of book/plan.md):
@@ -109,16 +112,17 @@ NOTEBOOKS = {
 def sweep_argv(run_dir: Path, test: str | Path, audio_dir: str | Path | None = None,
                validation: str | Path | None = None, validation_audio_dir: str | Path | None = None,
                extra: Sequence[str] = (), curves: bool = True) -> list[str]:
-    """The checkpoint sweep of one run, as the study and the notebooks run it: every checkpoint
-    and the base (step 0 of the curves) on the test file, and on the validation file if given.
-    `curves` False (the study's extra seeds, whose test curves no figure draws): validation at
-    every checkpoint, the test file only at the checkpoint chosen on validation and the last, no
-    base."""
-    argv = aqa_argv("sweep", "--run", run_dir, "--data", test,
-                    *(["--include-base"] if curves else ["--test-at", "selected"]))
+    """The checkpoint sweep of one run, as the study and the notebooks run it: the first
+    `VALIDATION_ITEMS` validation items (if a validation file is given) at every checkpoint and
+    at the base; the test file at the base (step 0 of the curves), every second checkpoint back
+    from the last, and the one chosen on validation (book/plan.md, Amendment 3; every checkpoint
+    without a validation file). `curves` False (the study's extra seeds, whose test curves no
+    figure draws): the test file only at the checkpoint chosen on validation and the last, no base."""
+    argv = aqa_argv("sweep", "--run", run_dir, "--data", test, *(["--include-base"] if curves else []))
     argv += ["--audio-dir", str(audio_dir)] if audio_dir else []
     if validation:
-        argv += ["--validation", str(validation)]
+        argv += ["--validation", str(validation), "--validation-limit", str(VALIDATION_ITEMS),
+                 "--test-at", "alternate" if curves else "selected"]
         argv += ["--validation-audio-dir", str(validation_audio_dir)] if validation_audio_dir else []
     return argv + list(extra)
 

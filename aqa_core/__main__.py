@@ -34,7 +34,7 @@ COMMANDS = {
 
 
 #: Exception classes of this package that mean "the user's input is wrong", not "a bug".
-USER_ERRORS = {"AudioError", "RecipeError", "RunDirError", "DataError", "EvalError", "MMAUInputError"}
+USER_ERRORS = {"AudioError", "RecipeError", "RunDirError", "DataError", "EvalError", "MMAUInputError", "FolderBusy"}
 #: OS errors that name something the user gave or controls (a path, the disk).
 USER_OS_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ENOSPC,
                   errno.EDQUOT, errno.EROFS, errno.EEXIST}

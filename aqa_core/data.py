@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+from .files import atomic_writer, input_it_would_overwrite
 from .prompts import avqa_question
 
 log = logging.getLogger(__name__)
@@ -155,15 +157,17 @@ def load_mmau(path: str | Path, audio_dir: str | Path | None = None, check_audio
 
 
 def load_questions(path: str | Path, audio_dir: str | Path | None = None, *, limit: int | None = None,
-                   on_missing: str = "warn", check_audio: bool = False) -> list[dict]:
+                   on_missing: str = "warn", check_audio: bool = False,
+                   window_seconds: float | None = None) -> list[dict]:
     """Training or evaluation questions as canonical records, by file type: `.jsonl` in the
     R1-AQA AVQA form (`load_avqa_jsonl`), `.json` in the MMAU schema (`load_mmau`). The one
     loader the GRPO and SFT runners and the evaluator share.
 
     `on_missing` applies to the AVQA form (see `load_avqa_jsonl`); in an MMAU file a missing wav
     is an error unless `on_missing="keep"`. `limit` keeps the first N questions. `check_audio`
-    reads every wav's header before any model work (`aqa_core.audio.check_audio_files`): an
-    unusable one is a `DataError` naming how many and the first few. No usable question is an error.
+    runs the one audio check on every wav before any model work (`aqa_core.audio.check_audio_files`,
+    clips longer than `window_seconds` counted in a warning): an unusable wav is a `DataError`
+    naming how many and the first few. No usable question is an error.
     """
     from .audio import check_audio_files
 
@@ -177,9 +181,10 @@ def load_questions(path: str | Path, audio_dir: str | Path | None = None, *, lim
     if limit is not None:
         records = records[:limit]
     if check_audio:
-        problems = check_audio_files([r["audio_path"] for r in records])
+        problems = check_audio_files([r["audio_path"] for r in records], window_seconds=window_seconds)
         if problems:
-            raise DataError(f"{path}: {len(problems)} unusable wav(s), e.g. {problems[:3]}")
+            first = "; ".join(f"{p}: {why}" for p, why in problems[:3])
+            raise DataError(f"{path}: {len(problems)} unusable wav(s) (first: {first})")
     if not records:
         raise DataError(f"{path}: no usable questions")
     return records
@@ -204,7 +209,9 @@ def convert_avqa(
 
     Keeps the official fields, adds `dataset_name: "AVQA"` and `audio_path` (the wav basename,
     resolved against `audio_dir` when loading). Questions without a wav are counted and skipped
-    with a warning, or fail with `on_missing="error"`. Returns the counts.
+    with a warning, or fail with `on_missing="error"`; so are those whose wav fails the one audio
+    check (`aqa_core.audio.check_audio_files`: unreadable, empty, too short, silent). The output is
+    written whole or not at all, never over the input. Returns the counts.
     """
     questions, audio_dir, out = Path(questions), Path(audio_dir), Path(out)
     if not questions.is_file():
@@ -215,22 +222,38 @@ def convert_avqa(
         raise DataError(f"{questions}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
     if not isinstance(items, list):
         raise DataError(f"{questions}: expected a JSON list of AVQA question records")
-    written, missing = 0, []
+    clash = input_it_would_overwrite(out, questions)
+    if clash is not None:
+        raise DataError(f"{out}: --out is the input question file; choose another path (the input is never overwritten)")
+    from .audio import check_audio_files
+
+    kept, missing = [], []
+    for i, item in enumerate(items):
+        where = f"{questions}: record {i} (id {item.get('id', '?') if isinstance(item, dict) else '?'})"
+        if not isinstance(item, dict):
+            raise DataError(f"{where}: expected an object")
+        absent = [f for f in ("video_name", "question_text", "multi_choice", "answer") if f not in item]
+        if absent:
+            raise DataError(f"{where}: missing field(s) {absent}")
+        _check_choice_record(where, item["multi_choice"], item["answer"])
+        wav_name = avqa_wav_name(str(item["video_name"]))
+        if not (audio_dir / wav_name).is_file():
+            if on_missing == "error":
+                raise DataError(f"{where}: audio file not found: {audio_dir / wav_name}")
+            missing.append(str(item.get("id", i)))
+            continue
+        kept.append((where, item, wav_name))
+    # the one audio check (aqa_core.audio), on every wav before anything is written
+    bad = dict(check_audio_files([audio_dir / w for _, _, w in kept]))
+    unusable = [(where, str(audio_dir / w)) for where, _, w in kept if str(audio_dir / w) in bad]
+    if unusable and on_missing == "error":
+        where, wav = unusable[0]
+        raise DataError(f"{where}: {wav}: {bad[wav]} ({len(unusable)} unusable wav(s) in all)")
+    written = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as fh:
-        for i, item in enumerate(items):
-            where = f"{questions}: record {i} (id {item.get('id', '?') if isinstance(item, dict) else '?'})"
-            if not isinstance(item, dict):
-                raise DataError(f"{where}: expected an object")
-            absent = [f for f in ("video_name", "question_text", "multi_choice", "answer") if f not in item]
-            if absent:
-                raise DataError(f"{where}: missing field(s) {absent}")
-            _check_choice_record(where, item["multi_choice"], item["answer"])
-            wav_name = avqa_wav_name(str(item["video_name"]))
-            if not (audio_dir / wav_name).is_file():
-                if on_missing == "error":
-                    raise DataError(f"{where}: audio file not found: {audio_dir / wav_name}")
-                missing.append(str(item.get("id", i)))
+    with atomic_writer(out) as fh:  # on an error no partial JSONL is left, and an existing --out is untouched
+        for where, item, wav_name in kept:
+            if str(audio_dir / wav_name) in bad:
                 continue
             rec = dict(item)
             rec.setdefault("dataset_name", "AVQA")
@@ -244,12 +267,16 @@ def convert_avqa(
             MissingAudioWarning,
             stacklevel=2,
         )
-    return {"questions": len(items), "written": written, "missing_audio": len(missing)}
+    if unusable:
+        first = "; ".join(f"{wav}: {bad[wav]}" for _, wav in unusable[:3])
+        warnings.warn(f"{questions}: skipped {len(unusable)} of {len(items)} question(s) whose wav is unusable "
+                      f"(first: {first})", MissingAudioWarning, stacklevel=2)
+    return {"questions": len(items), "written": written, "missing_audio": len(missing), "unusable_audio": len(unusable)}
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    """One JSON object a line, keys in insertion order, UTF-8."""
-    with Path(path).open("w", encoding="utf-8") as fh:
+    """One JSON object a line, keys in insertion order, UTF-8; written whole or not at all."""
+    with atomic_writer(path) as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -259,13 +286,14 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("questions", help="official AVQA question JSON (a list of records)")
     ap.add_argument("--audio-dir", required=True, help="folder of <youtube id>_<start>.wav files")
     ap.add_argument("--out", required=True, help="R1-AQA JSONL to write")
-    ap.add_argument("--strict", action="store_true", help="fail on the first missing wav instead of skipping")
+    ap.add_argument("--strict", action="store_true",
+                    help="fail on a missing or unusable wav instead of skipping it (counted, with a warning)")
     args = ap.parse_args(argv)
     try:
         counts = convert_avqa(args.questions, args.audio_dir, args.out, on_missing="error" if args.strict else "warn")
     except DataError as exc:
-        print(f"error: {exc}")
-        return 1
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {counts['written']} of {counts['questions']} questions to {args.out} "
-          f"({counts['missing_audio']} skipped: no wav)")
+          f"({counts['missing_audio']} skipped: no wav; {counts['unusable_audio']} skipped: unusable wav)")
     return 0

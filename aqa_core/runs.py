@@ -6,8 +6,10 @@ so notebook kernels, the sweep and the study read runs without importing transfo
     RUN/provenance.json       every launch (the first, then each --resume): command, git commit,
                               package versions, world size, host, time
     RUN/metrics.jsonl         one JSON object per logging step, then a `"summary": true` row
-    RUN/checkpoint-N/         what the HF Trainer saves (LoRA runs add `merged/`, a plain model)
-    RUN/final/                the model at the end, a plain model folder (`final/adapter/` for LoRA)
+    RUN/checkpoint-N/         what the HF Trainer saves (LoRA runs add `merged/`, a plain model);
+                              complete once its trainer_state.json, written last, says step N
+    RUN/final/                the model at the end, a plain model folder (`final/adapter/` for LoRA);
+                              written as .final.partial/ and renamed, so it is whole or absent
     RUN/eval/sweep.json       every checkpoint scored (aqa_core.eval.sweep)
 
 >>> import tempfile
@@ -24,6 +26,7 @@ True
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
@@ -32,20 +35,27 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import yaml
 
 from .config import save_config, to_dict
 from .data import iter_jsonl
-from .files import write_atomic
+from .files import hold_output, write_atomic
 
 CONFIG_FILE = "config.yaml"
 TRAINER_ARGS_FILE = "trainer_args.json"
 PROVENANCE_FILE = "provenance.json"
 METRICS_FILE = "metrics.jsonl"
 FINAL_DIR = "final"  # the model at the end of a run, always a plain model folder
+FINAL_PARTIAL_DIR = ".final.partial"  # final/ while it is written (renamed to final/ when whole)
+TRAINER_STATE_FILE = "trainer_state.json"  # the HF Trainer writes it last in a checkpoint
+#: A checkpoint's weights: plain, sharded, LoRA adapter, legacy; DeepSpeed keeps its own
+#: (weights and optimizer) in `global_stepN/`.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
+OPTIMIZER_FILE = "optimizer.pt"
 MERGED_DIR = "merged"  # checkpoint-N/merged/: a LoRA checkpoint as a plain model folder
 SWEEP_FILE = Path("eval") / "sweep.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -91,12 +101,85 @@ def checkpoint_step(path: str | Path) -> int:
     return int(m.group(1))
 
 
-def last_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint folder of a run (the one `--resume` continues from), or None.
-    Our own rather than transformers' `get_last_checkpoint`: the reliability work adds a
-    completeness check (a half-written save is not a checkpoint) that the library lacks."""
-    found = checkpoints(run_dir)
-    return found[-1] if found else None
+def checkpoint_state(path: str | Path) -> dict | None:
+    """The `trainer_state.json` of a checkpoint, or None when it is missing or does not parse."""
+    try:
+        state = json.loads((Path(path) / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def checkpoint_problem(path: str | Path, resume: bool = True) -> str | None:
+    """Why `checkpoint-N` cannot be resumed from, or None when it is complete. The HF Trainer
+    writes a checkpoint's weights, then its optimizer, scheduler and RNG state, then
+    `trainer_state.json` last: a save that was interrupted (a kill, a full disk) has no such file,
+    or one that does not parse or names another step. A checkpoint whose optimizer state was
+    removed (weights only) can be evaluated but not resumed (`resume` False: complete enough to
+    evaluate)."""
+    path = Path(path)
+    if not (path / TRAINER_STATE_FILE).is_file():
+        return f"no {TRAINER_STATE_FILE}: its save was interrupted"
+    state = checkpoint_state(path)
+    if state is None:
+        return f"{TRAINER_STATE_FILE} does not parse: its save was interrupted"
+    if state.get("global_step") != checkpoint_step(path):
+        return f"{TRAINER_STATE_FILE} is for step {state.get('global_step')}"
+    deepspeed = any(p.is_dir() for p in path.glob("global_step*"))
+    if not deepspeed and not any((path / f).is_file() for f in WEIGHT_FILES):
+        return "no model weights"
+    if resume and not optimizer_state_files(path):
+        return "no optimizer state: weights only (kept for evaluation; keep_optimizer_state prunes it)"
+    return None
+
+
+def optimizer_state_files(path: str | Path) -> list[Path]:
+    """The optimizer state of a checkpoint: `optimizer.pt`, or DeepSpeed's `*optim_states.pt`
+    shards in `global_stepN/` (the fp32 master weights and moments: most of a ZeRO checkpoint)."""
+    path = Path(path)
+    return [p for p in [path / OPTIMIZER_FILE, *sorted(path.glob("global_step*/*optim_states.pt"))] if p.is_file()]
+
+
+def prune_optimizer_state(path: str | Path) -> int:
+    """Delete a checkpoint's optimizer state (its weights stay: it can still be evaluated, not
+    resumed); returns the bytes freed."""
+    freed = 0
+    for f in optimizer_state_files(path):
+        freed += f.stat().st_size
+        f.unlink()
+    return freed
+
+
+def last_checkpoint(run_dir: str | Path, warn: bool = True) -> Path | None:
+    """The newest complete checkpoint of a run (the one `--resume` continues from), or None.
+    Our own rather than transformers' `get_last_checkpoint`: a half-written save is not a
+    checkpoint (`checkpoint_problem`); each newer incomplete one is skipped with a warning
+    naming it and the reason (the next save of that step overwrites it)."""
+    for ckpt in reversed(checkpoints(run_dir)):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt
+        if warn:
+            warnings.warn(f"{ckpt}: not a complete checkpoint ({problem}); resuming from an earlier one",
+                          stacklevel=2)
+    return None
+
+
+def training_done(checkpoint: str | Path, max_steps: int | None = None) -> bool:
+    """True when a (complete) checkpoint is the end of its run: its step reached the run's total
+    (`trainer_state.json`'s max_steps), and `max_steps`, the recipe's now (which --resume may
+    raise to extend a run; <= 0 means "by epochs"), does not ask for more."""
+    state = checkpoint_state(checkpoint) or {}
+    step, total = state.get("global_step"), state.get("max_steps")
+    if not isinstance(step, int) or not isinstance(total, int) or step < total:
+        return False
+    return max_steps is None or max_steps <= 0 or max_steps <= step
+
+
+def final_complete(run_dir: str | Path) -> bool:
+    """`final/` exists whole (it is renamed into place only once written): a model folder."""
+    final = Path(run_dir) / FINAL_DIR
+    return (final / "config.json").is_file() or (final / MERGED_DIR / "config.json").is_file()
 
 
 def model_dir(path: str | Path) -> Path:
@@ -127,8 +210,11 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, resume: bool = False) -> Path
     run_dir = Path(run_dir)
     has_run = (run_dir / METRICS_FILE).exists() or bool(checkpoints(run_dir))
     if resume:
-        if last_checkpoint(run_dir) is None:
-            raise RunDirError(f"{run_dir}: --resume given but the folder has no checkpoint-N to resume from")
+        if last_checkpoint(run_dir, warn=False) is None:
+            found = checkpoints(run_dir)
+            detail = f" ({found[-1].name}: {checkpoint_problem(found[-1])})" if found else ""
+            raise RunDirError(f"{run_dir}: --resume given but the folder has no complete checkpoint-N to resume "
+                              f"from{detail}; start again in a new --output-dir")
         saved_path = run_dir / CONFIG_FILE
         if saved_path.is_file():
             saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
@@ -275,3 +361,14 @@ def read_sweep(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no sweep (run `python -m aqa_core sweep --run {run_dir} ...`)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: str | Path) -> Iterator[None]:
+    """One training process per run folder (`aqa_core.files.hold_output`); in a multi-process
+    launch rank 0 holds it for all ranks (the others share its folder by design)."""
+    if not is_main_process():
+        yield
+        return
+    with hold_output(run_dir):
+        yield

@@ -1,4 +1,4 @@
-"""Audio loading: channel 0, 16 kHz float32, clear errors naming the file."""
+"""Audio loading: channel 0, 16 kHz float32, clear errors naming the file; the one audio check."""
 import numpy as np
 import pytest
 import soundfile as sf
@@ -31,6 +31,8 @@ def test_16k_file_is_returned_unchanged(tmp_path):
         (lambda p: p.write_bytes(b"not a wav at all"), "unreadable audio"),
         (lambda p: sf.write(str(p), np.zeros((0,)), 16000), "empty audio"),
         (lambda p: sf.write(str(p), np.zeros(1600), 16000), "silent audio"),
+        (lambda p: sf.write(str(p), np.full(1600, 5e-5), 16000, subtype="FLOAT"), r"silent audio \(peak 5.0e-05"),
+        (lambda p: sf.write(str(p), np.full(1599, 0.1), 16000), r"too short \(0.100 s"),
     ],
 )
 def test_bad_files_name_the_file(tmp_path, make, message):
@@ -41,8 +43,24 @@ def test_bad_files_name_the_file(tmp_path, make, message):
     assert str(p) in str(info.value)
 
 
-def test_check_audio_files_reports_problems_without_decoding(tmp_path):
-    sf.write(str(tmp_path / "ok.wav"), np.ones(10) * 0.1, 16000)
+def test_the_one_audio_check_decodes_every_file_and_counts_long_clips(tmp_path):
+    sf.write(str(tmp_path / "ok.wav"), np.full(1600, 0.1), 16000)
+    sf.write(str(tmp_path / "long.wav"), np.full(16000 * 4, 0.1), 16000)
+    sf.write(str(tmp_path / "quiet.wav"), np.zeros(16000), 16000)  # a header-only check passed this one
     (tmp_path / "junk.wav").write_bytes(b"junk")
-    problems = check_audio_files([tmp_path / "ok.wav", tmp_path / "junk.wav", tmp_path / "gone.wav"])
-    assert [(p.split("/")[-1], why.split(" ")[0]) for p, why in problems] == [("junk.wav", "unreadable"), ("gone.wav", "not")]
+    paths = [tmp_path / n for n in ("ok.wav", "long.wav", "quiet.wav", "junk.wav", "gone.wav", "ok.wav")]
+    with pytest.warns(UserWarning, match=r"1 clip\(s\) longer than the model's 3 s window.*long.wav \(4.0 s\)"):
+        problems = check_audio_files(paths, window_seconds=3.0)
+    assert [(p.split("/")[-1], why.split(" ")[0]) for p, why in problems] == [
+        ("quiet.wav", "silent"), ("junk.wav", "unreadable"), ("gone.wav", "audio")]
+
+
+def test_the_window_is_the_models(tmp_path):
+    import json
+
+    from aqa_core.audio import WINDOW_SECONDS, model_window_seconds
+
+    (tmp_path / "processor_config.json").write_text(json.dumps(
+        {"feature_extractor": {"n_samples": 48000, "sampling_rate": 16000}}))
+    assert model_window_seconds(tmp_path) == 3.0
+    assert model_window_seconds(tmp_path / "nowhere") == WINDOW_SECONDS == 30.0

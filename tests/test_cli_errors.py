@@ -104,3 +104,127 @@ def test_evaluate_refuses_a_negative_limit_in_one_line(tmp_path, capsys):
                      "--out", str(tmp_path / "p.json"), "--limit", "-3"])
     err = capsys.readouterr().err
     assert rc != 0 and "--limit must be >= 1" in err and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- inputs are never overwritten
+
+
+def _avqa_input(tmp_path, records):
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    (tmp_path / "wavs").mkdir(exist_ok=True)
+    sf.write(tmp_path / "wavs" / "abc_10.wav", np.full(8000, 0.1, dtype=np.float32), 16000)
+    questions = tmp_path / "avqa.json"
+    questions.write_text(json.dumps(records))
+    return questions
+
+
+GOOD = {"id": 1, "video_name": "abc_10", "question_text": "What is making the sound?",
+        "multi_choice": ["a bird", "a car"], "answer": 0}
+
+
+def test_avqa_convert_refuses_to_write_over_its_input(tmp_path, capsys):
+    questions = _avqa_input(tmp_path, [GOOD])
+    before = questions.read_bytes()
+    code = entry.main(["avqa-convert", str(questions), "--audio-dir", str(tmp_path / "wavs"), "--out", str(questions),
+                       "--strict"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "input question file" in err and "Traceback" not in err
+    assert questions.read_bytes() == before
+
+
+def test_avqa_convert_error_leaves_no_partial_output_and_an_old_output_intact(tmp_path, capsys):
+    questions = _avqa_input(tmp_path, [GOOD, {**GOOD, "id": 2, "answer": 5}])  # the second record is bad
+    out = tmp_path / "out.jsonl"
+    assert entry.main(["avqa-convert", str(questions), "--audio-dir", str(tmp_path / "wavs"), "--out", str(out)]) == 2
+    assert "record 1 (id 2)" in capsys.readouterr().err and not out.exists()
+    assert not list(tmp_path.glob(".out.jsonl*"))  # no temporary file left either
+    out.write_text("an earlier output\n")
+    assert entry.main(["avqa-convert", str(questions), "--audio-dir", str(tmp_path / "wavs"), "--out", str(out)]) == 2
+    assert out.read_text() == "an earlier output\n"
+
+
+def test_evaluate_refuses_an_out_that_is_its_question_file_even_with_overwrite(tmp_path, capsys):
+    data = tmp_path / "q.json"
+    data.write_text("[]")
+    for out in (data, tmp_path / "q"):  # the file itself; a name whose .score.json... is not it: no clash
+        code = entry.main(["evaluate", "--model", str(tmp_path / "no-model"), "--data", str(data),
+                           "--out", str(out), "--overwrite"])
+        err = capsys.readouterr().err
+        assert code == 1 and err.count("\n") == 1 and "Traceback" not in err  # evaluate's bad-input code
+        assert ("would overwrite the question file" in err) == (out == data)
+    assert data.read_text() == "[]"
+
+
+def test_avqa_convert_runs_the_one_audio_check(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    questions = _avqa_input(tmp_path, [GOOD, {**GOOD, "id": 2, "video_name": "quiet_0"},
+                                       {**GOOD, "id": 3, "video_name": "junk_0"}])
+    sf.write(tmp_path / "wavs" / "quiet_0.wav", np.zeros(8000, dtype=np.float32), 16000)
+    (tmp_path / "wavs" / "junk_0.wav").write_bytes(b"not a wav")
+    out, argv = tmp_path / "out.jsonl", ["avqa-convert", str(questions), "--audio-dir", str(tmp_path / "wavs")]
+    with pytest.warns(UserWarning, match="skipped 2 of 3 question.*unusable"):
+        assert entry.main([*argv, "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1 and "2 skipped: unusable wav" in capsys.readouterr().out
+    assert entry.main([*argv, "--out", str(tmp_path / "strict.jsonl"), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "quiet_0.wav: silent audio" in err and "2 unusable" in err and err.count("\n") == 1
+    assert not (tmp_path / "strict.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- one process per results folder
+
+
+def test_a_second_holder_refuses_naming_the_first_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    import json
+    import os
+
+    from aqa_core.files import FolderBusy, hold_output
+
+    with hold_output(tmp_path / "f") as lock:
+        assert lock == tmp_path / ".f.lock" and not (tmp_path / "f").exists()  # beside: nothing is created
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with pytest.raises(FolderBusy, match=rf"in use by pid {os.getpid()} on .*since"):
+            with hold_output(tmp_path / "f"):
+                pass
+    assert lock.read_text() == ""  # released
+    lock.write_text(json.dumps({"host": "h", "pid": 99999999, "command": "study", "since": "x"}))
+    with pytest.warns(UserWarning, match="took over the lock of pid 99999999 on h"):  # its process died holding it
+        with hold_output(tmp_path / "f"):
+            pass
+
+
+@pytest.mark.parametrize("argv", [
+    ["study", "--out", "{out}", "--seeds", "1"],
+    ["sft", "--recipe", "recipes/sft/mini-full.yaml", "--output-dir", "{out}"],
+    ["grpo", "--recipe", "recipes/grpo/mini.yaml", "--output-dir", "{out}"],
+], ids=["study", "sft", "grpo"])
+def test_a_second_process_on_a_results_folder_refuses_at_once_and_changes_nothing(tmp_path, capsys, monkeypatch, argv):
+    from aqa_core.files import hold_output
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1}\n')
+    with hold_output(out):
+        code = entry.main([a.replace("{out}", str(out)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "in use by pid" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl"]
+    assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_a_second_evaluation_into_one_out_refuses(tmp_path, capsys):
+    from aqa_core.files import hold_output
+
+    data = tmp_path / "q.json"
+    data.write_text("[]")
+    with hold_output(tmp_path / "p.json"):
+        code = entry.main(["evaluate", "--model", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "p.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and "in use by pid" in err and err.count("\n") == 1

@@ -91,7 +91,7 @@ def test_convert_avqa_round_trips_through_the_loader(tmp_path, shared_data):
     _wav(tmp_path / "wavs" / "-HG3Omg_89c_30.wav")
     with pytest.warns(MissingAudioWarning, match="skipped 1 of 2"):
         counts = convert_avqa(tmp_path / "avqa.json", tmp_path / "wavs", tmp_path / "out.jsonl")
-    assert counts == {"questions": 2, "written": 1, "missing_audio": 1}
+    assert counts == {"questions": 2, "written": 1, "missing_audio": 1, "unusable_audio": 0}
     (rec,) = load_avqa_jsonl(tmp_path / "out.jsonl", audio_dir=tmp_path / "wavs")
     assert rec["question"] == "What happened in the audio?" and rec["answer"] == "Yacht consignment"
     assert rec["audio_path"].endswith("-HG3Omg_89c_30.wav")

@@ -220,6 +220,8 @@ def _make_run(tmp_path: Path, tiny_model: Path) -> Path:
     run_dir = tmp_path / "run"
     for name in ("checkpoint-10", "checkpoint-20", "checkpoint-30", "final"):
         shutil.copytree(tiny_model, run_dir / name)
+        if name != "final":  # what the Trainer writes last in a checkpoint: it is complete
+            (run_dir / name / "trainer_state.json").write_text(json.dumps({"global_step": int(name[11:])}))
     (run_dir / "config.yaml").write_text(f"prompt: 2\nlearning_rate: 1.0e-06\nmodel_name_or_path: {tiny_model}\n")
     (run_dir / "trainer_state.json").write_text(json.dumps({"global_step": 30}))
     return run_dir
@@ -263,10 +265,13 @@ def test_sweep_tabulates_steps_and_selects_two_ways(tmp_path, tiny_model, monkey
     (run_dir / "checkpoint-40").mkdir()  # a new checkpoint: only it is evaluated on the rerun
     for f in tiny_model.iterdir():
         shutil.copy(f, run_dir / "checkpoint-40" / f.name)
+    (run_dir / "checkpoint-40" / "trainer_state.json").write_text(json.dumps({"global_step": 40}))
+    shutil.copytree(tiny_model, run_dir / "checkpoint-50")  # its save was interrupted: no trainer_state.json
     right["checkpoint-40"] = ({0}, {0})
     right[tiny_model.name] = (set(range(9)), set(range(6)))  # the base: best everywhere, yet never selected
-    res2 = sw.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
-                    include_base=True, **kw)
+    with pytest.warns(UserWarning, match="checkpoint-50: not a complete checkpoint"):
+        res2 = sw.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
+                        include_base=True, **kw)
     assert len(gen.items) - n == 2 * (9 + 6)  # only the new checkpoint and the base
     assert [(r["checkpoint"], r["step"]) for r in res2["rows"]][:2] == [("base", 0), ("checkpoint-10", 10)]
     assert len(res2["rows"]) == 5 and "(cached)" in capsys.readouterr().out

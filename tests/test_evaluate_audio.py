@@ -285,6 +285,7 @@ def test_sweep_passes_the_choice_and_keeps_the_real_sweep(tmp_path, tiny_model, 
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_model, run_dir / "checkpoint-10")
+    (run_dir / "checkpoint-10" / "trainer_state.json").write_text('{"global_step": 10}')
     (run_dir / "config.yaml").write_text("prompt: 2\n")
     data = write_mmau(tmp_path / "d", n=3)
     res = sw.sweep(run_dir, data, audio="silence", batch_size=4, max_new_tokens=2, progress=False)

@@ -363,6 +363,12 @@ def test_resume_continues_step_count_and_data_order(tiny, tmp_path):
         assert [r[key] for r in cut[2:]] == pytest.approx([r[key] for r in ref[2:]], rel=1e-4, abs=1e-7), key
     with pytest.raises(RunDirError, match="learning_rate"):
         run_grpo(tiny_recipe(tiny, tmp_path / "cut", learning_rate=1.0, **kw), resume=True)
+    # --resume on the finished run trains nothing (it once trained past max_steps and replaced final/)
+    stamp = (tmp_path / "cut" / "final" / "model.safetensors").stat().st_mtime_ns
+    assert run_grpo(tiny_recipe(tiny, tmp_path / "cut", **kw), reward_funcs=[length_reward], resume=True) is None
+    assert (tmp_path / "cut" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert [r["step"] for r in read_metrics(tmp_path / "cut")] == [1, 2, 3, 4]
+    assert not (tmp_path / "cut" / "checkpoint-6").exists()
 
 
 # ----------------------------------------------------------------------------- recipes, CLI, launch

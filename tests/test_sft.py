@@ -279,6 +279,81 @@ def test_resume_continues_steps_and_data_order(tiny_setup, use_peft):
     assert len(launches) == 2  # the first launch's record survives the resume
 
 
+class Killed(BaseException):
+    """A kill at a named point of a save (BaseException: no handler of the Trainer catches it)."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point, keep", [("before-save", "all"), ("during-save", "all"), ("after-save", "all"),
+                                         ("during-final", "all"), ("during-save", "newest")])
+def test_a_kill_at_each_point_of_a_save_resumes_to_the_same_weights(tiny_setup, monkeypatch, point, keep):
+    """Killed at step 4 of 4 (checkpoints at 2 and 4): before the save, inside it (weights
+    written, optimizer not: checkpoint-4 is incomplete and skipped with a warning), after it (the
+    run's training is over: --resume writes final/ without training) and inside final/'s save
+    (only .final.partial/ exists). Each resumed run ends with the uninterrupted run's weights; a
+    further --resume does nothing. With keep_optimizer_state "newest" the kill inside step 4's save
+    finds checkpoint-2's optimizer state still there (it is pruned only once checkpoint-4 is complete)."""
+    import transformers
+    from transformers import TrainerCallback
+
+    from aqa_core.train import common
+
+    ref_dir = tiny_setup["root"] / "kill-reference"
+    if not (ref_dir / "final").is_dir():
+        sft.run_sft(_cfg(tiny_setup, "kill-reference"))
+    cut = _cfg(tiny_setup, f"kill-{point}-{keep}", keep_optimizer_state=keep)
+
+    class KillAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if point == "before-save" and state.global_step == 4:
+                raise Killed
+
+        def on_save(self, args, state, control, **kwargs):
+            if point == "after-save" and state.global_step == 4:
+                raise Killed
+
+    original_opt, original_save = transformers.Trainer._save_optimizer_and_scheduler, transformers.Trainer.save_model
+
+    def save_opt(self, output_dir):
+        if point == "during-save" and self.state.global_step == 4:
+            raise Killed
+        return original_opt(self, output_dir)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        original_save(self, output_dir, _internal_call)
+        if point == "during-final" and output_dir and Path(output_dir).name == ".final.partial":
+            raise Killed
+
+    monkeypatch.setattr(transformers.Trainer, "_save_optimizer_and_scheduler", save_opt)
+    monkeypatch.setattr(transformers.Trainer, "save_model", save_model)
+    with pytest.raises(Killed):
+        sft.run_sft(cut, callbacks=[KillAt()])
+    monkeypatch.undo()
+    run = Path(cut.output_dir)
+    assert not (run / "final").exists()
+    if point == "during-save":
+        assert (run / "checkpoint-4" / "model.safetensors").is_file()
+        assert not (run / "checkpoint-4" / "trainer_state.json").exists()
+        with pytest.warns(UserWarning, match="checkpoint-4: not a complete checkpoint"):
+            metrics = sft.run_sft(cut, resume=True)
+        assert metrics["global_step"] == 4 and "final_from_checkpoint" not in metrics
+    else:
+        metrics = sft.run_sft(cut, resume=True)
+        trained = point == "before-save"
+        assert metrics["global_step"] == 4 and ("final_from_checkpoint" not in metrics) == trained
+    assert not (run / ".final.partial").exists()
+    assert [r["step"] for r in read_metrics(run) if "loss" in r] == [1, 2, 3, 4]
+    wa, wb = _weights(ref_dir / "final"), _weights(run / "final")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-5, atol=1e-6)
+    stamp = (run / "final" / "model.safetensors").stat().st_mtime_ns
+    assert sft.run_sft(cut, resume=True)["nothing_to_do"]
+    assert (run / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+    if keep == "newest":  # weights in every checkpoint, the optimizer state in the newest only
+        assert (run / "checkpoint-2" / "model.safetensors").is_file()
+        assert not (run / "checkpoint-2" / "optimizer.pt").exists() and (run / "checkpoint-4" / "optimizer.pt").is_file()
+
+
 @pytest.mark.slow
 def test_cli_under_accelerate_two_cpu_processes(tiny_setup, tmp_path):
     config = REPO / "recipes" / "accelerate" / "cpu-2proc.yaml"

@@ -54,9 +54,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..answers import extract_answer
-from ..audio import SAMPLE_RATE, AudioError, check_audio_files, load_audio
+from ..audio import SAMPLE_RATE, AudioError, check_audio_files, load_audio, model_window_seconds
 from ..data import load_questions
-from ..files import sha256_file, write_atomic
+from ..files import FolderBusy, hold_output, input_it_would_overwrite, sha256_file, write_atomic
 from ..prompts import as_prompt, build_messages
 from ..runs import RunDirError, model_dir
 from ..tower_cache import TowerCache, load_store
@@ -260,14 +260,15 @@ def questions_and_rows(path: str | Path, audio_dir: str | Path | None = None) ->
     return records, json.loads(path.read_text(encoding="utf-8"))
 
 
-def check_audio(records: Sequence[dict], progress: bool = False) -> list[tuple[str, str]]:
-    """(id, problem) for each record whose wav `load_audio` rejects (missing, unreadable, empty,
-    silent): every file is decoded once (`check_audio_files(decode=True)`), so nothing can fail
-    later, mid-run."""
+def check_audio(records: Sequence[dict], progress: bool = False,
+                window_seconds: float | None = None) -> list[tuple[str, str]]:
+    """(id, problem) for each record whose wav the one audio check rejects (missing, unreadable,
+    empty, too short, silent: `aqa_core.audio.check_audio_files`): every file is decoded once, so
+    nothing can fail later, mid-run; clips longer than `window_seconds` are counted in a warning."""
     ids_by_path: dict[str, list[str]] = {}
     for r in records:
         ids_by_path.setdefault(str(r["audio_path"]), []).append(str(r.get("id")))
-    problems = check_audio_files(list(ids_by_path), decode=True, progress=progress)
+    problems = check_audio_files(list(ids_by_path), progress=progress, window_seconds=window_seconds)
     return [(i, problem) for path, problem in problems for i in ids_by_path[path]]
 
 
@@ -418,7 +419,16 @@ def score_rows(rows: list[dict], source: str, avqa: bool) -> tuple[dict, str]:
     return {"source": source, "total": tally.to_dict(), "scored": tally.total, "records": len(rows)}, text
 
 
-def evaluate_file(
+def evaluate_file(model_path: str | Path, data: str | Path, out: str | Path, *args: Any, **kwargs: Any) -> dict:
+    """`_evaluate_file` as the one process writing `out` (a lock file `.OUT.lock` beside it,
+    `aqa_core.files.hold_output`): a second evaluation into the same `out` refuses at once,
+    naming the first; so does a second sweep of the same run. See `_evaluate_file`."""
+    out = Path(out)
+    with hold_output(out):
+        return _evaluate_file(model_path, data, out, *args, **kwargs)
+
+
+def _evaluate_file(
     model_path: str | Path,
     data: str | Path,
     out: str | Path,
@@ -452,6 +462,10 @@ def evaluate_file(
         raise EvalError(f"--limit must be >= 1 (or left out: every question), got {limit}")
     if batch_size < 1 or max_new_tokens < 1:
         raise EvalError(f"--batch-size and --max-new-tokens must be >= 1, got {batch_size} and {max_new_tokens}")
+    for written in (out, *(out.with_name(out.name + x) for x in (SCORE_JSON_SUFFIX, SCORE_TXT_SUFFIX, PROGRESS_SUFFIX))):
+        if input_it_would_overwrite(written, data) is not None:
+            raise EvalError(f"{written}: would overwrite the question file --data {data}; choose another --out "
+                            "(an input is never overwritten, not even with --overwrite)")
     folder = model_dir(model_path)
     prompt = int(as_prompt(prompt))
     if decoding not in DECODINGS:
@@ -477,7 +491,7 @@ def evaluate_file(
             raise EvalError(f"{out} exists, from other settings (model, data, prompt, decoding, audio...) or another "
                             "tool; pass --overwrite or choose another --out")
 
-    problems = check_audio(records, progress)  # before any model work
+    problems = check_audio(records, progress, model_window_seconds(folder))  # before any model work
     skipped_ids: list[str] = []
     if problems:
         detail = "; ".join(f"{i}: {p}" for i, p in problems[:5])
@@ -582,7 +596,7 @@ def exit_code(call: Callable[[], Any]) -> int:
     interrupted (a resumable evaluation keeps its progress)."""
     try:
         call()
-    except (EvalError, RunDirError, ValueError) as exc:
+    except (EvalError, RunDirError, FolderBusy, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -18,13 +18,15 @@ import argparse
 import csv
 import gc
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 from ..data import TASKS
 from ..files import write_atomic
 from ..prompts import as_prompt
-from ..runs import FINAL_DIR, MERGED_DIR, SWEEP_FILE, checkpoint_step, checkpoints, model_dir, read_config
+from ..runs import (FINAL_DIR, MERGED_DIR, SWEEP_FILE, checkpoint_problem, checkpoint_step, checkpoints, model_dir,
+                    read_config)
 from .evaluate import EvalError, add_eval_arguments, evaluate_file, exit_code, load_model
 from ..tower_cache import TowerCache
 
@@ -44,7 +46,12 @@ def run_models(run_dir: str | Path, include_base: bool = False) -> list[tuple[st
         if not base:
             raise EvalError(f"{run_dir / 'config.yaml'}: no model_name_or_path to evaluate as the base (step 0)")
         found.append(("base", 0, Path(base)))
-    found += [(p.name, checkpoint_step(p), p) for p in checkpoints(run_dir)]
+    for p in checkpoints(run_dir):
+        problem = checkpoint_problem(p, resume=False)
+        if problem:  # an interrupted save (resume rewrites it): nothing whole to evaluate
+            warnings.warn(f"{p}: not a complete checkpoint ({problem}); not evaluated", stacklevel=2)
+            continue
+        found.append((p.name, checkpoint_step(p), p))
     final = run_dir / FINAL_DIR
     if (final / "config.json").is_file() or (final / MERGED_DIR / "config.json").is_file():
         step = None

@@ -37,6 +37,7 @@ from typing import Sequence
 
 import yaml
 
+from ..files import hold_output
 from .code import code_files
 from .stages import NOTEBOOK_ENV, ROOT, Stage, retry_unstarted_kernel, run_stages, write_timings
 
@@ -395,10 +396,10 @@ def cli(argv: list[str]) -> int:
             print(f"{s.name:<20} <- {', '.join(s.deps[:4]) + (' ...' if len(s.deps) > 4 else '') or '-'}\n    "
                   f"{shlex.join(s.argv)[:300]}")
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    timings = run_stages(stages, out, a.jobs, a.force, hash_code=not a.no_code_hash)
-    path = write_timings(timings, out, time.perf_counter() - t0, a.jobs)
+    with hold_output(out):  # one study per results folder: a second one refuses, naming this one
+        t0 = time.perf_counter()
+        timings = run_stages(stages, out, a.jobs, a.force, hash_code=not a.no_code_hash)
+        path = write_timings(timings, out, time.perf_counter() - t0, a.jobs)
     failed = [t.stage for t in timings if t.status in ("failed", "skipped")]
     print(f"timings: {path}")
     if failed:

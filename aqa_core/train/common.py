@@ -11,7 +11,13 @@ full run, and `final/` (the run folder's layout: `aqa_core.runs`).
 - `MetricsCallback(run_dir)`: one JSON object per logging step into `metrics.jsonl`.
 - `PretrainedResumeMixin`: put it first in a Trainer subclass's bases so that `--resume` really
   restores the weights (transformers 5.23 silently does not for Qwen2-Audio, see there).
-- `save_final(trainer, run_dir)`: `final/`, a plain model folder (merged weights for LoRA).
+- `save_final(trainer, run_dir)`: `final/`, a plain model folder (merged weights for LoRA),
+  written under a temporary name and renamed: whole or absent.
+- `KEEP_OPTIMIZER_STATE`, `PruneOptimizerState`: a recipe's `keep_optimizer_state` ("all", or
+  "newest": the optimizer state only in the newest complete checkpoint; the paper recipes').
+- `resume_point(run_dir, resume, max_steps)` and `finish_from_checkpoint(trainer, ckpt, run_dir)`:
+  what `--resume` does with the newest complete checkpoint: continue from it, write `final/` from
+  it when the run had finished training, or nothing when `final/` exists too.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import difflib
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,7 +37,9 @@ except ImportError:  # pragma: no cover
     TrainerCallback = object  # type: ignore[misc,assignment]
 
 from ..config import RecipeError
-from ..runs import FINAL_DIR, METRICS_FILE, read_metrics, write_run_record
+from ..runs import (FINAL_DIR, FINAL_PARTIAL_DIR, METRICS_FILE, TRAINER_STATE_FILE, RunDirError, checkpoint_problem,
+                    checkpoint_step, checkpoints, final_complete, last_checkpoint, prune_optimizer_state,
+                    read_metrics, training_done, write_run_record)
 from .lora import save_merged
 
 
@@ -207,13 +216,78 @@ def save_final(trainer, run_dir: str | Path) -> Path:  # noqa: ANN001 - a transf
     A LoRA run writes the merged weights there and its adapter in `final/adapter`."""
     from accelerate.utils import is_peft_model
 
-    final = Path(run_dir) / FINAL_DIR
+    final, partial = Path(run_dir) / FINAL_DIR, Path(run_dir) / FINAL_PARTIAL_DIR
+    if trainer.accelerator.is_main_process and partial.exists():
+        shutil.rmtree(partial)  # left by an interrupted save
+    trainer.accelerator.wait_for_everyone()
     if is_peft_model(trainer.accelerator.unwrap_model(trainer.model)):
-        save_merged(trainer, final)  # collective under ZeRO-3: every process calls it
-        trainer.save_model(str(final / "adapter"))
+        save_merged(trainer, partial)  # collective under ZeRO-3: every process calls it
+        trainer.save_model(str(partial / "adapter"))
     else:
-        trainer.save_model(str(final))
+        trainer.save_model(str(partial))
         if trainer.accelerator.is_main_process:
-            trainer.processing_class.save_pretrained(final)
+            trainer.processing_class.save_pretrained(partial)
+    if trainer.accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
     trainer.accelerator.wait_for_everyone()
     return final
+
+
+def resume_point(run_dir: str | Path, resume: bool, max_steps: int | None) -> tuple[Path | None, str]:
+    """What a launch does in `run_dir`: ("train", None) for a new run; with `resume`, the newest
+    complete checkpoint and "train" (continue from it), "final" (it ends the run's training:
+    write `final/` from it, no training) or "nothing" (`final/` exists too: the run is finished)."""
+    checkpoint = last_checkpoint(run_dir) if resume else None
+    if checkpoint is None or not training_done(checkpoint, max_steps):
+        return checkpoint, "train"
+    return checkpoint, "nothing" if final_complete(run_dir) else "final"
+
+
+def finish_from_checkpoint(trainer, checkpoint: str | Path, run_dir: str | Path) -> None:  # noqa: ANN001
+    """A run interrupted after its last checkpoint: that checkpoint's weights and state into the
+    trainer, `final/` written from them, and the summary row `metrics.jsonl` lacks; no training."""
+    from transformers import TrainerState
+
+    checkpoint = Path(checkpoint)
+    if trainer.is_deepspeed_enabled:
+        raise RunDirError(f"{checkpoint}: writing final/ from a DeepSpeed checkpoint without training is not "
+                          "supported; convert it with the checkpoint's zero_to_fp32.py instead")
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_FILE))
+    save_final(trainer, run_dir)
+    if trainer.accelerator.is_main_process:
+        with (Path(run_dir) / METRICS_FILE).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"step": checkpoint_step(checkpoint), "summary": True,
+                                 "final_from_checkpoint": checkpoint.name}) + "\n")
+
+
+#: A recipe's `keep_optimizer_state`: "all" (every checkpoint can be resumed from) or "newest"
+#: (every checkpoint keeps its weights, for the sweep; only the newest complete one keeps the
+#: optimizer state, so a run of the 8.2B model fits a disk: that state is most of a checkpoint).
+KEEP_OPTIMIZER_STATE = ("all", "newest")
+
+
+def check_keep_optimizer_state(value: str) -> None:
+    if value not in KEEP_OPTIMIZER_STATE:
+        raise RecipeError(f"keep_optimizer_state must be one of {', '.join(KEEP_OPTIMIZER_STATE)}, got {value!r}")
+
+
+class PruneOptimizerState(TrainerCallback):
+    """keep_optimizer_state "newest": once a new checkpoint is complete (`aqa_core.runs.
+    checkpoint_problem`: its trainer_state.json is written last), the optimizer state of every
+    older checkpoint is deleted; never before, so a kill or a full disk during a save leaves the
+    previous checkpoint resumable. One process per node deletes (each node's own files)."""
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
+        if not state.is_local_process_zero:
+            return
+        run_dir = Path(args.output_dir)
+        newest = run_dir / f"checkpoint-{state.global_step}"
+        if checkpoint_problem(newest) is not None:
+            return  # the new checkpoint cannot be resumed from: the old state stays
+        freed = sum(prune_optimizer_state(c) for c in checkpoints(run_dir) if c != newest)
+        if freed:
+            print(f"keep_optimizer_state=newest: freed {freed / 2**30:.2f} GiB of optimizer state in checkpoints "
+                  f"before {newest.name}")

@@ -85,6 +85,9 @@ class GRPORecipe:
     logging_steps: int = 1
     save_steps: int = 100
     save_total_limit: int | None = None
+    # "all", or "newest": the optimizer state only in the newest complete checkpoint, weights in
+    # every one (aqa_core.train.common.PruneOptimizerState; the paper recipes, to fit a disk)
+    keep_optimizer_state: str = "all"
     device: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU (aqa_core.train.common.choose_precision)
     torch_threads: int | None = None  # CPU threads for torch (None: torch's default)
     # any further GRPOConfig field, checked against the class (the runner's own keys excluded)
@@ -131,6 +134,9 @@ def check_recipe(cfg: GRPORecipe) -> None:
     for key, ok, valid in rules:
         if not ok:
             raise RecipeError(f"{key} must be {valid}, got {getattr(cfg, key)!r}")
+    from .common import check_keep_optimizer_state
+
+    check_keep_optimizer_state(cfg.keep_optimizer_state)
 
 
 def group_advantages(rewards, num_generations: int, eps: float = 1e-4):
@@ -193,6 +199,7 @@ def build_trainer(cfg: GRPORecipe, run_dir: str | Path | None = None, callbacks:
     """Data, model and trainer of a run, ready to `train()` (`reward_funcs` replaces the recipe's
     rewards, for tests; `args`, the run's GRPOConfig when already made). Used by `run_grpo`, the
     tests and scripts/bench_train.py."""
+    from ..audio import model_window_seconds
     from ..data import load_questions
     from ..rewards import get_reward_funcs
     from .common import choose_precision, load_for_training
@@ -201,7 +208,8 @@ def build_trainer(cfg: GRPORecipe, run_dir: str | Path | None = None, callbacks:
 
     precision = choose_precision(cfg.device)
     args = args or grpo_args(cfg, run_dir, precision)  # before the model: under ZeRO-3 it makes from_pretrained shard
-    questions = load_questions(cfg.train_data, cfg.train_audio_dir, limit=cfg.max_train_samples, check_audio=True)
+    questions = load_questions(cfg.train_data, cfg.train_audio_dir, limit=cfg.max_train_samples, check_audio=True,
+                               window_seconds=model_window_seconds(cfg.model_name_or_path))
     dataset = build_dataset(questions, cfg.prompt)
     model, processor = load_for_training(cfg.model_name_or_path, precision, cfg.freeze_audio_tower, padding_side="left")
     if reward_funcs is None:
@@ -215,29 +223,46 @@ def build_trainer(cfg: GRPORecipe, run_dir: str | Path | None = None, callbacks:
 
 
 def run_grpo(cfg: GRPORecipe, resume: bool = False, callbacks: list | None = None, reward_funcs: list | None = None):
-    """Train one GRPO run into `cfg.output_dir` (seed, data, model, trainer, train, save).
-    `resume` continues from the folder's last checkpoint; `callbacks` are extra TrainerCallbacks
-    (tests interrupt with one); `reward_funcs` replaces the recipe's rewards. Returns the trainer."""
+    """Train one GRPO run into `cfg.output_dir` (seed, data, model, trainer, train, save), the one
+    process in that folder (`aqa_core.runs.run_folder_lock`; a second one refuses). `resume`
+    continues from the folder's newest complete checkpoint; `callbacks` are extra TrainerCallbacks
+    (tests interrupt with one); `reward_funcs` replaces the recipe's rewards. Returns the trainer,
+    or None when `resume` finds the run finished (`final/` included): nothing is done then."""
+    from ..runs import run_folder_lock
+
+    check_recipe(cfg)  # fail on a bad recipe before any model work, and before the run folder
+    with run_folder_lock(cfg.output_dir):
+        return _run_grpo(cfg, resume, callbacks, reward_funcs)
+
+
+def _run_grpo(cfg: GRPORecipe, resume: bool, callbacks: list | None, reward_funcs: list | None):
     import torch
     from transformers import set_seed
 
-    from ..runs import last_checkpoint, prepare_run_dir
-    from .common import MetricsCallback, record_run, save_final
+    from ..runs import checkpoint_step, is_main_process, prepare_run_dir
+    from .common import (MetricsCallback, PruneOptimizerState, finish_from_checkpoint, record_run, resume_point,
+                         save_final)
     from .lora import SaveMergedCallback
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     set_seed(cfg.seed)
-    check_recipe(cfg)  # fail on a bad recipe before any model work, and before the run folder
     cfg.reward_names()
     args = grpo_args(cfg)  # checks trl_args; before the model: under ZeRO-3 it makes from_pretrained shard
     run_dir = prepare_run_dir(cfg.output_dir, cfg, resume=resume)
+    checkpoint, action = resume_point(run_dir, resume, cfg.max_steps)
+    if action == "nothing":
+        if is_main_process():
+            print(f"grpo: {run_dir} finished at step {checkpoint_step(checkpoint)} and holds final/: nothing to do")
+        return None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.num_processes is not None and cfg.num_processes != world:
         log.warning("recipe assumes %d processes, running on %d: the effective batch differs from the recipe's",
                     cfg.num_processes, world)
     merged_cb = SaveMergedCallback() if cfg.use_peft else None
     extra = [MetricsCallback(run_dir), *(callbacks or []), *([merged_cb] if merged_cb else [])]
+    if cfg.keep_optimizer_state == "newest":
+        extra.append(PruneOptimizerState())  # last: after merged/ is written
     trainer = build_trainer(cfg, run_dir, callbacks=extra, reward_funcs=reward_funcs, args=args)
     if merged_cb:
         merged_cb.trainer = trainer
@@ -246,7 +271,11 @@ def run_grpo(cfg: GRPORecipe, resume: bool = False, callbacks: list | None = Non
               f"{'+'.join(f.__name__ for f in trainer.reward_funcs)}, world size {trainer.accelerator.num_processes}, "
               f"{trainer.args.device.type} {'bf16' if trainer.args.bf16 else 'fp32'}, {'LoRA' if cfg.use_peft else 'full'}")
     record_run(trainer, run_dir)
-    checkpoint = last_checkpoint(run_dir) if resume else None
+    if action == "final":  # interrupted after its last checkpoint: final/ from it, no training
+        if trainer.accelerator.is_main_process:
+            print(f"grpo: {checkpoint.name} ends the run's training; writing final/ from it (no training)")
+        finish_from_checkpoint(trainer, checkpoint, run_dir)
+        return trainer
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     save_final(trainer, run_dir)
     return trainer
@@ -276,6 +305,6 @@ def cli(argv: list[str]) -> int:
     except (RecipeError, RunDirError, DataError, AudioError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if trainer.accelerator.is_main_process:
+    if trainer is not None and trainer.accelerator.is_main_process:
         print(f"GRPO done: {trainer.state.global_step} steps, run folder {cfg.output_dir}")
     return 0

@@ -16,7 +16,9 @@ True
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -100,4 +102,14 @@ class SaveMergedCallback(TrainerCallback):
     trainer = None
 
     def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
-        save_merged(self.trainer, Path(args.output_dir) / f"checkpoint-{state.global_step}" / MERGED_DIR)
+        # written as merged.partial/ and renamed: an interrupted save leaves no half a model to evaluate
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        partial, merged = ckpt / f"{MERGED_DIR}.partial", ckpt / MERGED_DIR
+        main = self.trainer.accelerator.is_main_process
+        if main and partial.exists():
+            shutil.rmtree(partial)
+        save_merged(self.trainer, partial)
+        if main:
+            if merged.exists():
+                shutil.rmtree(merged)
+            os.replace(partial, merged)

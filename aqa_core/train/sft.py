@@ -63,6 +63,9 @@ class SFTRecipe:
     logging_steps: int = 10
     save_steps: int = 200
     save_total_limit: int | None = None
+    # "all", or "newest": the optimizer state only in the newest complete checkpoint, weights in
+    # every one (aqa_core.train.common.PruneOptimizerState; the paper recipes, to fit a disk)
+    keep_optimizer_state: str = "all"
     dataloader_num_workers: int = 0
     save_final: bool = True  # write `final/` (a plain model folder) after training
     # LoRA (PEFT)
@@ -94,6 +97,9 @@ def check_recipe(cfg: SFTRecipe) -> None:
             raise RecipeError(f"{key} must be >= 1, got {getattr(cfg, key)}")
     if cfg.use_peft and (cfg.lora_r < 1 or not cfg.lora_target_modules):
         raise RecipeError("LoRA needs lora_r >= 1 and a non-empty lora_target_modules")
+    from .common import check_keep_optimizer_state
+
+    check_keep_optimizer_state(cfg.keep_optimizer_state)
 
 
 # ----------------------------------------------------------------------------- data
@@ -161,19 +167,30 @@ def sft_config(cfg: SFTRecipe, precision) -> Any:
 
 
 def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None) -> dict:
-    """Train one SFT run into `cfg.output_dir`; returns the trainer's train metrics plus
-    `seconds_per_step`. `callbacks` are extra `TrainerCallback`s (tests use one to interrupt)."""
+    """Train one SFT run into `cfg.output_dir`, the one process in that folder
+    (`aqa_core.runs.run_folder_lock`; a second one refuses); returns the trainer's train metrics
+    plus `seconds_per_step` (or `nothing_to_do` / `final_from_checkpoint` when `resume` finds
+    training over). `callbacks` are extra `TrainerCallback`s (tests use one to interrupt)."""
+    from ..runs import run_folder_lock
+
+    check_recipe(cfg)  # a bad recipe fails before the run folder exists
+    with run_folder_lock(cfg.output_dir):
+        return _run_sft(cfg, resume, callbacks)
+
+
+def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
     from transformers import set_seed
 
+    from ..audio import model_window_seconds
     from ..data import load_questions
     from ..prompts import Prompt
-    from ..runs import checkpoint_step, last_checkpoint, prepare_run_dir
+    from ..runs import checkpoint_step, is_main_process, prepare_run_dir
     from ..tower_cache import cache_frozen_tower
     from .collate import SFTCollator
-    from .common import MetricsCallback, choose_precision, load_for_training, record_run, save_final
+    from .common import (MetricsCallback, PruneOptimizerState, choose_precision, finish_from_checkpoint,
+                         load_for_training, record_run, resume_point, save_final)
     from .lora import SaveMergedCallback, lora_config
 
-    check_recipe(cfg)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     precision = choose_precision(cfg.device)
     if cfg.torch_threads:
@@ -182,14 +199,21 @@ def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None)
         torch.set_num_threads(cfg.torch_threads)
     args = sft_config(cfg, precision)  # checks trl_args; before the model: under ZeRO-3 it makes from_pretrained shard
     run_dir = prepare_run_dir(cfg.output_dir, cfg, resume=resume)
+    checkpoint, action = resume_point(run_dir, resume, cfg.max_steps)
+    if action == "nothing":
+        if is_main_process():
+            print(f"sft: {run_dir} finished at step {checkpoint_step(checkpoint)} and holds final/: nothing to do")
+        return {"global_step": checkpoint_step(checkpoint), "nothing_to_do": True}
     set_seed(cfg.seed)
 
     dataset = to_dataset(load_questions(cfg.train_data, cfg.train_audio_dir, limit=cfg.max_train_samples,
-                                        check_audio=True))
+                                        check_audio=True, window_seconds=model_window_seconds(cfg.model_name_or_path)))
     model, processor = load_for_training(cfg.model_name_or_path, precision, cfg.freeze_audio_tower)
 
     merged_cb = SaveMergedCallback() if cfg.use_peft and cfg.save_merged else None
     extra = [MetricsCallback(run_dir), *(callbacks or []), *([merged_cb] if merged_cb else [])]
+    if cfg.keep_optimizer_state == "newest":
+        extra.append(PruneOptimizerState())  # last: after merged/ is written
     trainer = _trainer_class()(
         model=model,
         args=args,
@@ -210,7 +234,13 @@ def run_sft(cfg: SFTRecipe, resume: bool = False, callbacks: list | None = None)
               f"({'LoRA' if cfg.use_peft else 'full'}), {precision.device} {'bf16' if precision.bf16 else 'fp32'}")
 
     record_run(trainer, run_dir)
-    checkpoint = last_checkpoint(run_dir) if resume else None
+    if action == "final":  # interrupted after its last checkpoint: final/ from it, no training
+        if trainer.accelerator.is_main_process:
+            print(f"sft: {checkpoint.name} ends the run's training; writing final/ from it (no training)")
+        if not cfg.save_final:
+            return {"global_step": checkpoint_step(checkpoint), "nothing_to_do": True}
+        finish_from_checkpoint(trainer, checkpoint, run_dir)
+        return {"global_step": checkpoint_step(checkpoint), "final_from_checkpoint": checkpoint.name}
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     metrics = dict(result.metrics)
     steps_run = trainer.state.global_step - (checkpoint_step(checkpoint) if checkpoint else 0)

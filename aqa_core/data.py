@@ -50,6 +50,11 @@ def _check_choice_record(where: str, choices: Any, answer_index: Any) -> None:
         raise DataError(f"{where}: 'answer' index {answer_index} out of range for {len(choices)} choices")
 
 
+def _check_text(where: str, key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
+
+
 def load_avqa_jsonl(
     path: str | Path, audio_dir: str | Path | None = None, on_missing: str = "warn"
 ) -> list[dict]:
@@ -73,6 +78,8 @@ def load_avqa_jsonl(
         if absent:
             raise DataError(f"{where}: missing field(s) {absent}; expected {list(AVQA_FIELDS)}")
         _check_choice_record(where, raw["multi_choice"], raw["answer"])
+        _check_text(where, "question_text", raw["question_text"])
+        _check_text(where, "audio_path", raw["audio_path"])
         wav = _resolve(str(raw["audio_path"]), adir, path.parent)
         if on_missing != "keep" and not wav.is_file():
             if on_missing == "error":
@@ -142,6 +149,8 @@ def load_mmau(path: str | Path, audio_dir: str | Path | None = None, check_audio
             raise DataError(f"{where} (id {item.get('id', '?')}): missing field(s) {absent}; expected {list(MMAU_FIELDS)}")
         if not isinstance(item["choices"], list) or not item["choices"]:
             raise DataError(f"{where} (id {item['id']}): 'choices' must be a non-empty list")
+        _check_text(f"{where} (id {item['id']})", "question", item["question"])
+        _check_text(f"{where} (id {item['id']})", "audio_id", item["audio_id"])
         wav = adir / item["audio_id"]
         if check_audio and not wav.is_file():
             missing.append(str(item["id"]))

@@ -34,8 +34,11 @@ def write_atomic(path: str | Path, text: str) -> None:
     reader (or a crash) never leaves half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after an error (a full disk): no temporary file left
 
 
 def is_same_file(a: str | Path, b: str | Path) -> bool:
@@ -124,6 +127,7 @@ def _holder(path: Path, text: str | None = None) -> str:
 
     try:
         rec = json.loads(text if text is not None else path.read_text(encoding="utf-8"))
-        return f"pid {rec['pid']} on {rec['host']} ({rec['command']}, since {rec['since']})"
+        cmd = rec["command"] if len(rec["command"]) <= 100 else rec["command"][:97] + "..."
+        return f"pid {rec['pid']} on {rec['host']} ({cmd}, since {rec['since']})"
     except (OSError, ValueError, KeyError, TypeError):
         return f"another process (lock file {path})"

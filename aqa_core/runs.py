@@ -196,6 +196,56 @@ def model_dir(path: str | Path) -> Path:
     raise RunDirError(f"{path}: not a model folder (no config.json)")
 
 
+def check_model_folder(path: str | Path) -> Path:
+    """`model_dir(path)`, checked before any model work: its `config.json` parses, and every
+    safetensors weight file it names is whole (its header parses and the file is as long as the
+    header says). A broken or truncated folder is a `RunDirError` naming the file, not a
+    traceback from deep inside `from_pretrained`. Reads headers only."""
+    folder = model_dir(path)
+    try:
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise RunDirError(f"{folder / 'config.json'}: not valid JSON ({exc}); the model folder is damaged") from None
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RunDirError(f"{index}: not a valid shard index ({exc})") from None
+        files = [folder / f for f in shards]
+    else:
+        files = [folder / f for f in ("model.safetensors", "adapter_model.safetensors") if (folder / f).exists()]
+    if not files and not (folder / "pytorch_model.bin").is_file():
+        raise RunDirError(f"{folder}: no model weights (model.safetensors or a shard index)")
+    for f in files:
+        problem = safetensors_problem(f)
+        if problem:
+            raise RunDirError(f"{f}: {problem}; the model folder is damaged (an interrupted copy or save?)")
+    return folder
+
+
+def safetensors_problem(path: str | Path) -> str | None:
+    """Why a safetensors file is not whole, or None: missing, a header that does not parse, or a
+    length other than the header's (8 bytes + header + the end of its last tensor)."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 2 or 8 + n > size:
+            return f"truncated or not safetensors ({size} bytes)"
+        try:
+            header = json.loads(fh.read(n))
+            end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "its header does not parse"
+    if size != 8 + n + end:
+        return f"truncated ({size:,} bytes; its header says {8 + n + end:,})"
+    return None
+
+
 # ----------------------------------------------------------------------------- creating a run
 
 

@@ -272,7 +272,12 @@ def cli(argv: list[str]) -> int:
     if a.audio_dir and len(a.audio_dir) != len(a.data):
         ap.error("give one --audio-dir per --data, or none")
     from .data import DataError, load_questions
+    from .files import input_it_would_overwrite
 
+    clash = input_it_would_overwrite(a.out, *a.data)
+    if clash is not None:
+        print(f"error: {a.out}: --out is the input question file {clash}; choose another path", file=sys.stderr)
+        return 2
     if a.threads:
         import torch
 

@@ -58,7 +58,7 @@ from ..audio import SAMPLE_RATE, AudioError, check_audio_files, load_audio, mode
 from ..data import load_questions
 from ..files import FolderBusy, hold_output, input_it_would_overwrite, sha256_file, write_atomic
 from ..prompts import as_prompt, build_messages
-from ..runs import RunDirError, model_dir
+from ..runs import RunDirError, check_model_folder, model_dir
 from ..tower_cache import TowerCache, load_store
 
 PROGRESS_SUFFIX = ".progress.jsonl"
@@ -424,6 +424,10 @@ def evaluate_file(model_path: str | Path, data: str | Path, out: str | Path, *ar
     `aqa_core.files.hold_output`): a second evaluation into the same `out` refuses at once,
     naming the first; so does a second sweep of the same run. See `_evaluate_file`."""
     out = Path(out)
+    for written in (out, *(out.with_name(out.name + x) for x in (SCORE_JSON_SUFFIX, SCORE_TXT_SUFFIX, PROGRESS_SUFFIX))):
+        if input_it_would_overwrite(written, data) is not None:  # refused before the lock is even taken
+            raise EvalError(f"{written}: would overwrite the question file --data {data}; choose another --out "
+                            "(an input is never overwritten, not even with --overwrite)")
     with hold_output(out):
         return _evaluate_file(model_path, data, out, *args, **kwargs)
 
@@ -462,11 +466,7 @@ def _evaluate_file(
         raise EvalError(f"--limit must be >= 1 (or left out: every question), got {limit}")
     if batch_size < 1 or max_new_tokens < 1:
         raise EvalError(f"--batch-size and --max-new-tokens must be >= 1, got {batch_size} and {max_new_tokens}")
-    for written in (out, *(out.with_name(out.name + x) for x in (SCORE_JSON_SUFFIX, SCORE_TXT_SUFFIX, PROGRESS_SUFFIX))):
-        if input_it_would_overwrite(written, data) is not None:
-            raise EvalError(f"{written}: would overwrite the question file --data {data}; choose another --out "
-                            "(an input is never overwritten, not even with --overwrite)")
-    folder = model_dir(model_path)
+    folder = check_model_folder(model_path)  # a damaged folder fails here, before any work
     prompt = int(as_prompt(prompt))
     if decoding not in DECODINGS:
         raise EvalError(f"--decoding must be one of {', '.join(DECODINGS)}, got {decoding!r}")
@@ -600,6 +600,8 @@ def exit_code(call: Callable[[], Any]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C): the finished batches are kept; rerun the same command to resume",
+              file=sys.stderr)
         return 130
     return 0
 

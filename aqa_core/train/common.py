@@ -37,8 +37,8 @@ except ImportError:  # pragma: no cover
     TrainerCallback = object  # type: ignore[misc,assignment]
 
 from ..config import RecipeError
-from ..runs import (FINAL_DIR, FINAL_PARTIAL_DIR, METRICS_FILE, TRAINER_STATE_FILE, RunDirError, checkpoint_problem,
-                    checkpoint_step, checkpoints, final_complete, last_checkpoint, prune_optimizer_state,
+from ..runs import (FINAL_DIR, FINAL_PARTIAL_DIR, METRICS_FILE, TRAINER_STATE_FILE, RunDirError, check_model_folder,
+                    checkpoint_problem, checkpoint_step, checkpoints, final_complete, last_checkpoint, prune_optimizer_state,
                     read_metrics, training_done, write_run_record)
 from .lora import save_merged
 
@@ -93,6 +93,8 @@ def load_for_training(model_name_or_path: str, precision: Precision, freeze_audi
     if local.exists() and not (local / "config.json").is_file():
         raise RecipeError(f"model_name_or_path {local}: not a model folder (no config.json); expected a "
                           "Qwen2AudioForConditionalGeneration checkpoint saved with save_pretrained")
+    if local.exists():
+        check_model_folder(local)  # a damaged config.json or truncated weights: one line, before any work
     model = Qwen2AudioForConditionalGeneration.from_pretrained(model_name_or_path, dtype=precision.torch_dtype())
     kwargs = {"padding_side": padding_side} if padding_side else {}
     processor = AutoProcessor.from_pretrained(model_name_or_path, **kwargs)

@@ -255,6 +255,16 @@ def test_book_builds_from_fixture_results(tmp_path):
         assert "{glue" not in text and "glue:" not in _html_text(page), f"unresolved glue in {page.name}"
     found = _html_text(html / "findings.html")
     assert re.search(r"\d+\.\d", found)
+    titles: dict[str, str] = {}
+    for page in sorted(html.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        # no number printed with more digits than any format asks (a raw float: 55.00000000000001)
+        raw = re.findall(r"\d+\.\d{7,}", _html_text(page))
+        assert not raw, f"{page.relative_to(html)}: raw floats {raw[:3]}"
+        m = re.search(r"<title>(.*?)</title>", text, re.S)
+        if m and not page.name.startswith(("genindex", "search")):  # two pages of one title: ambiguous links
+            assert m.group(1) not in titles, f"{page.relative_to(html)} and {titles[m.group(1)]} share a title"
+            titles[m.group(1)] = str(page.relative_to(html))
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
     assert "cdn.jsdelivr" not in (html / "method.html").read_text(encoding="utf-8")
 
@@ -294,3 +304,26 @@ def test_archive_results_keeps_a_versions_table_and_its_sentences(tmp_path):
     md = (tmp_path / "v1.md").read_text()
     assert md.startswith("Benchmark v1 (clips: train 90;") and "| GRPO + Prompt <2>" in md and "not decided" in md
     assert mod.main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2  # not a results folder: one line, rc 2
+
+
+def test_the_trust_page_counts_the_fingerprinted_mmau_versions():
+    """book/trust.md states how many test-mini versions aqa_core/eval/mmau_versions.json holds."""
+    versions = json.loads((ROOT / "aqa_core" / "eval" / "mmau_versions.json").read_text())["versions"]
+    text = (ROOT / "book" / "trust.md").read_text(encoding="utf-8")
+    assert f"fingerprints {len(versions)} published versions" in text
+    assert versions[0]["date"] in text and versions[-1]["date"] in text
+
+
+def test_the_executed_notebooks_take_their_page_titles(tmp_path):
+    from aqa_core.study.execute import retitle
+    from aqa_core.study.plan import NOTEBOOKS, page_titles
+
+    titles = page_titles()
+    assert len({titles[f"results/{n}"] for n in NOTEBOOKS}) == len(NOTEBOOKS)  # one title per page
+    nb = {"cells": [{"cell_type": "code", "source": "x = 1"},
+                    {"cell_type": "markdown", "source": ["intro\n", "# Template heading\n", "text\n"]}]}
+    path = tmp_path / "n.ipynb"
+    path.write_text(json.dumps(nb))
+    retitle(path, "Direct inference, prompt <2>")
+    cell = json.loads(path.read_text())["cells"][1]
+    assert "".join(cell["source"]) == "intro\n# Direct inference, prompt <2>\ntext\n"

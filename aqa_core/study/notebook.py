@@ -193,8 +193,11 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
         values["train_seconds"] = budget["seconds"]
     if budget["flops"]:
         values["flops_estimate"] = float(budget["flops"])
+    def shown(v: Any) -> str:  # floats to 6 significant digits (config.yaml keeps every digit)
+        return json.dumps(v) if isinstance(v, (list, dict)) else f"{v:.6g}" if isinstance(v, float) else str(v)
+
     tables = {f"resolved config ({CONFIG_FILE})": Table(pd.DataFrame(
-        [{"key": k, "value": json.dumps(v) if isinstance(v, (list, dict)) else str(v)} for k, v in config.items()]))}
+        [{"key": k, "value": shown(v)} for k, v in config.items()]))}
     if len(metrics):
         tables[f"last logged steps ({METRICS_FILE})"] = Table(metrics.tail(5))
     if sweep_path.is_file():

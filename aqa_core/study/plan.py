@@ -76,7 +76,8 @@ def stage_code() -> dict[str, list[str]]:
         "probe": code_files(["aqa_core.mini.probe"]),
         "tower": code_files(["aqa_core.tower_cache"]),
         "lr-search": code_files(["aqa_core.study.lr_search"]),
-        "notebook": code_files(["aqa_core.study.notebook", "aqa_core.study.report", "aqa_core.study.validity"],
+        "notebook": code_files(["aqa_core.study.notebook", "aqa_core.study.report", "aqa_core.study.validity",
+                                "aqa_core.study.execute"],
                                ["aqa_core/study/paper_results.yaml", "aqa_core/eval/mmau_versions.json"]),
     }
 
@@ -305,10 +306,20 @@ def notebook_parameters(name: str, out: Path, recipes: dict[str, str] | None = N
 
 
 def papermill_argv(template: Path, target: Path, params: dict, cwd: Path) -> list[str]:
-    """`python -m papermill TEMPLATE TARGET -y PARAMS --cwd CWD` (a subprocess: its own kernel;
-    the parameters' relative paths are relative to CWD, the folder the study runs from)."""
-    return [sys.executable, "-m", "papermill", str(template), str(target), "-y", yaml.safe_dump(params),
-            "--cwd", str(cwd), "--no-progress-bar", "--log-level", "WARNING", "--start-timeout", "180"]
+    """Execute TEMPLATE into TARGET with papermill (`aqa_core.study.execute`, a subprocess: its own
+    kernel; the parameters' relative paths are relative to CWD, the folder the study runs from),
+    then give the page its title from book/_toc.yml when the book lists it there."""
+    title = page_titles().get(f"results/{Path(target).stem}")
+    return [sys.executable, "-m", "aqa_core.study.execute", str(template), str(target), "--params",
+            yaml.safe_dump(params), "--cwd", str(cwd), *(["--title", title] if title else [])]
+
+
+@functools.lru_cache(maxsize=1)
+def page_titles() -> dict[str, str]:
+    """file -> title of every page book/_toc.yml titles itself (the executed notebooks)."""
+    toc = yaml.safe_load((ROOT / "book" / "_toc.yml").read_text(encoding="utf-8"))
+    return {ch["file"]: ch["title"] for part in toc.get("parts", []) for ch in part.get("chapters", [])
+            if "title" in ch}
 
 
 # ----------------------------------------------------------------------------- book

@@ -165,6 +165,15 @@ def cell(acc: tuple[float, float, float]) -> str:
     return "" if math.isnan(a) else f"{a:.1f} [{lo:.1f}, {hi:.1f}]"
 
 
+def p_value_text(p: float, n_resamples: int) -> str:
+    """A bootstrap p-value as text: 0 resamples beyond the observed difference is "< 1/n", not 0.
+
+    >>> p_value_text(0.0, 10_000), p_value_text(0.0123, 10_000)
+    ('< 0.0001', '0.0123')
+    """
+    return f"< {1 / n_resamples:.2g}" if p <= 0 else f"{p:.3g}"
+
+
 def compare(a: ModelResult, b: ModelResult, n_resamples: int = 10_000, seed: int = 0) -> dict:
     """Paired comparison of two models on the items both scored (aqa_core.eval.stats.compare_paired),
     in percentage points."""
@@ -240,7 +249,8 @@ def table_results(result_dirs: Sequence[str | Path], selection: str = "best_on_v
                                   "A − B (points)": f"{c['diff']:+.1f}",
                                   "95% CI (paired bootstrap)": f"[{c['lo']:+.1f}, {c['hi']:+.1f}]",
                                   "only A right / only B right": f"{c['only_a']} / {c['only_b']}",
-                                  "McNemar p": f"{c['p_mcnemar']:.3g}", "bootstrap p": f"{c['p_bootstrap']:.3g}"})
+                                  "McNemar p": f"{c['p_mcnemar']:.3g}",
+                                  "bootstrap p": p_value_text(c["p_bootstrap"], n_resamples)})
                 p = f"{scale}_{a}_vs_{b}"
                 for k in ("diff", "lo", "hi", "p_mcnemar", "p_bootstrap"):
                     values[f"{p}_{k}"] = float(c[k])

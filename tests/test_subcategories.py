@@ -38,3 +38,22 @@ def test_no_table_without_a_mini_test_file(tmp_path):
     res = write_fixture_results(tmp_path / "runs")
     (Path(res) / "data" / "test-mini.json").unlink()
     assert subcategory_tables(res) is None
+
+
+def test_table2_across_seeds_is_the_mean_of_the_seed_rows(tmp_path):
+    from aqa_core.study.findings import seed_runs
+    from aqa_core.study.results import load_result_dir
+    from aqa_core.study.tables import table_seed_means
+
+    import shutil
+
+    res = write_fixture_results(tmp_path / "runs")
+    shutil.copytree(Path(res) / "grpo-prompt2", Path(res) / "grpo-prompt2-seed1")  # a second seed
+    t = table_seed_means(res, n_resamples=200)
+    runs = seed_runs({r.key: r for r in load_result_dir(res)}, "grpo_p2")
+    assert len(runs) > 1
+    row = t.frame.set_index("model, method").loc["GRPO + Prompt <2>"]
+    mean = sum(r.accuracy()[0] for r in runs) / len(runs)
+    assert row["seeds"] == len(runs) and row["average [95% interval]"].startswith(f"{mean:.1f} [")
+    lo, hi = t.values[f"{Path(res).name}_grpo_p2_seed_lo"], t.values[f"{Path(res).name}_grpo_p2_seed_hi"]
+    assert lo <= mean <= hi

@@ -17,7 +17,7 @@ from .display import Figure, Table, glue_safe
 from .figures import figure_grpo_convergence, figure_sft_convergence
 from .paper import paper_results
 from .subcategories import subcategory_tables
-from .tables import table_hyperparameters, table_results
+from .tables import table_hyperparameters, table_results, table_seed_means
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Report:
     comparisons: Table
     runs: Table | None  # every run and seed of the first results folder: budget and convergence
     lr_search: Table | None  # the kept learning-rate search (recipes/lr_search.json), when there is one
+    seed_means: Table | None  # Table 2 across seeds (the first results folder)
     subcategories: Table | None  # per test sub-category, seen or unseen in train (the first results folder)
     seen_unseen: Table | None  # per method: the change from the base on seen and on unseen kinds
     figure3: Figure | None
@@ -69,6 +70,9 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     values.update({f"zero3_{k}": float(v) for k, v in est.items()})
     comparisons = Table(t2.extra["comparisons"], css_class="aqa-table aqa-compare", caption="Paired comparisons on the same test items: accuracy "
                         "difference A − B with its paired-bootstrap 95% interval, and the exact McNemar test.")
+    seed_means = table_seed_means(existing[0], selection, n_resamples) if existing else None
+    if seed_means is not None:
+        values.update(seed_means.values)
     subcats = subcategory_tables(existing[0], n_resamples=n_resamples) if existing else None
     if subcats is not None:
         values.update({f"{existing[0].name}_{k}": v for k, v in subcats[1].values.items()})
@@ -76,5 +80,5 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     lr = lr_search_table(kept) if kept.is_file() else None
     if lr is not None:
         values.update(lr.values)
-    return Report(t1, t1_sft, t2, comparisons, runs, lr, subcats[0] if subcats else None, subcats[1] if subcats else None,
+    return Report(t1, t1_sft, t2, comparisons, runs, lr, seed_means, subcats[0] if subcats else None, subcats[1] if subcats else None,
                   fig3, fig4, {k: glue_safe(v) for k, v in values.items()}, paths)

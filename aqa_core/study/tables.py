@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .display import Table, glue_safe
-from .findings import findings
+from .findings import findings, seed_runs
 from .paper import paper_results, paper_values
 from ..data import TASKS
-from .results import COMPARISONS, ModelResult, load_result_dir
+from .results import COMPARISONS, ROWS, ModelResult, load_result_dir
 
 #: Recipe-derived settings that are not recipe fields: name -> (function of the resolved recipe).
 DERIVED = {
@@ -163,6 +163,43 @@ def cell(acc: tuple[float, float, float]) -> str:
     """A table cell "61.3 [55.9, 66.4]" (accuracy and its interval, percent); empty for NaN."""
     a, lo, hi = acc
     return "" if math.isnan(a) else f"{a:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def table_seed_means(result_dir: str | Path, selection: str = "best_on_validation",
+                     n_resamples: int = 10_000) -> Table | None:
+    """Table 2 across seeds, for one results folder: per method, the mean over its seeds of each
+    task's and the average accuracy, the spread of the average over seeds (lowest to highest),
+    and the analysis plan's 95% interval of the mean (seeds, then items). None when the folder
+    has no results."""
+    import pandas as pd
+
+    from ..eval.stats import seeds_items_interval
+
+    results = load_result_dir(result_dir, selection)
+    by_key = {r.key: r for r in results}
+    rows, values = [], {}
+    scale = Path(result_dir).name
+    for spec in ROWS:
+        runs = seed_runs(by_key, spec.key)
+        if not runs:
+            continue
+        ids = sorted(set.intersection(*(set(r.correct) for r in runs)))
+        mean, lo, hi = (100 * x for x in seeds_items_interval([[r.correct[i] for i in ids] for r in runs],
+                                                                n_resamples))
+        averages = [r.accuracy()[0] for r in runs]
+        row = {"model, method": spec.method, "seeds": len(runs)}
+        for t in TASKS:
+            row[t] = f"{sum(r.accuracy(t)[0] for r in runs) / len(runs):.1f}"
+        row["average [95% interval]"] = f"{mean:.1f} [{lo:.1f}, {hi:.1f}]"
+        row["spread over seeds"] = f"{min(averages):.1f} to {max(averages):.1f}" if len(runs) > 1 else "one run"
+        rows.append(row)
+        values.update({f"{scale}_{spec.key}_seed_mean": mean, f"{scale}_{spec.key}_seed_lo": lo,
+                       f"{scale}_{spec.key}_seed_hi": hi, f"{scale}_{spec.key}_seeds": len(runs)})
+    if not rows:
+        return None
+    return Table(pd.DataFrame(rows), values=values, caption=(
+        "Table 2 across seeds: each method's mean accuracy over its training seeds (each at the checkpoint chosen on "
+        "validation), the spread of the average over seeds, and the analysis plan's 95% interval (seeds, then items)."))
 
 
 def p_value_text(p: float, n_resamples: int) -> str:

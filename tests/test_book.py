@@ -327,3 +327,18 @@ def test_the_executed_notebooks_take_their_page_titles(tmp_path):
     retitle(path, "Direct inference, prompt <2>")
     cell = json.loads(path.read_text())["cells"][1]
     assert "".join(cell["source"]) == "intro\n# Direct inference, prompt <2>\ntext\n"
+
+
+def test_figure5_puts_every_run_on_budget_axes(tmp_path):
+    from aqa_core.study.budget import run_budget
+    from aqa_core.study.figures import BUDGET_AXES, figure_budget_curves
+
+    res = write_fixture_results(tmp_path / "runs")
+    fig = figure_budget_curves(res)
+    axes = fig.fig.axes
+    assert len(axes) == 2 * len(BUDGET_AXES) and all(ax.get_xscale() == "log" for ax in axes)
+    assert fig.values["fig5_grpo_p2_questions_seen"] == run_budget(res / "grpo-prompt2")["questions_seen"]
+    # every method's line on the questions-seen test panel, its last point at the run's whole budget
+    lines = {ln.get_label(): ln for ln in axes[1].get_lines()}
+    assert {"GRPO + Prompt <2>", "Full + Prompt <1>"} <= set(lines)
+    assert lines["GRPO + Prompt <2>"].get_xdata()[-1] == run_budget(res / "grpo-prompt2")["questions_seen"]

@@ -248,3 +248,63 @@ def figure_training_curves(run_dir: str | Path, keys: Sequence[str] = ("reward",
         ax.set_xlabel("training step")
         ax.set_title(key)
     return Figure(fig, {}, caption=f"Logged curves of {run_dir}")
+
+
+#: The budget axes of Figure 5: (key of the run's budget, axis label).
+BUDGET_AXES = (("questions_seen", "questions seen (prompts or samples)"), ("seconds", "training seconds"),
+               ("flops", "estimated training FLOPs"))
+
+
+def figure_budget_curves(result_dir: str | Path) -> Figure:
+    """Figure 5 (beyond the paper): validation (left) and test (right) accuracy at every checkpoint
+    of each method's seed-0 run, against what it had cost by then (one row each): questions seen,
+    training seconds and estimated FLOPs (`aqa_core.study.budget.run_budget`; a checkpoint at step
+    s of S is credited s/S of the run's seconds and FLOPs), all methods on shared axes, so that
+    they can be compared at any matched budget. Step 0, the base model, is left out (the axes are
+    logarithmic)."""
+    from matplotlib.ticker import NullFormatter
+
+    from .budget import run_budget
+
+    set_style()
+    result_dir = Path(result_dir)
+    fig = _new_figure(11, 12)
+    axes = fig.subplots(len(BUDGET_AXES), 2, sharey="col", squeeze=False)
+    values: dict[str, Any] = {}
+    for spec in ROWS:
+        run = result_dir / spec.folder
+        if spec.kind != "run" or not (run / SWEEP_FILE).is_file():
+            continue
+        budget = run_budget(run)
+        rows = [r for r in read_sweep(run)["rows"] if r.get("step") is not None and r["checkpoint"] != "final"]
+        if not budget["steps"] or not rows:
+            continue
+        color, marker = STYLE.get(spec.key, ("black", "o"))
+        for row_i, (key, _) in enumerate(BUDGET_AXES):
+            total = budget[key]
+            if not total:
+                continue
+            for col, split in enumerate(("validation", "test")):
+                pts = [(total * r["step"] / budget["steps"], r[split]) for r in rows
+                       if r.get(split) is not None and r["step"] > 0]
+                if pts:
+                    axes[row_i][col].plot(*zip(*sorted(pts)), color=color, marker=marker, markersize=8,
+                                          linewidth=2, label=spec.method)
+        values[f"{spec.key}_questions_seen"] = budget["questions_seen"]
+    for row_i, (_, label) in enumerate(BUDGET_AXES):
+        for col, split in enumerate(("validation accuracy (%), training distribution", "test accuracy (%), out of distribution")):
+            ax = axes[row_i][col]
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: the minor labels collide
+            ax.set_xlabel(label + " (log)", fontsize=13)
+            ax.tick_params(labelsize=12)
+            if row_i == 0:
+                ax.set_title(split, fontsize=14)
+    handles, labels = axes[0][1].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=13, bbox_to_anchor=(0.5, 0.0))
+    fig.set_layout_engine("none")  # "tight" would lay the legend over the last x label
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.96, bottom=0.1, hspace=0.35, wspace=0.18)
+    return Figure(fig, {f"fig5_{k}": glue_safe(v) for k, v in values.items()}, caption=(
+        "Figure 5: validation and test accuracy of each method's seed-0 run at every checkpoint against questions "
+        "seen, training seconds and estimated FLOPs."))

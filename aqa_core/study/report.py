@@ -14,7 +14,7 @@ from .budget import runs_table
 from .lr_search import lr_search_table
 from .stages import ROOT
 from .display import Figure, Table, glue_safe
-from .figures import figure_grpo_convergence, figure_sft_convergence
+from .figures import figure_budget_curves, figure_grpo_convergence, figure_sft_convergence
 from .paper import paper_results
 from .subcategories import subcategory_tables
 from .tables import table_hyperparameters, table_results, table_seed_means
@@ -35,6 +35,7 @@ class Report:
     seen_unseen: Table | None  # per method: the change from the base on seen and on unseen kinds
     figure3: Figure | None
     figure4: Figure | None
+    figure5: Figure | None  # beyond the paper: accuracy against questions seen, seconds and FLOPs
     values: dict[str, Any]
     figure_paths: dict[str, str]
 
@@ -53,11 +54,13 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     t2 = table_results(result_dirs, selection=selection, n_resamples=n_resamples)
     values = {**t1.values, **t1_sft.values, **t2.values}
     paths = {}
-    fig3 = fig4 = None
+    fig3 = fig4 = fig5 = None
     if figure_dir is not None:
         fig3 = figure_grpo_convergence(figure_dir)
         fig4 = figure_sft_convergence(figure_dir)
-        for name, fig in (("figure3_grpo_convergence", fig3), ("figure4_sft_convergence", fig4)):
+        fig5 = figure_budget_curves(figure_dir)
+        for name, fig in (("figure3_grpo_convergence", fig3), ("figure4_sft_convergence", fig4),
+                          ("figure5_budget_curves", fig5)):
             paths[name] = str(fig.save(Path(figures_dir) / f"{name}.png"))
             values.update(fig.values)
     runs = runs_table(existing[0]) if existing else None
@@ -81,4 +84,4 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     if lr is not None:
         values.update(lr.values)
     return Report(t1, t1_sft, t2, comparisons, runs, lr, seed_means, subcats[0] if subcats else None, subcats[1] if subcats else None,
-                  fig3, fig4, {k: glue_safe(v) for k, v in values.items()}, paths)
+                  fig3, fig4, fig5, {k: glue_safe(v) for k, v in values.items()}, paths)

@@ -261,6 +261,7 @@ def test_book_builds_from_fixture_results(tmp_path):
         # no number printed with more digits than any format asks (a raw float: 55.00000000000001)
         raw = re.findall(r"\d+\.\d{7,}", _html_text(page))
         assert not raw, f"{page.relative_to(html)}: raw floats {raw[:3]}"
+        assert "TqdmWarning" not in text and "site-packages" not in text, f"{page.name}: a warning on the page"
         m = re.search(r"<title>(.*?)</title>", text, re.S)
         if m and not page.name.startswith(("genindex", "search")):  # two pages of one title: ambiguous links
             assert m.group(1) not in titles, f"{page.relative_to(html)} and {titles[m.group(1)]} share a title"

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+# Every notebook of the book imports this module: tqdm.auto's warning that a kernel lacks
+# ipywidgets ("IProgress not found") would print the build machine's paths on a page.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 @dataclass
@@ -35,7 +40,9 @@ class Table:
                 return "yes" if value else "no"
             text = _html.escape("" if value is None else str(value))
             m = re.fullmatch(r"(\S+) (\[[^\]]+\])", text)
-            return f"{m.group(1)}<br><small>{m.group(2)}</small>" if m else text
+            if m:
+                return f"{m.group(1)}<br><small>{m.group(2)}</small>"
+            return re.sub(r"([_/])", r"\1<wbr>", text)  # long keys and paths may wrap after _ and /
 
         for col in frame.columns:
             frame[col] = frame[col].map(cell)
@@ -79,15 +86,13 @@ def glue_safe(x: Any) -> Any:
     return x
 
 
-def glue_values(values: Mapping[str, Any]) -> int:
-    """Glue every value (plain float/int/str only) without displaying it; returns how many."""
+def glue_values(values: Mapping[str, Any]) -> None:
+    """Glue every value (plain float/int/str only) without displaying it. Returns nothing, so that a
+    notebook cell ending with it prints nothing on the page (it once printed the count)."""
     from myst_nb import glue
 
-    n = 0
     for key, value in values.items():
         value = glue_safe(value)
         if not isinstance(value, (int, float, str)) or isinstance(value, bool):
             raise TypeError(f"glue value {key!r} must be a plain int, float or str, got {type(value).__name__}")
         glue(key, value, display=False)
-        n += 1
-    return n

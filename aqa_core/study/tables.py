@@ -27,8 +27,9 @@ DERIVED = {
     "per_device_prompts": lambda r: (r["per_device_train_batch_size"] / r["num_generations"]
                                      if r.get("num_generations") else None),
 }
-#: Fields never worth a row (they name where a run writes, not how it trains).
-SKIP_FIELDS = {"output_dir"}
+#: Fields never worth a row: where a run writes, and machine settings each launch sets (the study
+#: sets torch_threads to its share of the cores, whatever the recipe says).
+SKIP_FIELDS = {"output_dir", "torch_threads", "device"}
 
 
 def _recipe_class(path: Path):
@@ -135,8 +136,9 @@ def table_hyperparameters(recipe_paths: Sequence[str | Path] | Mapping[str, str 
             vals = [res.get(key) for res, _ in recipes.values()]
             if key in shown or key in SKIP_FIELDS or all(v is None for v in vals):
                 continue
-            if len({_fmt_value(v) for v in vals}) > 1:
-                rows.append({"group": "differs between recipes", "setting": "", "recipe key": key,
+            if len({_fmt_value(v) for v in vals}) > 1:  # the group is named on its first row only
+                first = not any(r["group"].startswith("differs") for r in rows)
+                rows.append({"group": "differs between recipes" if first else "", "setting": "", "recipe key": key,
                              paper_col: "", **cells(key)})
     frame = pd.DataFrame(rows)
     values: dict[str, Any] = {}

@@ -200,15 +200,17 @@ def test_table_hyperparameters_reads_every_value_from_the_files(tmp_path):
     assert t.loc["top_k", "paper.yaml"].endswith("†") if "top_k" in t.index else True
 
 
-def test_figures_have_both_panels_and_values(tmp_path):
+def test_figures_have_their_panels_and_values(tmp_path):
     from aqa_core.study.figures import figure_grpo_convergence, figure_sft_convergence
 
     res = write_fixture_results(tmp_path)
     f3, f4 = figure_grpo_convergence(res), figure_sft_convergence(res)
-    assert len(f3.fig.axes) == 2 and len(f4.fig.axes) == 2
+    assert len(f3.fig.axes) == 3 and len(f4.fig.axes) == 3  # curve, validation, test
     assert f3.values["fig3_grpo_p2_reward_rise"] > 0.5
     assert f4.values["fig4_sft_full_loss_last_tenth"] < f4.values["fig4_sft_full_loss_first_tenth"]
-    assert len(f3.fig.axes[1].lines) >= 3  # two accuracy curves (+ stars) and the baseline
+    assert len(f3.fig.axes[1].lines) == 2  # validation: one curve per run
+    assert "fig4_sft_full_last_validation" in f4.values
+    assert len(f3.fig.axes[2].lines) >= 3  # two accuracy curves (+ stars) and the baseline
     png = f3.save(tmp_path / "f3.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
 

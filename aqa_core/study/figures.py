@@ -106,7 +106,7 @@ def _accuracy_panel(ax, runs: Mapping[str, tuple[str, Path]], baseline: tuple[st
             label="checkpoint chosen on validation")
     ax.set_xlabel("training step")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="best", fontsize=10)
     return values
 
 
@@ -179,8 +179,9 @@ def _curve_panel(ax, runs: Mapping[str, tuple[str, Path]], metric: str, noun: st
 def _convergence_figure(name: str, runs: Mapping[str, str | Path] | str | Path, result_dir: str | Path | None,
                         keys: tuple[str, str], curve: tuple[str, str, str, str, float],
                         baseline: tuple[str, str], smooth: int | None) -> tuple[Any, dict[str, Any]]:
-    """The shape of Figures 3 and 4: a logged curve per run (left) and test accuracy per
-    checkpoint (right) against a direct-inference baseline. `curve` is (metric, noun, y label,
+    """The shape of Figures 3 and 4: a logged curve per run (left), validation accuracy per
+    checkpoint (middle) and test accuracy per checkpoint (right) against a direct-inference
+    baseline. `curve` is (metric, noun, y label,
     title, raw-line alpha); `baseline` is (row key, label)."""
     set_style()
     if isinstance(runs, (str, Path)):
@@ -189,18 +190,37 @@ def _convergence_figure(name: str, runs: Mapping[str, str | Path] | str | Path, 
     if not found:
         raise FileNotFoundError(f"{name}: no run folder of {', '.join(keys)} with metrics.jsonl or eval/sweep.json")
     metric, noun, ylabel, title, alpha = curve
-    fig = _new_figure(11, 4)
-    ax_c, ax_a = fig.subplots(1, 2)
+    fig = _new_figure(8, 11)  # one column of panels: legible at the book's width
+    ax_c, ax_v, ax_a = fig.subplots(3, 1)
     values = _curve_panel(ax_c, found, metric, noun, smooth, alpha=alpha)
     ax_c.set_xlabel("training step")
     ax_c.set_ylabel(ylabel)
     ax_c.set_title(title)
-    ax_c.legend(loc="best", fontsize=8)
+    ax_c.legend(loc="best", fontsize=10)
     base = _baseline(Path(result_dir) if result_dir else None, baseline[0])
-    values.update(_accuracy_panel(ax_a, {k: v for k, v in found.items() if (v[1] / SWEEP_FILE).is_file()},
-                                  (baseline[1], base)))
-    ax_a.set_title("test accuracy")
+    swept = {k: v for k, v in found.items() if (v[1] / SWEEP_FILE).is_file()}
+    values.update(_validation_panel(ax_v, swept))
+    ax_v.set_title("validation accuracy (the training distribution)")
+    values.update(_accuracy_panel(ax_a, swept, (baseline[1], base)))
+    ax_a.set_title("test accuracy (out of distribution)")
     return fig, values
+
+
+def _validation_panel(ax, runs: Mapping[str, tuple[str, Path]]) -> dict:  # noqa: ANN001 - a matplotlib Axes
+    """Validation accuracy at every checkpoint (and the base, step 0) of each run: the paper's
+    Figure 4 argument (SFT fits the training set while test accuracy falls) needs both sides."""
+    values = {}
+    for label, (key, run_dir) in runs.items():
+        color, marker = STYLE.get(key, ("black", "o"))
+        rows = sorted((r for r in read_sweep(run_dir)["rows"] if r.get("step") is not None
+                       and r.get("validation") is not None and r["checkpoint"] != "final"), key=lambda r: r["step"])
+        if not rows:
+            continue
+        ax.plot([r["step"] for r in rows], [r["validation"] for r in rows], color=color, marker=marker, label=label)
+        values[f"{key}_first_validation"], values[f"{key}_last_validation"] = rows[0]["validation"], rows[-1]["validation"]
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation accuracy (%)")
+    return values
 
 
 def figure_grpo_convergence(runs: Mapping[str, str | Path] | str | Path, result_dir: str | Path | None = None,

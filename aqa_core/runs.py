@@ -63,6 +63,8 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 #: Keys that may change between an interrupted run and its resumption (extending a run, or
 #: checkpointing/logging more often, does not change what was trained so far).
 RESUMABLE_CHANGES = frozenset({"max_steps", "save_steps", "logging_steps", "output_dir", "save_total_limit"})
+#: Schedules a resumed run can be extended under (a larger max_steps): the rate does not depend on it.
+CONSTANT_SCHEDULES = frozenset({"constant", "constant_with_warmup"})
 #: Packages whose versions a run records (those not installed are left out).
 RECORDED_PACKAGES = ("aqa_core", "torch", "transformers", "trl", "peft", "accelerate", "deepspeed", "datasets",
                      "numpy", "soundfile", "soxr")
@@ -272,6 +274,14 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, resume: bool = False) -> Path
             defaults = to_dict(type(cfg)())
             saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
             differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+            schedule = now.get("lr_scheduler_type", saved.get("lr_scheduler_type"))
+            longer = isinstance(now.get("max_steps"), int) and isinstance(saved.get("max_steps"), int) \
+                and now["max_steps"] > saved["max_steps"] > 0
+            if longer and schedule not in CONSTANT_SCHEDULES:
+                raise RunDirError(
+                    f"{run_dir}: cannot extend a run from max_steps {saved['max_steps']} to {now['max_steps']} with "
+                    f"the {schedule!r} learning-rate schedule: the resumed scheduler keeps the old length (the first "
+                    f"extra step would run at learning rate 0); start a new run, or use a constant schedule")
             if differ:
                 detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ)
                 raise RunDirError(

@@ -3,6 +3,7 @@ traceback; a bug keeps its traceback; AQA_DEBUG shows every traceback (aqa_core.
 from __future__ import annotations
 
 import errno
+import shutil
 import subprocess
 import sys
 import types
@@ -228,3 +229,40 @@ def test_a_second_evaluation_into_one_out_refuses(tmp_path, capsys):
         code = entry.main(["evaluate", "--model", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "p.json")])
     err = capsys.readouterr().err
     assert code == 1 and "in use by pid" in err and err.count("\n") == 1
+
+
+def test_extending_a_run_under_a_decaying_schedule_is_refused(tmp_path):
+    """--resume with a larger max_steps keeps the old scheduler length (the first extra step ran
+    at learning rate 0 under ZeRO-3's check): refused for decaying schedules, allowed for constant ones."""
+    from dataclasses import dataclass
+
+    from aqa_core.runs import RunDirError, prepare_run_dir
+
+    @dataclass
+    class Cfg:
+        max_steps: int = 4
+        lr_scheduler_type: str = "linear"
+
+    run = tmp_path / "run"
+    prepare_run_dir(run, Cfg())
+    (run / "checkpoint-4").mkdir()
+    for name in ("model.safetensors", "optimizer.pt"):
+        (run / "checkpoint-4" / name).write_bytes(b"x")
+    (run / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4, "max_steps": 4}')
+    with pytest.raises(RunDirError, match="cannot extend a run from max_steps 4 to 8 with the 'linear'"):
+        prepare_run_dir(run, Cfg(max_steps=8), resume=True)
+    prepare_run_dir(run, Cfg(max_steps=4), resume=True)  # the same length: fine
+    const = tmp_path / "const"
+    prepare_run_dir(const, Cfg(lr_scheduler_type="constant_with_warmup"))
+    shutil.copytree(run / "checkpoint-4", const / "checkpoint-4")
+    prepare_run_dir(const, Cfg(max_steps=8, lr_scheduler_type="constant_with_warmup"), resume=True)
+
+
+def test_parameter_count_reads_zero3_shard_sizes():
+    import torch
+
+    from aqa_core.train.common import parameter_count
+
+    p = torch.nn.Parameter(torch.zeros(0))
+    p.ds_numel = 1234  # what DeepSpeed sets on a sharded parameter
+    assert parameter_count(p) == 1234 and parameter_count(torch.nn.Parameter(torch.zeros(3, 4))) == 12

@@ -382,3 +382,23 @@ def test_cli_under_accelerate_two_cpu_processes(tiny_setup, tmp_path):
     assert rows[0]["epoch"] == pytest.approx(0.5)  # 8 questions, 2 processes x 2 per device = 2 steps/epoch
     assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
     assert _weights(run / "final")
+
+
+@pytest.mark.slow
+def test_a_final_folder_without_weights_is_refused(tiny_setup, monkeypatch):
+    """Under ZeRO-3 without stage3_gather_16bit_weights_on_model_save, saving writes no weights
+    file; save_final must not leave a final/ that looks finished and loads nothing."""
+    import transformers
+
+    original = transformers.Trainer.save_model
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        original(self, output_dir, _internal_call)
+        if output_dir and Path(output_dir).name == ".final.partial":
+            (Path(output_dir) / "model.safetensors").unlink()  # what the ZeRO-3 save without 16-bit weights leaves
+
+    monkeypatch.setattr(transformers.Trainer, "save_model", save_model)
+    cfg = _cfg(tiny_setup, "no-weights", max_steps=1, save_steps=1)
+    with pytest.raises(RunDirError, match="no model weights"):
+        sft.run_sft(cfg)
+    assert not (Path(cfg.output_dir) / "final").exists()

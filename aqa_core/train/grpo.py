@@ -307,4 +307,7 @@ def cli(argv: list[str]) -> int:
         return 2
     if trainer is not None and trainer.accelerator.is_main_process:
         print(f"GRPO done: {trainer.state.global_step} steps, run folder {cfg.output_dir}")
+    from .common import release_distributed
+
+    release_distributed(trainer)
     return 0

@@ -188,7 +188,8 @@ def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
     from ..tower_cache import cache_frozen_tower
     from .collate import SFTCollator
     from .common import (MetricsCallback, PruneOptimizerState, choose_precision, finish_from_checkpoint,
-                         load_for_training, record_run, resume_point, save_final)
+                         load_for_training, parameter_count, record_run, release_distributed, resume_point,
+                         save_final)
     from .lora import SaveMergedCallback, lora_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -228,8 +229,8 @@ def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
     if cfg.cache_audio_tower:  # inert unless the tower is frozen (freeze_audio_tower, or LoRA) and dropout-free
         cache_frozen_tower(trainer.model, store=cfg.tower_cache_file)
     if trainer.accelerator.is_main_process:
-        n_train = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        n_all = sum(p.numel() for p in trainer.model.parameters())
+        n_train = sum(parameter_count(p) for p in trainer.model.parameters() if p.requires_grad)
+        n_all = sum(parameter_count(p) for p in trainer.model.parameters())
         print(f"sft: {len(dataset)} questions, {n_train:,} of {n_all:,} parameters trainable "
               f"({'LoRA' if cfg.use_peft else 'full'}), {precision.device} {'bf16' if precision.bf16 else 'fp32'}")
 
@@ -254,6 +255,7 @@ def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
     if trainer.accelerator.is_main_process:
         print(f"sft: {trainer.state.global_step} steps, {metrics['seconds_per_step']:.3f} s/step, "
               f"train loss {metrics.get('train_loss', float('nan')):.4f}; run folder {run_dir}")
+    release_distributed(trainer, destroy_group=False)  # the DeepSpeed engine first; the CLI ends the group
     return metrics
 
 
@@ -275,4 +277,7 @@ def cli(argv: list[str]) -> int:
     except (RecipeError, RunDirError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from .common import release_distributed
+
+    release_distributed()  # run_sft's trainer is gone; the engine goes with the garbage collection
     return 0

@@ -96,3 +96,22 @@ def test_study_stages_cover_the_study(tmp_path):
     assert "--set prompt=3" in grpo3 and str(tmp_path / "mini" / "base") in grpo3
     assert "seed=" in " ".join(by["grpo-p2-seed1"].argv)
     assert all(names.index(d) < names.index(s.name) for s in stages for d in s.deps)  # dependency order
+
+
+def test_the_ready_stage_with_the_longest_chain_to_the_end_starts_first(tmp_path):
+    """Scheduling only: `short` is listed first, but `long` heads a chain of 10 + 5 expected
+    seconds, so with one worker it runs first; a stage's last real run replaces its weight."""
+    from aqa_core.study.stages import critical_path
+
+    short, long_, tail = _stage("short", tmp_path, []), _stage("long", tmp_path, []), _stage("tail", tmp_path, ["long"])
+    short.weight, long_.weight, tail.weight = 3, 10, 5
+    assert critical_path([short, long_, tail], {}) == {"short": 3, "long": 15, "tail": 5}
+    assert critical_path([short, long_, tail], {"short": 40.0})["short"] == 40.0
+    run_stages([short, long_, tail], tmp_path, jobs=1, echo=False)
+    started = sorted(("short", "long", "tail"), key=lambda n: int((tmp_path / f"{n}.txt").read_text()[1:]))
+    assert started == ["long", "tail", "short"]
+
+
+def test_the_study_weighs_its_stages():
+    stages = {s.name: s for s in study_stages(Path("runs/mini"), jobs=2)}
+    assert stages["grpo-p3"].weight > stages["sweep-grpo-p3"].weight > stages["nb-report"].weight > 1

@@ -111,6 +111,22 @@ NOTEBOOKS = {
 # ----------------------------------------------------------------------------- stages
 
 
+#: Expected seconds of each kind of stage on the 2-core machine (a cold build of 2026-12-01), used
+#: only to start the ready stage with the longest chain to the end first (`stages.critical_path`);
+#: a stage's last real run replaces its weight. The first matching pattern wins.
+STAGE_WEIGHTS = (("data", 10), ("base", 80), ("tower", 50), ("eval-base-*", 11), ("probe", 80), ("sft-full*", 95),
+                 ("sft-lora*", 105), ("grpo-p2*", 95), ("grpo-p3*", 115), ("sweep-grpo-p3*", 45), ("sweep-*", 35),
+                 ("nb-report", 10), ("nb-*", 3))
+
+
+def _weigh(stages: list[Stage]) -> list[Stage]:
+    import fnmatch
+
+    for s in stages:
+        s.weight = next((float(w) for pat, w in STAGE_WEIGHTS if fnmatch.fnmatch(s.name, pat)), 1.0)
+    return stages
+
+
 def sweep_argv(run_dir: Path, test: str | Path, audio_dir: str | Path | None = None,
                validation: str | Path | None = None, validation_audio_dir: str | Path | None = None,
                extra: Sequence[str] = (), curves: bool = True) -> list[str]:
@@ -221,7 +237,7 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
                                 [name + suffix], [run_dir / "eval" / "sweep.json"], code["eval"],
                                 clear=[run_dir / "eval"]))
     if plan == "lr-search":
-        return stages + _lr_search_stages(out, recipes, threads, eval_args, code)
+        return _weigh(stages + _lr_search_stages(out, recipes, threads, eval_args, code))
     done_before = [s.name for s in stages]
     for name, (template, records) in NOTEBOOKS.items():
         params = notebook_parameters(name, out, recipes=recipes)
@@ -229,7 +245,7 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
         deps = done_before if records == "*" else [records] if isinstance(records, str) else list(records)
         stages.append(Stage(f"nb-{name}", papermill_argv(ROOT / "notebooks" / template, target, params, Path.cwd()), deps,
                             [target], code["notebook"] + [f"notebooks/{template}"]))
-    return stages
+    return _weigh(stages)
 
 
 def _lr_search_stages(out: Path, recipes: dict[str, str], threads: int, eval_args: Sequence[str],

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: `Stage.code` paths are relative to it
 STAMPS = ".stamps"
@@ -42,6 +42,7 @@ class Stage:
     clear: list[Path] = field(default_factory=list)  # removed before the stage reruns
     runtime_args: list[str] = field(default_factory=list)  # appended when run, not part of the key (threads)
     exclusive: bool = False  # runs alone with every core (the stages everything else waits for)
+    weight: float = 1.0  # expected seconds, for the order of ready stages only (the key ignores it)
 
     def key(self, dep_ids: dict[str, str], hash_code: bool = True) -> str:
         h = hashlib.sha256()
@@ -171,7 +172,9 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
             output_ids[stage.name] = output_id
         return Timing(stage.name, "ran", seconds, seconds, str(log_path))
 
-    pending = list(stages)
+    rank = critical_path(stages, {s.name: (read_json_or_none(stamps / f"{s.name}.json") or {}).get("seconds")
+                                  for s in stages})
+    pending = sorted(stages, key=lambda s: -rank[s.name])  # the longest chain to the end first (stable)
     running: dict[Any, Stage] = {}
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         while pending or running:
@@ -196,6 +199,26 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
                 last = f" (last run {t.last_run_seconds:.1f} s)" if t.status == "cached" and t.last_run_seconds else ""
                 print(f"study: {stage.name:<20} {t.status:<7} {t.seconds:7.1f} s{last}", flush=True)
     return [timings[s.name] for s in stages]
+
+
+def critical_path(stages: Sequence[Stage], seconds: Mapping[str, float | None]) -> dict[str, float]:
+    """Each stage's expected time to the end of the study along its longest chain of dependents:
+    its own seconds (the last real run's, else its `weight`) plus the longest of its dependents'.
+    Starting the ready stage with the longest chain first keeps both cores busy to the end (on the
+    2-core machine about a minute less than list order, the same stages and numbers)."""
+    children: dict[str, list[str]] = {s.name: [] for s in stages}
+    for s in stages:
+        for d in s.deps:
+            children.setdefault(d, []).append(s.name)
+    own = {s.name: float(seconds.get(s.name) or s.weight) for s in stages}
+    memo: dict[str, float] = {}
+
+    def chain(name: str) -> float:
+        if name not in memo:
+            memo[name] = own.get(name, 0.0) + max((chain(c) for c in children.get(name, [])), default=0.0)
+        return memo[name]
+
+    return {s.name: chain(s.name) for s in stages}
 
 
 def write_timings(timings: list[Timing], out: Path, wall: float, jobs: int) -> Path:

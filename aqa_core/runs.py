@@ -11,6 +11,8 @@ so notebook kernels, the sweep and the study read runs without importing transfo
     RUN/final/                the model at the end, a plain model folder (`final/adapter/` for LoRA);
                               written as .final.partial/ and renamed, so it is whole or absent
     RUN/eval/sweep.json       every checkpoint scored (aqa_core.eval.sweep)
+    .RUN.lock (beside RUN)    the lock of the one process training into RUN (`run_folder_lock`);
+                              a file, empty when no one holds it
 
 >>> import tempfile
 >>> from dataclasses import dataclass

@@ -216,6 +216,17 @@ def test_limit_and_avqa_validation_scoring(tmp_path, tiny_model, scripted):
                                     "ci95": list(mmau.wilson_interval(3, 6))}
 
 
+def by_checkpoint(right: dict):
+    """A ScriptedGeneration rule: `right[model folder name]` = (test item numbers answered right,
+    validation ids answered right); read at each call, so a test may add folders later."""
+    def rule(model_name, rec):
+        test_ok, val_ok = right[Path(model_name).name]
+        rid = str(rec["id"])
+        return int(rid[1:]) in test_ok if rid.startswith("q") else int(rid) in val_ok
+
+    return rule
+
+
 def _make_run(tmp_path: Path, tiny_model: Path) -> Path:
     run_dir = tmp_path / "run"
     for name in ("checkpoint-10", "checkpoint-20", "checkpoint-30", "final"):
@@ -233,13 +244,7 @@ def test_sweep_tabulates_steps_and_selects_two_ways(tmp_path, tiny_model, monkey
     right = {"checkpoint-10": ({0, 1, 2}, set(range(6))), "checkpoint-20": ({0, 1, 2, 3, 4, 5}, {0}),
              "checkpoint-30": ({0}, {0, 1}), "final": ({0}, {0, 1})}
 
-    def rule(model_name, rec):
-        name = Path(model_name).name
-        test_ok, val_ok = right[name]
-        rid = str(rec["id"])
-        return int(rid[1:]) in test_ok if rid.startswith("q") else int(rid) in val_ok
-
-    gen = ScriptedGeneration(rule)
+    gen = ScriptedGeneration(by_checkpoint(right))
     monkeypatch.setattr(ev, "_generate", gen)
     data = write_mmau(tmp_path / "d", n=9)
     val = write_avqa(tmp_path / "v", n=6)
@@ -283,12 +288,7 @@ def test_sweep_tests_only_where_a_selection_lands_and_validation_alone(tmp_path,
     right = {"checkpoint-10": ({0}, set(range(6))), "checkpoint-20": (set(range(9)), {0}),
              "checkpoint-30": ({0}, {0, 1})}
 
-    def rule(model_name, rec):
-        test_ok, val_ok = right[Path(model_name).name]
-        rid = str(rec["id"])
-        return int(rid[1:]) in test_ok if rid.startswith("q") else int(rid) in val_ok
-
-    gen = ScriptedGeneration(rule)
+    gen = ScriptedGeneration(by_checkpoint(right))
     monkeypatch.setattr(ev, "_generate", gen)
     data, val = write_mmau(tmp_path / "d", n=9), write_avqa(tmp_path / "v", n=6)
     kw = dict(batch_size=4, max_new_tokens=8, progress=False, verbose=False)
@@ -313,12 +313,7 @@ def test_sweep_alternate_tests_half_the_curve_and_scores_a_validation_subset(tmp
     right = {"checkpoint-10": ({0}, set(range(6))), "checkpoint-20": (set(range(9)), {0}),
              "checkpoint-30": ({0, 1}, {0, 1}), tiny_model.name: (set(), set())}
 
-    def rule(model_name, rec):
-        test_ok, val_ok = right[Path(model_name).name]
-        rid = str(rec["id"])
-        return int(rid[1:]) in test_ok if rid.startswith("q") else int(rid) in val_ok
-
-    gen = ScriptedGeneration(rule)
+    gen = ScriptedGeneration(by_checkpoint(right))
     monkeypatch.setattr(ev, "_generate", gen)
     data, val = write_mmau(tmp_path / "d", n=9), write_avqa(tmp_path / "v", n=6)
     kw = dict(batch_size=4, max_new_tokens=8, progress=False, verbose=False)

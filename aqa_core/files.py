@@ -32,13 +32,8 @@ def sha256_file(path: str | Path) -> str:
 def write_atomic(path: str | Path, text: str) -> None:
     """Write text through a temporary file beside `path` and rename it over `path`, so that a
     reader (or a crash) never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # after an error (a full disk): no temporary file left
+    with atomic_writer(path) as fh:  # after an error (a full disk) no temporary file is left
+        fh.write(text)
 
 
 def is_same_file(a: str | Path, b: str | Path) -> bool:
@@ -70,6 +65,16 @@ def atomic_writer(path: str | Path, encoding: str = "utf-8") -> Iterator[TextIO]
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def replace_folder(src: str | Path, dst: str | Path) -> None:
+    """Put the folder `src`, written whole, in the place of `dst` (removed first if it exists):
+    how `final/` and a LoRA checkpoint's `merged/` appear whole or not at all."""
+    import shutil
+
+    if Path(dst).exists():
+        shutil.rmtree(dst)
+    os.replace(src, dst)
 
 
 class FolderBusy(RuntimeError):

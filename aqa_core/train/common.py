@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover
     TrainerCallback = object  # type: ignore[misc,assignment]
 
 from ..config import RecipeError
+from ..files import replace_folder
 from ..runs import (FINAL_DIR, FINAL_PARTIAL_DIR, METRICS_FILE, TRAINER_STATE_FILE, RunDirError, check_model_folder,
                     checkpoint_problem, checkpoint_step, checkpoints, final_complete, last_checkpoint, prune_optimizer_state,
                     read_metrics, training_done, write_run_record)
@@ -233,9 +234,7 @@ def save_final(trainer, run_dir: str | Path) -> Path:  # noqa: ANN001 - a transf
         # under ZeRO-3 without stage3_gather_16bit_weights_on_model_save no weights file is written:
         # a final/ without weights would look finished and load nothing
         check_model_folder(partial)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
+        replace_folder(partial, final)
     trainer.accelerator.wait_for_everyone()
     return final
 

@@ -16,7 +16,6 @@ True
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -28,6 +27,7 @@ except ImportError:  # pragma: no cover
     TrainerCallback = object  # type: ignore[misc,assignment]
 
 from ..config import RecipeError
+from ..files import replace_folder
 from ..runs import MERGED_DIR
 
 #: The Qwen2 decoder's attention and MLP projections.
@@ -110,6 +110,4 @@ class SaveMergedCallback(TrainerCallback):
             shutil.rmtree(partial)
         save_merged(self.trainer, partial)
         if main:
-            if merged.exists():
-                shutil.rmtree(merged)
-            os.replace(partial, merged)
+            replace_folder(partial, merged)

@@ -11,6 +11,8 @@ JOBS   ?= 2
 
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
+# DeepSpeed (a test dependency) installs as pure Python; its ops compile on first use
+export DS_BUILD_OPS = 0
 
 .PHONY: install test test-fast book book-only clean-book clean
 

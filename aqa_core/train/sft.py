@@ -193,7 +193,7 @@ def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
     from .lora import SaveMergedCallback, lora_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    precision = choose_precision(cfg.device)
+    precision = choose_precision(cfg.device, trains_all_weights=not cfg.use_peft)
     if cfg.torch_threads:
         import torch
 
@@ -262,12 +262,13 @@ def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
 def cli(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m aqa_core sft", description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", required=True, help="recipes/sft/<name>.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a recipe key (repeatable), e.g. --set max_steps=10")
+    ap.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="override recipe keys (repeatable), e.g. --set max_steps=10 save_steps=5")
     ap.add_argument("--output-dir", help="run folder (same as --set output_dir=D)")
     ap.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint-N")
     args = ap.parse_args(argv)
-    overrides = args.overrides + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+    overrides = [kv for group in args.overrides for kv in group]
+    overrides += [f"output_dir={args.output_dir}"] if args.output_dir else []
     from ..data import DataError
     from ..runs import RunDirError
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "tower-cache": ("aqa_core.tower_cache", "Encode clips once with a frozen audio tower, for every later stage."),
     "grpo": ("aqa_core.train.grpo", "Train with GRPO (audio in every pass)."),
     "sft": ("aqa_core.train.sft", "Supervised fine-tuning, full or LoRA."),
+    "preflight": ("aqa_core.train.preflight", "Memory, disk and time a recipe needs, and its inputs checked, before any GPU hour."),
     "evaluate": ("aqa_core.eval.evaluate", "Batched MMAU-style inference, scored as the official scorer."),
     "sweep": ("aqa_core.eval.sweep", "Evaluate every checkpoint of a run."),
     "study": ("aqa_core.study.plan", "Run the whole mini study, stage by stage, cached."),

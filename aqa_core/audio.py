@@ -74,12 +74,14 @@ def model_window_seconds(model_dir: str | Path | None) -> float:
 
 
 def check_audio_files(paths: Iterable[str | Path], progress: bool = False,
-                      window_seconds: float | None = WINDOW_SECONDS) -> list[tuple[str, str]]:
+                      window_seconds: float | None = WINDOW_SECONDS,
+                      durations: dict[str, float] | None = None) -> list[tuple[str, str]]:
     """(path, problem) for every distinct path that `load_audio` rejects (missing, unreadable,
     empty, too short, silent): the one audio check, run on every wav before any model work. Every
     file is decoded once. Clips longer than `window_seconds` (the model's window; None: not
     checked) are usable, of which the model hears only the start: they are counted in one
-    warning that names the first few."""
+    warning that names the first few. `durations`, when given, receives each usable file's
+    length in seconds (the preflight's audio-token count)."""
     from tqdm.auto import tqdm
 
     problems, long_clips = [], []
@@ -89,6 +91,8 @@ def check_audio_files(paths: Iterable[str | Path], progress: bool = False,
         except AudioError as exc:
             problems.append((p, str(exc).removeprefix(f"{p}: ")))
             continue
+        if durations is not None:
+            durations[p] = wav.shape[0] / SAMPLE_RATE
         if window_seconds is not None and wav.shape[0] > window_seconds * SAMPLE_RATE:
             long_clips.append(f"{p} ({wav.shape[0] / SAMPLE_RATE:.1f} s)")
     if long_clips:

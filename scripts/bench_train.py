@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from aqa_core.train.estimate import grpo_zero3_estimate, print_estimate
+from aqa_core.train.preflight import run_preflight
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict]] = {}
@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         print(json.dumps(SECTIONS[args.only](args)))
         return 0
-    results: dict = {"paper_estimate": grpo_zero3_estimate()}
+    paper = run_preflight(str(REPO / "recipes/grpo/paper.yaml"), progress=False)  # the one estimator
+    results: dict = {"paper_estimate": paper["estimate"]}
     if not args.estimate:
         passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
         modes = ("on", "off") if args.tower_cache == "both" else (args.tower_cache,)
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 on, off = results[f"{name} (tower cache on)"], results[f"{name} (tower cache off)"]
                 print(f"{name}: the tower cache makes a step {off['seconds_per_step'] / on['seconds_per_step']:.2f}x "
                       f"as fast ({off['seconds_per_step']:.3f} -> {on['seconds_per_step']:.3f} s/step)", flush=True)
-    print_estimate(results["paper_estimate"])
+    print(paper["text"])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

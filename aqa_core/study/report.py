@@ -1,7 +1,7 @@
 """The report notebook's one call: Tables 1 and 2, Figures 3 and 4 and every glue value the
 book's pages quote, from files only (`build_report`). The pieces: `aqa_core.study.tables`,
 `aqa_core.study.figures`, `aqa_core.study.findings`, `aqa_core.study.paper`; the full-scale
-memory estimate comes from `aqa_core.train.estimate`.
+memory, disk and time estimate comes from the preflight (`aqa_core.train.preflight.book_values`).
 """
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..train.estimate import QWEN2_AUDIO_7B, grpo_zero3_estimate
+from ..train.preflight import book_values
 from .budget import runs_table
 from .lr_search import lr_search_table
 from .stages import ROOT
 from .display import Figure, Table, glue_safe
 from .figures import figure_budget_curves, figure_grpo_convergence, figure_sft_convergence
-from .paper import paper_results
 from .subcategories import subcategory_tables
 from .tables import table_hyperparameters, table_results, table_seed_means
 
@@ -68,9 +67,7 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
         values.update(runs.values)
     values["figure_scale"] = figure_dir.name if figure_dir else "none"
     values["n_resamples"] = int(n_resamples)
-    text = paper_results()["text_settings"]
-    est = grpo_zero3_estimate(world=text["grpo_gpus"], m={**QWEN2_AUDIO_7B, "params": text["model_parameters_billions"] * 1e9})
-    values.update({f"zero3_{k}": float(v) for k, v in est.items()})
+    values.update(book_values(ROOT))  # the preflight's estimate of the paper recipes (full-scale page)
     comparisons = Table(t2.extra["comparisons"], css_class="aqa-table aqa-compare", caption="Paired comparisons on the same test items: accuracy "
                         "difference A − B with its paired-bootstrap 95% interval, and the exact McNemar test.")
     seed_means = table_seed_means(existing[0], selection, n_resamples) if existing else None

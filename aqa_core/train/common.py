@@ -2,7 +2,8 @@
 trainer arguments a recipe adds through `trl_args`, the run record, `metrics.jsonl`, resuming a
 full run, and `final/` (the run folder's layout: `aqa_core.runs`).
 
-- `choose_precision()`: bf16 on CUDA, fp32 on CPU, as `Precision(device, bf16, model_dtype)`;
+- `choose_precision()`: bf16 on CUDA, fp32 on CPU, as `Precision(device, bf16, model_dtype)`,
+  bf16 weights under every launcher (`launcher()`) where nothing needs fp32 ones;
   `precision.training_args()` gives the matching `TrainingArguments` keywords.
 - `load_for_training(path, precision, ...)`: the model and processor a run starts from.
 - `trainer_config(config_cls, mapped, trl_args)`: the GRPOConfig / SFTConfig of a run, the
@@ -67,8 +68,31 @@ class Precision:
         return getattr(torch, self.model_dtype)
 
 
-def choose_precision(device: str = "auto") -> Precision:
-    """bf16 on CUDA (if the GPU supports it), fp32 on CPU; `device="cpu"` forces the CPU."""
+def launcher(environ: Mapping[str, str] | None = None) -> str:
+    """How this process was started, from the environment launchers set: "accelerate-deepspeed"
+    (accelerate with a DeepSpeed config), "accelerate", "torchrun" (or any launcher that sets
+    torch.distributed's RANK and WORLD_SIZE), or "python" (a single process)."""
+    env = os.environ if environ is None else environ
+    if env.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return "accelerate-deepspeed"
+    if any(k.startswith("ACCELERATE_") for k in env) and "RANK" in env:
+        return "accelerate"
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return "torchrun"
+    return "python"
+
+
+def choose_precision(device: str = "auto", trains_all_weights: bool = True,
+                     environ: Mapping[str, str] | None = None) -> Precision:
+    """bf16 on CUDA (if the GPU supports it), fp32 on CPU; `device="cpu"` forces the CPU.
+
+    On a bf16 GPU the weights are loaded in bf16 under every launcher when nothing needs fp32
+    weights: under DeepSpeed (its optimizer keeps fp32 master weights) and for LoRA
+    (`trains_all_weights` False: the base is frozen, PEFT keeps the adapter in fp32). A full
+    fine-tuning run without DeepSpeed (plain python, torchrun, accelerate without a DeepSpeed
+    config) keeps fp32 weights under bf16 autocast, the standard mixed precision (pure bf16
+    weights would lose small Adam updates), and says so once: at 16 bytes per parameter on every
+    GPU it does not fit a 7B model (`python -m aqa_core preflight`; use the ZeRO-3 config)."""
     import torch
 
     use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
@@ -76,9 +100,17 @@ def choose_precision(device: str = "auto") -> Precision:
         raise RuntimeError("device='cuda' requested but torch sees no CUDA device")
     if not use_cuda:
         return Precision("cpu", False, "float32")
-    bf16 = torch.cuda.is_bf16_supported()
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    return Precision("cuda", bf16, "bfloat16" if (bf16 and deepspeed) else "float32")
+    if not torch.cuda.is_bf16_supported():
+        return Precision("cuda", False, "float32")
+    how = launcher(environ)
+    if how == "accelerate-deepspeed" or not trains_all_weights:
+        return Precision("cuda", True, "bfloat16")
+    import warnings
+
+    warnings.warn(f"full fine-tuning under {how} without DeepSpeed: fp32 weights with bf16 autocast (16 bytes per "
+                  "parameter on every GPU; a 7B model needs the ZeRO-3 config, see python -m aqa_core preflight)",
+                  stacklevel=2)
+    return Precision("cuda", True, "float32")
 
 
 def load_for_training(model_name_or_path: str, precision: Precision, freeze_audio_tower: bool = False,

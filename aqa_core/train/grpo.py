@@ -160,7 +160,7 @@ def grpo_args(cfg: GRPORecipe, output_dir: str | Path | None = None, precision=N
 
     from .common import choose_precision, trainer_config
 
-    precision = precision or choose_precision(cfg.device)
+    precision = precision or choose_precision(cfg.device, trains_all_weights=not cfg.use_peft)
     return trainer_config(GRPOConfig, dict(
         output_dir=str(output_dir or cfg.output_dir),
         beta=cfg.beta, loss_type=cfg.loss_type, use_bias_correction_kl=cfg.use_bias_correction_kl,
@@ -206,7 +206,7 @@ def build_trainer(cfg: GRPORecipe, run_dir: str | Path | None = None, callbacks:
     from .grpo_trainer import _trainer_class
     from .lora import lora_config
 
-    precision = choose_precision(cfg.device)
+    precision = choose_precision(cfg.device, trains_all_weights=not cfg.use_peft)
     args = args or grpo_args(cfg, run_dir, precision)  # before the model: under ZeRO-3 it makes from_pretrained shard
     questions = load_questions(cfg.train_data, cfg.train_audio_dir, limit=cfg.max_train_samples, check_audio=True,
                                window_seconds=model_window_seconds(cfg.model_name_or_path))

@@ -22,6 +22,12 @@ What it does, and where it departs from the official R1-AQA `src/test.py` (batch
 - Items are processed longest-first (less padding per batch); output keeps the file's order.
 - Resumable: each finished batch is appended to `FILE.progress.jsonl` and fsync'ed; rerunning
   the same command skips what is there. Batch size may change on resume, nothing else may.
+- Every GPU of a node: `torchrun --nproc_per_node 8 -m aqa_core evaluate ...` (or `accelerate
+  launch --num_processes 8 -m aqa_core evaluate ...`). The batches are those of one process and
+  rank r generates every 8th from the r-th (`eval_world`), appending to its own
+  `FILE.progress.rankR.jsonl`; rank 0 merges, writes and scores. The same predictions as one
+  process (tests/test_evaluate_distributed.py); a resume reads every rank's file, whatever the
+  world size that wrote it.
 - Every wav is decoded once up front: missing, unreadable or silent ones are reported (count,
   first ids) before the model is loaded; `--skip-missing` drops them with a counted warning.
 - `--audio` ablates the audio (after that check, which looks at the real files) to measure how
@@ -41,9 +47,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -193,6 +201,7 @@ def evaluate_records(
     on_batch: Callable[[list[tuple[int, dict]]], None] | None = None,
     desc: str = "evaluate",
     tower_cache: TowerCache | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[dict]:
     """Generate an answer for every record with a live model (also usable during training).
 
@@ -201,7 +210,9 @@ def evaluate_records(
     writer uses it). The model's train/eval mode is restored afterwards. `tower_cache` reuses
     audio-tower outputs from earlier calls when this model's tower is byte-identical to theirs
     (a sweep over the checkpoints of a run whose tower was frozen). Records from `ablate_audio`
-    are fed their ablated audio.
+    are fed their ablated audio. `shard` (rank, world size) generates every world-th batch from
+    the rank-th (the batches themselves are those of one process: the same predictions); the
+    other rows are None.
     """
     import torch
     from tqdm.auto import tqdm
@@ -222,13 +233,14 @@ def evaluate_records(
         tower_cache.bind(model)
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(records), unit="item", desc=desc, disable=not progress, dynamic_ncols=True)
+    rank, world = shard
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)][rank::world]
+    bar = tqdm(total=sum(map(len, batches)), unit="item", desc=desc, disable=not progress, dynamic_ncols=True)
     devices = [model.device] if model.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):  # seeding must not move a training run's RNG
             torch.manual_seed(seed)
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
+            for idx in batches:
                 raw = _generate(model, processor, [texts[i] for i in idx], [records[i] for i in idx], gen_cfg,
                                 tower_cache)
                 done = []
@@ -370,14 +382,15 @@ def _same_settings(recorded: Any, settings: EvalSettings) -> bool:
     return isinstance(recorded, dict) and {"audio": "real", **recorded} == asdict(settings)
 
 
-def _read_progress(path: Path, settings: EvalSettings, ids: list[str]) -> dict[int, dict] | None:
+def _read_progress(path: Path, settings: EvalSettings, ids: list[str], repair: bool = True) -> dict[int, dict] | None:
     """Finished rows `{index: row}` from a progress sidecar, or None when it belongs to other settings.
-    A torn last line (killed mid-write) is removed from the file; a bad line elsewhere is an error."""
+    A torn last line (killed mid-write) is removed from the file (`repair` False: only skipped, for
+    a file another process appends to); a bad line elsewhere is an error."""
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
     if not lines:
         return {}
-    if not text.endswith("\n"):  # killed between a row and its newline: end the line before appending
+    if repair and not text.endswith("\n"):  # killed between a row and its newline: end the line before appending
         with path.open("a", encoding="utf-8") as fh:
             fh.write("\n")
     try:
@@ -392,8 +405,9 @@ def _read_progress(path: Path, settings: EvalSettings, ids: list[str]) -> dict[i
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             if n == len(lines):  # cut it off, or the next append would continue the torn line
-                write_atomic(path, "\n".join(lines[:-1]) + "\n")
-                warnings.warn(f"{path}: dropped a torn last line (interrupted mid-write)", stacklevel=2)
+                if repair:
+                    write_atomic(path, "\n".join(lines[:-1]) + "\n")
+                    warnings.warn(f"{path}: dropped a torn last line (interrupted mid-write)", stacklevel=2)
                 break
             raise EvalError(f"{path}:{n}: invalid JSON ({exc.msg}); delete the file to start over") from exc
         i = row.get("index")
@@ -401,6 +415,47 @@ def _read_progress(path: Path, settings: EvalSettings, ids: list[str]) -> dict[i
             raise EvalError(f"{path}:{n}: row (index {i!r}, id {row.get('id')!r}) does not match the question file")
         done.setdefault(i, row)  # first copy wins: a batch is never counted twice
     return done
+
+
+def eval_world() -> tuple[int, int]:
+    """(rank, world size) of an evaluation started on several processes (`torchrun
+    --nproc_per_node N` or `accelerate launch --num_processes N`: WORLD_SIZE > 1), else (0, 1).
+    Starts torch.distributed when needed (nccl on GPUs, each rank on its LOCAL_RANK GPU; gloo on
+    CPUs). Each rank generates every N-th batch; rank 0 writes the results."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def rank_progress_file(out: Path, rank: int) -> Path:
+    return out.with_name(f"{out.name}.progress.rank{rank}.jsonl")
+
+
+def _file_rank(path: Path) -> int:
+    m = re.search(r"\.progress\.rank(\d+)\.jsonl$", path.name)
+    return int(m.group(1)) if m else 0
+
+
+def progress_files(out: Path) -> list[Path]:
+    """The resumable progress of `out`: FILE.progress.jsonl and the other ranks' files, in rank order."""
+    main = out.with_name(out.name + PROGRESS_SUFFIX)
+    ranks = sorted(out.parent.glob(f"{glob.escape(out.name)}.progress.rank*.jsonl"), key=_file_rank)
+    return ([main] if main.exists() else []) + ranks
 
 
 def score_rows(rows: list[dict], source: str, avqa: bool) -> tuple[dict, str]:
@@ -428,7 +483,8 @@ def evaluate_file(model_path: str | Path, data: str | Path, out: str | Path, *ar
         if input_it_would_overwrite(written, data) is not None:  # refused before the lock is even taken
             raise EvalError(f"{written}: would overwrite the question file --data {data}; choose another --out "
                             "(an input is never overwritten, not even with --overwrite)")
-    with hold_output(out):
+    rank, _ = eval_world()  # several processes of one evaluation: rank 0 holds the lock for them all
+    with hold_output(out) if rank == 0 else contextlib.nullcontext():
         return _evaluate_file(model_path, data, out, *args, **kwargs)
 
 
@@ -460,7 +516,9 @@ def _evaluate_file(
     with it); `tower_cache` is passed to `evaluate_records`, with `tower_store` (a `tower-cache`
     file) loaded into it when it was made by this model's tower. `audio` ablates what the model hears
     (`ablate_audio`: real, silence or mismatched, paired with `seed`), after the audio check."""
-    say = print if verbose else (lambda *a, **k: None)
+    rank, world = eval_world()
+    say = print if verbose and rank == 0 else (lambda *a, **k: None)
+    progress = progress and rank == 0
     out, data = Path(out), Path(data)
     if limit is not None and limit < 1:
         raise EvalError(f"--limit must be >= 1 (or left out: every question), got {limit}")
@@ -480,7 +538,7 @@ def _evaluate_file(
                             max_new_tokens, decoding, seed, limit, audio)
     score_json = out.with_name(out.name + SCORE_JSON_SUFFIX)
     sidecar = out.with_name(out.name + PROGRESS_SUFFIX)
-    if out.exists() and not sidecar.exists():
+    if out.exists() and not progress_files(out):
         previous = json.loads(score_json.read_text(encoding="utf-8")) if score_json.is_file() else {}
         if _same_settings(previous.get("settings"), settings):
             score_txt = out.with_name(out.name + SCORE_TXT_SUFFIX)
@@ -509,21 +567,29 @@ def _evaluate_file(
     except ValueError as exc:
         raise EvalError(f"{data}: {exc}") from exc
 
+    # Progress: rank 0 appends to FILE.progress.jsonl, rank r of a multi-process evaluation to
+    # FILE.progress.rankR.jsonl; a resume reads them all, whatever the world size that wrote them.
+    own = sidecar if rank == 0 else rank_progress_file(out, rank)
     done: dict[int, dict] = {}
-    if sidecar.exists() and sidecar.stat().st_size == 0:  # killed before its header was written
-        sidecar.unlink()
-    if sidecar.exists():
-        found = _read_progress(sidecar, settings, ids)
+    stale = []
+    for f in progress_files(out):
+        found = _read_progress(f, settings, ids, repair=f == own) if f.stat().st_size else {}
         if found is None:
             if not overwrite:
-                raise EvalError(f"{sidecar} is a partial run with other settings; pass --overwrite to restart")
-            sidecar.unlink()
-        else:
-            done = found
-            say(f"{out}: resuming, {len(done)} of {len(records)} item(s) already done")
-    if not sidecar.exists():
+                raise EvalError(f"{f} is a partial run with other settings; pass --overwrite to restart")
+            stale.append(f)
+            continue
+        for i, row in found.items():
+            done.setdefault(i, row)  # first copy wins: a batch is never counted twice
+    _barrier(world)  # every rank has read before a file is removed
+    for f in stale:  # each rank removes its own; rank 0 also those of ranks this launch does not have
+        if f == own or (rank == 0 and _file_rank(f) >= world):
+            f.unlink(missing_ok=True)
+    if done:
+        say(f"{out}: resuming, {len(done)} of {len(records)} item(s) already done")
+    if not own.exists() or own.stat().st_size == 0:  # none yet, or killed before its header was written
         out.parent.mkdir(parents=True, exist_ok=True)
-        sidecar.write_text(json.dumps({"settings": asdict(settings)}) + "\n", encoding="utf-8")
+        own.write_text(json.dumps({"settings": asdict(settings)}) + "\n", encoding="utf-8")
 
     pending = [i for i in range(len(records)) if i not in done and ids[i] not in bad]
     seconds = 0.0
@@ -533,7 +599,7 @@ def _evaluate_file(
 
         def write_batch(rows: list[tuple[int, dict]]) -> None:
             nonlocal n_batches
-            with sidecar.open("a", encoding="utf-8") as fh:
+            with own.open("a", encoding="utf-8") as fh:
                 for i, row in rows:
                     fh.write(json.dumps({"index": i, "id": ids[i], "raw_output": row["raw_output"]},
                                         ensure_ascii=False) + "\n")
@@ -550,12 +616,25 @@ def _evaluate_file(
         try:
             evaluate_records(model, processor, [fed[i] for i in pending], prompt, batch_size, max_new_tokens,
                              decoding, seed, progress=progress, desc=out.name, tower_cache=tower_cache,
-                             on_batch=lambda rows: write_batch([(pending[j], r) for j, r in rows]))
+                             on_batch=lambda rows: write_batch([(pending[j], r) for j, r in rows]),
+                             shard=(rank, world))
         except KeyboardInterrupt:
-            say(f"\ninterrupted: progress kept in {sidecar}; rerun the same command to resume")
+            say(f"\ninterrupted: progress kept in {own}; rerun the same command to resume")
             raise
         seconds = time.perf_counter() - t0
-        done = _read_progress(sidecar, settings, ids) or {}
+    _barrier(world)  # every rank's batches are on disk
+    if rank != 0:  # rank 0 writes the results; the others return them once they are there
+        _barrier(world)
+        return {**json.loads(score_json.read_text(encoding="utf-8")), "cached": False}
+    done = {}
+    for f in progress_files(out):
+        for i, row in (_read_progress(f, settings, ids, repair=False) or {}).items():
+            done.setdefault(i, row)
+    missing = [ids[i] for i in range(len(records)) if ids[i] not in bad and i not in done]
+    if missing:
+        _barrier(world)
+        raise EvalError(f"{out}: {len(missing)} item(s) have no prediction in the progress files (e.g. {missing[0]}); "
+                        "rerun the same command to finish them")
 
     rows = []
     for i, base in enumerate(base_rows):
@@ -572,7 +651,9 @@ def _evaluate_file(
                "items_per_second": round(len(pending) / seconds, 3) if seconds else None}
     write_atomic(score_json, json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     write_atomic(out.with_name(out.name + SCORE_TXT_SUFFIX), text)
-    sidecar.unlink()
+    for f in progress_files(out):
+        f.unlink()
+    _barrier(world)
     summary["cached"] = False
     say(text, end="")
     if pending:

@@ -11,6 +11,8 @@ While the audio tower's weights do not change (the mini recipes freeze it) each 
 once for the whole sweep (`aqa_core.tower_cache`); a `final/` holding the last checkpoint's
 tensors is not evaluated twice. The result is `RUN/eval/sweep.json` (layout: `aqa_core.runs`);
 an audio ablation (`--audio silence|mismatched`) goes to `RUN/eval/audio-<choice>/` instead.
+On every GPU of a node: `torchrun --nproc_per_node 8 -m aqa_core sweep --run-dir RUN_DIR ...`:
+each evaluation is split across the processes (`aqa_core.eval.evaluate`), rank 0 writes.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from ..files import write_atomic
 from ..prompts import as_prompt
 from ..runs import (FINAL_DIR, MERGED_DIR, SWEEP_FILE, checkpoint_problem, checkpoint_step, checkpoints, model_dir,
                     read_config)
-from .evaluate import EvalError, add_eval_arguments, evaluate_file, exit_code, load_model
+from .evaluate import EvalError, add_eval_arguments, eval_world, evaluate_file, exit_code, load_model
 from ..tower_cache import TowerCache
 
 
@@ -112,7 +114,7 @@ def _same_weights(a: Path, b: Path) -> bool:
 def _announce_twin(models: list[tuple[str, int | None, Path]], model: tuple[str, int | None, Path]) -> bool:
     """True (and said) when `final/` holds the same weights as a checkpoint of the same step."""
     twin = _same_weights_checkpoint(models, model[1], model[2])
-    if twin is not None:
+    if twin is not None and eval_world()[0] == 0:
         print(f"final: the same weights as {twin} (not evaluated again)")
     return twin is not None
 
@@ -170,6 +172,8 @@ def sweep(
         raise EvalError(f"--test-at {test_at} needs both a test file (--data) and a validation file (--validation)")
     if validation_limit is not None and validation_limit < 1:
         raise EvalError(f"--validation-limit must be a positive number of items, got {validation_limit}")
+    rank, _ = eval_world()  # several processes: each evaluation is split across them; rank 0 writes
+    say = print if rank == 0 else (lambda *a, **k: None)
     models = run_models(run_dir, include_base)
     models = [m for m in models if not (m[0] == "final" and _announce_twin(models, m))]
 
@@ -217,7 +221,7 @@ def sweep(
         rows.append(row)
         parts = ([f"test {_pct(row['test'])}% of {row['test_n']}"] if test else []) + \
             ([f"validation {_pct(row['validation'])}% of {row['validation_n']}"] if val else [])
-        print(f"{name}: " + ", ".join(parts)
+        say(f"{name}: " + ", ".join(parts)
               + (f" (audio: {audio})" if audio != "real" else "")
               + (" (cached)" if all(r["cached"] for r in (test, val) if r is not None) else ""))
     trained = [r for r in rows if r["checkpoint"] != "base"]  # the base is step 0 of the curve, not a candidate
@@ -234,6 +238,8 @@ def sweep(
                   "best_on_test": best_test and {k: best_test[k] for k in keep},
                   "best_on_validation": best_val and {k: best_val[k] for k in keep},
               }}
+    if rank != 0:
+        return result
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / SWEEP_FILE.name, json.dumps(result, indent=2) + "\n")
     fields = ["checkpoint", "step", "test", *[f"test_{t}" for t in TASKS], "test_n", "validation", "validation_n"]
@@ -274,7 +280,9 @@ def format_sweep(result: dict) -> str:
 
 def cli_sweep(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m aqa_core sweep", description=sweep.__doc__.split("\n\n")[0])
-    ap.add_argument("--run", required=True, help="run folder with checkpoint-N/ (and final/)")
+    ap.add_argument("--run", "--run-dir", dest="run", required=True,
+                    help="run folder with checkpoint-N/ (and final/); under torchrun write --run-dir (torchrun "
+                         "takes --run for its own --run-path)")
     ap.add_argument("--data", default=None, help="test question JSON (MMAU schema); none: validation only")
     ap.add_argument("--audio-dir", default=None)
     ap.add_argument("--validation", default=None, help="validation questions (R1-AQA JSONL or MMAU JSON)")

@@ -5,9 +5,9 @@
     # one launch of a CLI command under ZeRO-3 (what tests/test_zero3.py runs)
     python scripts/zero3_launch.py run [--varying-reward] -- grpo --recipe recipes/grpo/mini.yaml --set ...
 
-    # N short GRPO launches on a tiny model, counting those that abort at exit; --no-release
-    # skips aqa_core.train.common.release_distributed (the fix) to count the aborts without it
-    python scripts/zero3_launch.py loop --launches 30 [--no-release] [--out runs/bench/zero3_loop.json]
+    # N short launches (GRPO or SFT, 1 step) on a tiny model, counting those that abort at exit;
+    # --no-release skips aqa_core.train.common.release_distributed (the fix) to count the aborts without it
+    python scripts/zero3_launch.py loop --launches 30 [--runner sft] [--no-release] [--out runs/bench/zero3_loop.json]
 
 `run` starts `accelerate launch --config_file recipes/accelerate/zero3.yaml --num_processes 2`
 on this script's `worker` mode, which calls `python -m aqa_core`'s `main` in each rank:
@@ -92,6 +92,7 @@ def loop(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="zero3_launch.py loop")
     ap.add_argument("--launches", type=int, default=30)
     ap.add_argument("--no-release", action="store_true", help="without the fix (release_distributed skipped)")
+    ap.add_argument("--runner", choices=("grpo", "sft"), default="grpo", help="which runner each launch trains")
     ap.add_argument("--out", help="JSON file for the counts")
     a = ap.parse_args(argv)
     from aqa_core.mini.data import MiniSizes, generate
@@ -103,26 +104,30 @@ def loop(argv: list[str]) -> int:
     rows = []
     for i in range(a.launches):
         out = root / f"run{i}"
-        command = ["grpo", "--recipe", str(REPO / "recipes/grpo/mini.yaml"), "--output-dir", str(out), "--set",
-                   f"model_name_or_path={model}", f"train_data={root / 'data' / 'train.jsonl'}",
-                   f"train_audio_dir={root / 'data' / 'train-audios'}", "num_processes=2", "max_steps=1",
-                   "save_steps=1", "per_device_train_batch_size=4", "num_generations=4", "max_completion_length=4",
-                   "torch_threads=1", "device=cpu"]
+        sets = [f"model_name_or_path={model}", f"train_data={root / 'data' / 'train.jsonl'}",
+                f"train_audio_dir={root / 'data' / 'train-audios'}", "max_steps=1", "save_steps=1",
+                "per_device_train_batch_size=4", "torch_threads=1", "device=cpu"]
+        if a.runner == "grpo":
+            command = ["grpo", "--recipe", str(REPO / "recipes/grpo/mini.yaml"), "--output-dir", str(out), "--set",
+                       *sets, "num_processes=2", "num_generations=4", "max_completion_length=4"]
+        else:
+            command = ["sft", "--recipe", str(REPO / "recipes/sft/mini-full.yaml"), "--output-dir", str(out),
+                       "--set", *sets]
         t0 = time.perf_counter()
         proc = launch(command, varying_reward=True, no_release=a.no_release)
         seconds = time.perf_counter() - t0
-        done = "GRPO done: 1 steps" in proc.stdout
+        done = ("GRPO done: 1 steps" if a.runner == "grpo" else "sft: 1 steps") in proc.stdout
         aborted = ABORT_MARK in proc.stderr
         rows.append({"launch": i, "rc": proc.returncode, "work_done": done, "aborted": aborted,
                      "seconds": round(seconds, 1)})
         print(f"launch {i + 1}/{a.launches}: rc {proc.returncode}, work done {done}, abort message {aborted}, "
               f"{seconds:.1f} s", flush=True)
     failed = sum(r["rc"] != 0 for r in rows)
-    summary = {"launches": a.launches, "release_distributed": not a.no_release, "failed": failed,
+    summary = {"launches": a.launches, "runner": a.runner, "release_distributed": not a.no_release, "failed": failed,
                "aborted_after_work": sum(r["rc"] != 0 and r["work_done"] for r in rows),
                "seconds_per_launch": round(sum(r["seconds"] for r in rows) / max(1, len(rows)), 1), "rows": rows}
     print(f"{failed} of {a.launches} launches failed ({summary['aborted_after_work']} after all their work), "
-          f"release_distributed {'on' if summary['release_distributed'] else 'off'}")
+          f"{a.runner}, release_distributed {'on' if summary['release_distributed'] else 'off'}")
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(summary, indent=1) + "\n")

@@ -136,6 +136,10 @@ def write_fixture_results(root: Path) -> Path:
                for name, key in (("best_on_test", "test"), ("best_on_validation", "validation"))}
         (d / "eval" / "sweep.json").write_text(json.dumps({"run": str(d), "prompt": prompt, "rows": rows,
                                                             "selection": sel}))
+        chosen = sel["best_on_validation"]["checkpoint"]  # sweep --ablate-selected: nearer chance without the audio
+        for a, (factor, s) in {"silence": (0.45, 7), "mismatched": (0.4, 8)}.items():
+            preds = _predictions(questions, tuple(x * factor for x in acc), 1000 * seed + s)
+            (d / "eval" / f"{chosen}.test.audio-{a}.json").write_text(json.dumps(preds))
     return res
 
 
@@ -223,6 +227,23 @@ def _html_text(path: Path) -> str:
 
 
 @pytest.mark.slow
+def test_listening_table_has_every_model_with_its_ablations(tmp_path):
+    from aqa_core.study.listening import table_listening
+
+    res = write_fixture_results(tmp_path)
+    table = table_listening(res, n_resamples=500)
+    methods = list(table.frame["model, method (seed 0)"])
+    assert methods == ["Direct inference + Prompt <2>", "Full + Prompt <1>", "LoRA + Prompt <1>",
+                       "GRPO + Prompt <2>", "GRPO + Prompt <3>"]  # prompt <1>'s direct inference has no ablation
+    v = table.values
+    for key in ("direct_p2", "sft_full", "grpo_p2"):
+        assert v[f"mini_{key}_listening"] == pytest.approx(v[f"mini_{key}_real"] - v[f"mini_{key}_silence"])
+        assert v[f"mini_{key}_listening_lo"] <= v[f"mini_{key}_listening"] <= v[f"mini_{key}_listening_hi"]
+    assert v["mini_grpo_p2_listening"] > 0  # the fixture's ablated models are nearer chance
+    (res / "grpo-prompt2" / "eval" / "sweep.json").unlink()  # a run without a sweep has no row
+    assert "GRPO + Prompt <2>" not in list(table_listening(res, n_resamples=200).frame["model, method (seed 0)"])
+
+
 def test_book_builds_from_fixture_results(tmp_path):
     """Execute the notebooks on fixture results with papermill (as the study does), build the book
     with warnings as errors, then read the HTML."""

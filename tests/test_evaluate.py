@@ -307,6 +307,46 @@ def test_sweep_tests_only_where_a_selection_lands_and_validation_alone(tmp_path,
         sw.sweep(run_dir, data, test_at="selected", **kw)
 
 
+def test_sweep_ablates_the_audio_of_the_checkpoint_chosen_on_validation(tmp_path, tiny_model, monkeypatch):
+    run_dir = _make_run(tmp_path, tiny_model)
+    right = {"checkpoint-10": ({0}, set(range(6))), "checkpoint-20": (set(range(9)), {0}),
+             "checkpoint-30": ({0}, {0, 1})}
+    gen = ScriptedGeneration(by_checkpoint(right))
+    monkeypatch.setattr(ev, "_generate", gen)
+    fed = []
+    real_generate = ev._generate
+    monkeypatch.setattr(ev, "_generate", lambda m, p, t, recs, *a, **k: fed.extend(recs) or real_generate(m, p, t, recs, *a, **k))
+    data, val = write_mmau(tmp_path / "d", n=9), write_avqa(tmp_path / "v", n=6)
+    res = sw.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
+                   test_at="selected", ablate_selected=["silence", "mismatched"], batch_size=4, max_new_tokens=8,
+                   progress=False, verbose=False)
+    chosen = res["selection"]["best_on_validation"]
+    assert chosen["checkpoint"] == "checkpoint-10" and set(chosen["audio_ablations"]) == {"silence", "mismatched"}
+    for a in ("silence", "mismatched"):
+        assert (run_dir / "eval" / f"checkpoint-10.test.audio-{a}.json").is_file()
+    assert sum(1 for r in fed if r.get(ev.ABLATION) == "silence") == 9  # the ablated records reached the model
+    with pytest.raises(ev.EvalError, match="ablate-selected"):
+        sw.sweep(run_dir, data, validation=val, ablate_selected=["real"], batch_size=4, progress=False, verbose=False)
+
+
+def test_sweep_reuses_the_base_models_own_evaluation_when_its_settings_match(tmp_path, tiny_model, monkeypatch):
+    run_dir = _make_run(tmp_path, tiny_model)  # its config: prompt 2, started from tiny_model
+    gen = ScriptedGeneration()
+    monkeypatch.setattr(ev, "_generate", gen)
+    data = write_mmau(tmp_path / "d", n=6)
+    kw = dict(batch_size=4, max_new_tokens=8, progress=False, verbose=False)
+    run(tiny_model, data, tmp_path / "base-p2.json", prompt=2, **kw)
+    run(tiny_model, data, tmp_path / "base-p1.json", prompt=1, **kw)
+    gen.items.clear()
+    sw.sweep(run_dir, data, include_base=True, base_test_from=tmp_path / "base-p2.json", **kw)
+    assert len(gen.items) == 3 * 6  # the three checkpoints; the base's 6 items were not generated again
+    assert (run_dir / "eval" / "base.test.json").read_text() == (tmp_path / "base-p2.json").read_text()
+    other = _make_run(tmp_path / "o", tiny_model)
+    gen.items.clear()
+    sw.sweep(other, data, include_base=True, base_test_from=tmp_path / "base-p1.json", **kw)  # another prompt
+    assert len(gen.items) == 4 * 6  # not the same settings: the base is evaluated as usual
+
+
 def test_sweep_alternate_tests_half_the_curve_and_scores_a_validation_subset(tmp_path, tiny_model, monkeypatch):
     run_dir = _make_run(tmp_path, tiny_model)
     # checkpoint-20 is the best on test but neither chosen on validation nor on the alternate points

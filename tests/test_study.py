@@ -96,6 +96,13 @@ def test_study_stages_cover_the_study(tmp_path):
     assert "--set prompt=3" in grpo3 and str(tmp_path / "mini" / "base") in grpo3
     assert "seed=" in " ".join(by["grpo-p2-seed1"].argv)
     assert all(names.index(d) < names.index(s.name) for s in stages for d in s.deps)  # dependency order
+    # seed 0's sweeps: the chosen checkpoint again without listening; step 0 on test reused from the
+    # base's own evaluation with the run's prompt (<1>, <2>; no base evaluation has prompt <3>)
+    sft = " ".join(by["sweep-sft-full"].argv)
+    assert "--ablate-selected silence mismatched" in sft and "eval-base-p1" in by["sweep-sft-full"].deps
+    assert f"--base-test-from {tmp_path / 'mini' / 'eval' / 'base-prompt1' / 'predictions.json'}" in sft
+    assert "--base-test-from" not in " ".join(by["sweep-grpo-p3"].argv)
+    assert "--ablate-selected" not in " ".join(by["sweep-grpo-p2-seed1"].argv)
 
 
 def test_the_ready_stage_with_the_longest_chain_to_the_end_starts_first(tmp_path):

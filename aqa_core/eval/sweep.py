@@ -22,14 +22,14 @@ import gc
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..data import TASKS
 from ..files import write_atomic
 from ..prompts import as_prompt
 from ..runs import (FINAL_DIR, MERGED_DIR, SWEEP_FILE, checkpoint_problem, checkpoint_step, checkpoints, model_dir,
                     read_config)
-from .evaluate import EvalError, add_eval_arguments, eval_world, evaluate_file, exit_code, load_model
+from .evaluate import AUDIO_ABLATIONS, EvalError, add_eval_arguments, eval_world, evaluate_file, exit_code, load_model
 from ..tower_cache import TowerCache
 
 
@@ -140,6 +140,8 @@ def sweep(
     include_base: bool = False,
     test_at: str = "all",
     validation_limit: int | None = None,
+    ablate_selected: Sequence[str] = (),
+    base_test_from: str | Path | None = None,
     **eval_kwargs: Any,
 ) -> dict:
     """Evaluate every checkpoint of a run on the test file (and the validation file), write
@@ -155,7 +157,13 @@ def sweep(
     "alternate" scores it at the base (step 0, when included), at every second checkpoint counted
     back from the last, and at the one best on validation (a test curve at half the cost; its
     best-on-test is the best of the checkpoints tested). `validation_limit` scores the first N
-    validation items only (the analysis plan's validation subset)."""
+    validation items only (the analysis plan's validation subset). `ablate_selected` (e.g.
+    silence, mismatched) also scores the checkpoint chosen on validation on the test file with
+    each audio ablation (`RUN/eval/CKPT.test.audio-<choice>.json`; their accuracies in the
+    selection's `audio_ablations`): how much of the run's score comes from listening.
+    `base_test_from`, a predictions file of the base model on the same test file (an `evaluate`
+    output with its score files), is taken as the base's test evaluation when its settings are
+    the ones the sweep would use (it is then a cache hit; otherwise it is evaluated as usual)."""
     run_dir = Path(run_dir)
     if data is None and validation is None:
         raise EvalError("sweep: give a test file (--data), a validation file (--validation), or both")
@@ -177,8 +185,15 @@ def sweep(
     models = run_models(run_dir, include_base)
     models = [m for m in models if not (m[0] == "final" and _announce_twin(models, m))]
 
-    def evaluate(folder: Path, name: str, which: str, path, audio_dir_) -> dict:  # noqa: ANN001
+    bad = [a for a in ablate_selected if a not in AUDIO_ABLATIONS or a == "real"]
+    if bad or (ablate_selected and (data is None or audio != "real")):
+        raise EvalError(f"--ablate-selected takes {', '.join(a for a in AUDIO_ABLATIONS if a != 'real')} with a test "
+                        f"file (--data) and the real audio, got {list(ablate_selected)}")
+
+    def evaluate(folder: Path, name: str, which: str, path, audio_dir_, ablation: str | None = None) -> dict:  # noqa: ANN001
         kwargs = {**eval_kwargs, "limit": validation_limit} if which == "validation" and validation_limit else eval_kwargs
+        if ablation:
+            kwargs, which = {**kwargs, "audio": ablation}, f"{which}.audio-{ablation}"
         cache: list = []
 
         def loader(folder=folder, cache=cache):
@@ -192,6 +207,8 @@ def sweep(
         gc.collect()
         return result
 
+    if base_test_from and include_base and data is not None:
+        _seed_base_test(Path(base_test_from), out_dir / "base.test.json")
     results: dict[str, dict] = {}
     for name, step, folder in models:  # validation everywhere; test everywhere when test_at="all"
         results[name] = {}
@@ -230,13 +247,20 @@ def sweep(
     best_test = _pick(trained, "test") if test_at != "selected" else None
     best_val = _pick(trained, "validation")
     keep = ("checkpoint", "step", "test", "validation")
+    ablations = {}
+    if best_val is not None and ablate_selected:
+        folder = next(f for n, _, f in models if n == best_val["checkpoint"])
+        for a in ablate_selected:
+            ablations[a] = _accuracy(evaluate(folder, best_val["checkpoint"], "test", data, audio_dir, ablation=a))
+            say(f"{best_val['checkpoint']}: test {_pct(ablations[a])}% with the audio ablated ({a})")
     result = {"run": str(run_dir), "data": str(data) if data else None,
               "validation": str(validation) if validation else None,
               "prompt": prompt, "audio": audio, "test_at": test_at, "validation_limit": validation_limit,
               "rows": rows,
               "selection": {
                   "best_on_test": best_test and {k: best_test[k] for k in keep},
-                  "best_on_validation": best_val and {k: best_val[k] for k in keep},
+                  "best_on_validation": best_val and {**{k: best_val[k] for k in keep},
+                                                      **({"audio_ablations": ablations} if ablations else {})},
               }}
     if rank != 0:
         return result
@@ -249,6 +273,20 @@ def sweep(
         w.writerows(rows)
     print(format_sweep(result))
     return result
+
+
+def _seed_base_test(src: Path, dst: Path) -> None:
+    """Copy an existing evaluation of the base model (predictions and score files) to where the
+    sweep keeps the base's test evaluation, when nothing is there yet: `evaluate_file` then
+    reuses it if its settings match and evaluates again (overwriting it) if they do not."""
+    from .evaluate import SCORE_JSON_SUFFIX, SCORE_TXT_SUFFIX
+
+    pairs = [(src.with_name(src.name + x), dst.with_name(dst.name + x)) for x in ("", SCORE_JSON_SUFFIX, SCORE_TXT_SUFFIX)]
+    if dst.exists() or not all(a.is_file() for a, _ in pairs):
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for a, b in reversed(pairs):  # the predictions last: a half-done copy is never taken for a result
+        write_atomic(b, a.read_text(encoding="utf-8"))
 
 
 def _pct(x: float | None) -> str:
@@ -295,6 +333,12 @@ def cli_sweep(argv: list[str]) -> int:
                          "(both need --validation)")
     ap.add_argument("--validation-limit", type=int, default=None, metavar="N",
                     help="score the first N validation items only (default: all)")
+    ap.add_argument("--ablate-selected", nargs="+", default=[], metavar="AUDIO",
+                    help="also score the checkpoint chosen on validation with these audio ablations "
+                         "(silence, mismatched)")
+    ap.add_argument("--base-test-from", default=None, metavar="PREDICTIONS",
+                    help="an evaluate output of the base model on the same test file: reused as step 0's test "
+                         "evaluation when its settings match (else evaluated again)")
     ap.add_argument("--include-base", action="store_true",
                     help="also evaluate the run's starting model (config model_name_or_path) as step 0")
     add_eval_arguments(ap)
@@ -302,7 +346,8 @@ def cli_sweep(argv: list[str]) -> int:
     return exit_code(lambda: sweep(a.run, a.data, a.audio_dir, a.validation, a.validation_audio_dir, a.prompt,
                                    a.out_dir, a.include_base, batch_size=a.batch_size,
                                    max_new_tokens=a.max_new_tokens, decoding=a.decoding, seed=a.seed,
-                                   test_at=a.test_at, validation_limit=a.validation_limit, limit=a.limit, skip_missing=a.skip_missing, audio=a.audio,
+                                   test_at=a.test_at, validation_limit=a.validation_limit,
+                                   ablate_selected=a.ablate_selected, base_test_from=a.base_test_from, limit=a.limit, skip_missing=a.skip_missing, audio=a.audio,
                                    tower_store=a.tower_cache_file))
 
 

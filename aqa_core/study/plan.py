@@ -94,6 +94,9 @@ SEEDS = 3
 #: The base model's evaluations with the audio replaced (the validity checks of book/plan.md):
 #: (prompt, --audio value).
 VALIDITY_ABLATIONS = ((2, "silence"), (2, "mismatched"))
+#: The audio ablations of each seed-0 run at its chosen checkpoint (its sweep's --ablate-selected):
+#: Table 2's companion, how much of each model's accuracy comes from listening.
+LISTENING_ABLATIONS = ("silence", "mismatched")
 VALIDITY_STAGES = ("eval-base-p1", "eval-base-p2", *(f"eval-base-p{p}-{a}" for p, a in VALIDITY_ABLATIONS), "probe")
 #: Executed notebooks: output name (book/results/NAME.ipynb) -> (template, the stage or stages it
 #: records; "*": all before it).
@@ -129,19 +132,25 @@ def _weigh(stages: list[Stage]) -> list[Stage]:
 
 def sweep_argv(run_dir: Path, test: str | Path, audio_dir: str | Path | None = None,
                validation: str | Path | None = None, validation_audio_dir: str | Path | None = None,
-               extra: Sequence[str] = (), curves: bool = True) -> list[str]:
+               extra: Sequence[str] = (), curves: bool = True, base_test: str | Path | None = None) -> list[str]:
     """The checkpoint sweep of one run, as the study and the notebooks run it: the first
     `VALIDATION_ITEMS` validation items (if a validation file is given) at every checkpoint and
     at the base; the test file at the base (step 0 of the curves), every second checkpoint back
     from the last, and the one chosen on validation (book/plan.md, Amendment 3; every checkpoint
-    without a validation file). `curves` False (the study's extra seeds, whose test curves no
-    figure draws): the test file only at the checkpoint chosen on validation and the last, no base."""
+    without a validation file), and that chosen checkpoint again with the audio replaced by silence
+    and by another item's clip (Table 2's "how much comes from listening"). `curves` False (the
+    study's extra seeds, whose test curves no figure draws): the test file only at the checkpoint
+    chosen on validation and the last, no base, no ablation. `base_test`: the base model's own
+    evaluation with the run's prompt, reused as step 0 of the test curve (the same settings: no
+    work repeated)."""
     argv = aqa_argv("sweep", "--run", run_dir, "--data", test, *(["--include-base"] if curves else []))
     argv += ["--audio-dir", str(audio_dir)] if audio_dir else []
     if validation:
         argv += ["--validation", str(validation), "--validation-limit", str(VALIDATION_ITEMS),
                  "--test-at", "alternate" if curves else "selected"]
         argv += ["--validation-audio-dir", str(validation_audio_dir)] if validation_audio_dir else []
+        argv += ["--ablate-selected", *LISTENING_ABLATIONS] if curves else []
+    argv += ["--base-test-from", str(base_test)] if base_test and curves else []
     return argv + list(extra)
 
 
@@ -231,11 +240,14 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
             stages.append(Stage(name + suffix, argv, ["base", "tower"], [run_dir / "metrics.jsonl"], code[runner],
                                 config={"recipe": rcfg}, clear=[run_dir],
                                 runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
+            reuse = f"eval-base-p{prompt}" if not seed and prompt in (1, 2) else None  # its step 0 on test
             stages.append(Stage(f"sweep-{name}{suffix}",
                                 sweep_argv(run_dir, test, data, val, data / "validation-audios", eval_args,
-                                           curves=not seed),
-                                [name + suffix], [run_dir / "eval" / "sweep.json"], code["eval"],
-                                clear=[run_dir / "eval"]))
+                                           curves=not seed,
+                                           base_test=out / "eval" / f"base-prompt{prompt}" / "predictions.json"
+                                           if reuse else None),
+                                [name + suffix, *([reuse] if reuse else [])], [run_dir / "eval" / "sweep.json"],
+                                code["eval"], clear=[run_dir / "eval"]))
     if plan == "lr-search":
         return _weigh(stages + _lr_search_stages(out, recipes, threads, eval_args, code))
     done_before = [s.name for s in stages]

@@ -240,6 +240,7 @@ def test_listening_table_has_every_model_with_its_ablations(tmp_path):
         assert v[f"mini_{key}_listening"] == pytest.approx(v[f"mini_{key}_real"] - v[f"mini_{key}_silence"])
         assert v[f"mini_{key}_listening_lo"] <= v[f"mini_{key}_listening"] <= v[f"mini_{key}_listening_hi"]
     assert v["mini_grpo_p2_listening"] > 0  # the fixture's ablated models are nearer chance
+    assert v["mini_grpo_p2_silence_not_a_choice"] == 0  # the fixture answers with one of the choices
     (res / "grpo-prompt2" / "eval" / "sweep.json").unlink()  # a run without a sweep has no row
     assert "GRPO + Prompt <2>" not in list(table_listening(res, n_resamples=200).frame["model, method (seed 0)"])
 

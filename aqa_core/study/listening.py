@@ -10,6 +10,7 @@ same measurement at the mini scale, for every model.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..runs import SWEEP_FILE, read_sweep
@@ -26,6 +27,13 @@ def _scored(path: Path, key: str, method: str, scale: str) -> ModelResult | None
     res = ModelResult(scale, key, method, path)
     res.correct, res.task_of = score_predictions_file(path)
     return res
+
+
+def not_a_choice(path: Path) -> float:
+    """Percent of a predictions file's answers that are none of the question's choices (a model
+    that answers what it hears, not what it is asked, falls below chance without the audio)."""
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    return 100 * sum(str(r.get("model_prediction", "")).strip() not in r["choices"] for r in rows) / max(1, len(rows))
 
 
 def _files(result_dir: Path, spec) -> dict[str, Path] | None:  # noqa: ANN001 - a RowSpec
@@ -62,21 +70,29 @@ def table_listening(result_dir: str | Path, n_resamples: int = 10_000) -> Table 
         if scored["real"] is None or not any(scored[a] for a in ABLATIONS):
             continue
         row = {"model, method (seed 0)": spec.method, "real audio": cell(scored["real"].accuracy())}
+        invalid = {}
         for a in ABLATIONS:
             row[a] = cell(scored[a].accuracy()) if scored[a] else "—"
             if scored[a]:
                 values[f"{scale}_{spec.key}_{a}"] = scored[a].accuracy()[0]
         values[f"{scale}_{spec.key}_real"] = scored["real"].accuracy()[0]
+        for k in ("real", *ABLATIONS):
+            if scored[k]:
+                invalid[k] = values[f"{scale}_{spec.key}_{k}_not_a_choice"] = not_a_choice(files[k])
         if scored["silence"]:
             c = compare(scored["real"], scored["silence"], n_resamples)
             row["from listening (real − silence)"] = f"{c['diff']:+.1f} [{c['lo']:+.1f}, {c['hi']:+.1f}]"
             values.update({f"{scale}_{spec.key}_listening": c["diff"], f"{scale}_{spec.key}_listening_lo": c["lo"],
                            f"{scale}_{spec.key}_listening_hi": c["hi"]})
+        row["none of the choices: real / silence / mismatched"] = " / ".join(
+            f"{invalid[k]:.0f}%" if k in invalid else "—" for k in ("real", *ABLATIONS))
         rows.append(row)
     if not rows:
         return None
     return Table(pd.DataFrame(rows), values=values, caption=(
         "How much of the accuracy comes from listening: each model on the test split with the real audio, with every "
         "clip replaced by silence (zeros of the clip's length) and with each question given another question's clip; "
-        "95% Wilson intervals, and the paired-bootstrap interval of real minus silence. Trained models at seed 0, at "
-        "the checkpoint chosen on validation."))
+        "95% Wilson intervals, and the paired-bootstrap interval of real minus silence; last, the share of answers "
+        "that are none of the question's choices in each condition (a model that names what it hears rather than "
+        "picking a choice falls below chance without the audio). Trained models at seed 0, at the checkpoint chosen "
+        "on validation."))

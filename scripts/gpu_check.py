@@ -85,8 +85,8 @@ def random_model(folder: Path, processor, small: bool, device: str) -> dict:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    with torch.device(device):
-        model = Qwen2AudioForConditionalGeneration(config).to(dtype)
+    with torch.device(device):  # initialised in its dtype: no fp32 copy of 8B parameters first
+        model = Qwen2AudioForConditionalGeneration._from_config(config, dtype=dtype)
     built = time.perf_counter() - t0
     model.generation_config.eos_token_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     shape = model_shape(out / "model", lora_targets(cfg.lora_target_modules), cfg.lora_r)
     user = processor.tokenizer("Which sound source is the loudest in this recording? a car engine a dog a violin rain")
     data = DataProfile(len(questions.read_text().splitlines()), a.clip_seconds, len(user["input_ids"]) + 40, assumed=False)
-    predicted = estimate(cfg, shape, data, world=1, gpu="h200" if "H200" in gpu else "h100")
+    predicted = estimate(cfg, shape, data, world=1, gpu="h200" if "H200" in gpu else "h100", zero3=False)
     results["preflight"] = predicted
     pm, pt = predicted["memory_gb"], predicted["time"]
     say(f"preflight predicts (1 GPU, LoRA): peak {pm['peak']:.1f} GB (training pass {pm['training_peak']:.1f}, "

@@ -53,6 +53,16 @@ def test_keeping_every_optimizer_state_costs_more_disk_and_lora_trains_little():
     assert lora["trained_parameters"] < 0.01 * lora["parameters"] and lora["memory_gb"]["reference"] == 0
 
 
+def test_one_process_without_deepspeed_gathers_nothing():
+    recipe = load_any_recipe(REPO / "recipes/grpo/paper.yaml", ["use_peft=true", "num_processes=1"])
+    shape = model_shape(None, r".*\blanguage_model\..*\.(?:q_proj|v_proj)", 8)
+    data = DataProfile(100, 30.0, 70, assumed=False)
+    zero3, plain = (estimate(recipe, shape, data, world=1, zero3=z)["memory_gb"] for z in (True, False))
+    assert plain["live_gathered"] == 0 and plain["generation_gathered"] == 0 and plain["reference"] == 0
+    assert plain["weights"] == pytest.approx(2 * shape.params / 1e9)  # whole bf16 weights on the one GPU
+    assert zero3["generation_peak"] - plain["generation_peak"] == pytest.approx(zero3["generation_gathered"])
+
+
 def test_book_values_are_the_preflight_figures():
     values = book_values(REPO)
     est = recipe_estimate(REPO / "recipes/grpo/paper.yaml")

@@ -197,9 +197,10 @@ def recipe_kind(recipe: Any) -> str:
 
 
 def estimate(recipe: Any, shape: Shape, data: DataProfile, world: int = 8, gpu: str = "h800",
-             utilisation: float = UTILISATION, bytes_per_weight: int = 2) -> dict:
+             utilisation: float = UTILISATION, bytes_per_weight: int = 2, zero3: bool = True) -> dict:
     """Memory per GPU (GB), disk (GB) and time (s) of a recipe; see the module docstring.
-    `bytes_per_weight` 2 is bf16 on a GPU (4: fp32, as on a CPU)."""
+    `bytes_per_weight` 2 is bf16 on a GPU (4: fp32, as on a CPU). `zero3` False is one process
+    without DeepSpeed (scripts/gpu_check.py): nothing is gathered, the weights are whole."""
     kind = recipe_kind(recipe)
     n, w = shape.params, bytes_per_weight
     lora = bool(recipe.use_peft)
@@ -228,7 +229,7 @@ def estimate(recipe: Any, shape: Shape, data: DataProfile, world: int = 8, gpu: 
         "gradients": w * trained / world / GB,
         "optimizer": 12 * trained / world / GB,
         "reference": (w * n / world / GB) if reference else 0.0,
-        "live_gathered": w * min(LIVE_PARAMETERS, n) / GB,
+        "live_gathered": w * min(LIVE_PARAMETERS, n) / GB if zero3 else 0.0,
         "activations": (lm_act + enc_act + logits) / GB,
     }
     mem["model_states"] = mem["weights"] + mem["gradients"] + mem["optimizer"]
@@ -236,7 +237,7 @@ def estimate(recipe: Any, shape: Shape, data: DataProfile, world: int = 8, gpu: 
     if kind == "grpo":
         gen_rows = micro * accum  # TRL generates one optimizer step's completions at once
         kv = gen_rows * seq * 2 * L * shape.kv_heads * shape.head_dim * w
-        mem["generation_gathered"] = w * n / GB
+        mem["generation_gathered"] = w * n / GB if zero3 else 0.0  # ds3_gather_for_generation
         mem["kv_cache"] = kv / GB
         mem["generation_peak"] = mem["model_states"] + mem["reference"] + mem["generation_gathered"] + mem["kv_cache"]
     else:

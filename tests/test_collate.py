@@ -101,6 +101,20 @@ def test_preloaded_audio_equals_file(tiny, wavs):
     assert torch.equal(a["input_features"], b["input_features"])
 
 
+def test_silence_feeds_zeros_of_the_clip_length(tiny, wavs):
+    """train_audio: silence — the same audio tokens, the features of zeros (nothing to hear)."""
+    from aqa_core.audio import load_audio
+
+    _, processor = tiny
+    rec = _question(wavs)
+    real = SFTCollator(processor)([rec])
+    silent = SFTCollator(processor, silence=True)([rec])
+    zeros = SFTCollator(processor)([dict(rec, audio=np.zeros_like(load_audio(rec["audio_path"])))])
+    assert torch.equal(silent["input_ids"], real["input_ids"])  # the same prompt and audio-token count
+    assert torch.equal(silent["input_features"], zeros["input_features"])
+    assert not torch.equal(silent["input_features"], real["input_features"])
+
+
 def test_max_length_truncates_tail_not_audio(tiny, wavs):
     _, processor = tiny
     rec = _question(wavs)

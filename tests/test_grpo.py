@@ -140,6 +140,22 @@ def test_trl_advantages_are_r1aqa_group_advantages(tiny, tmp_path):
     assert list(trainer._logs["advantages"]) == pytest.approx(group_advantages(rewards, 4).tolist(), abs=1e-5)
 
 
+@pytest.mark.slow
+def test_silent_training_audio_feeds_zeros_to_every_pass(tiny, tmp_path):
+    """train_audio: silence (the no-listening ablation): every prompt's features are those of zeros."""
+    import torch
+
+    from aqa_core.train.grpo import build_trainer
+
+    out = {}
+    for mode in ("real", "silence"):
+        trainer = build_trainer(tiny_recipe(tiny, tmp_path / mode, train_audio=mode), reward_funcs=[length_reward])
+        out[mode] = trainer._generate_and_score_completions(_generation_batch(trainer))["input_features"]
+    silent, real = out["silence"], out["real"]
+    assert all(torch.equal(row, silent[0]) for row in silent)  # equal-length clips: all the same zeros
+    assert not torch.equal(silent, real) and real.shape == silent.shape
+
+
 # ----------------------------------------------------------------------------- audio in every pass
 
 
@@ -387,6 +403,10 @@ def test_recipe_errors_name_the_valid_keys(tmp_path):
         replace(GRPORecipe(), rewards=["acc"]).reward_names()
     with pytest.raises(RecipeError, match="must be a number"):
         load_recipe(GRPORecipe, None, ["beta=high"])
+    from aqa_core.train.grpo import check_recipe
+
+    with pytest.raises(RecipeError, match="train_audio must be one of real, silence"):
+        check_recipe(replace(GRPORecipe(), train_audio="noise"))
 
 
 def test_cli_reports_recipe_errors(capsys):

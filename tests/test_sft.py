@@ -59,6 +59,9 @@ def test_unknown_key_names_the_valid_ones(tmp_path):
     (["train_data=x.jsonl", "warmup_ratio=1.5"], r"warmup_ratio must be in \[0, 1\)"),
     (["train_data=x.jsonl", "save_steps=0"], "save_steps must be >= 1"),
     (["train_data=x.jsonl", "use_peft=true", "lora_target_modules=[]"], "LoRA needs"),
+    (["train_data=x.jsonl", "prompt=3"], "prompt must be 1 .* or 2"),
+    (["train_data=x.jsonl", "prompt=2"], "set sft_tagged: true"),
+    (["train_data=x.jsonl", "train_audio=noise"], "train_audio must be real or silence"),
 ])
 def test_check_recipe_errors(overrides, message):
     with pytest.raises(RecipeError, match=message):

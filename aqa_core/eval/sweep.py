@@ -73,7 +73,7 @@ def run_prompt(run_dir: str | Path) -> int:
     cfg = read_config(run_dir)
     if cfg.get("prompt") is not None:
         return int(as_prompt(cfg["prompt"]))
-    if "sft_tagged" in cfg:  # aqa_core.train.sft trains with prompt <1> only
+    if "sft_tagged" in cfg:  # an SFT run from before its `prompt` key: prompt <1>
         return 1
     raise EvalError(f"{run_dir}: cannot tell the run's prompt from {Path(run_dir) / 'config.yaml'}; pass --prompt")
 

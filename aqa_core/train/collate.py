@@ -33,16 +33,18 @@ class SFTCollator:
     """Turn a list of examples into a padded batch for `Qwen2AudioForConditionalGeneration`.
 
     Returns `input_ids`, `attention_mask`, `input_features`, `feature_attention_mask`, `labels`.
-    `max_length` cuts the end of a too-long sequence (never inside the audio tokens).
+    `max_length` cuts the end of a too-long sequence (never inside the audio tokens); `silence`
+    feeds zeros of each clip's length (the same audio tokens, nothing to hear).
     """
 
     def __init__(self, processor, prompt: int | Prompt = Prompt.SFT, tagged: bool = False,
-                 max_length: int | None = None):
+                 max_length: int | None = None, silence: bool = False):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.prompt = as_prompt(prompt)
         self.tagged = tagged
         self.max_length = max_length
+        self.silence = silence  # every clip replaced by zeros of its length (training without listening)
         self.pad_id = self.tokenizer.pad_token_id
         self.audio_token_id = self.tokenizer.convert_tokens_to_ids(processor.audio_token)
         self.sampling_rate = processor.feature_extractor.sampling_rate
@@ -60,8 +62,10 @@ class SFTCollator:
 
     def _audio(self, example: Mapping[str, Any]) -> np.ndarray:
         if example.get("audio") is not None:
-            return np.asarray(example["audio"], dtype=np.float32)
-        return load_audio(example["audio_path"], sr=SAMPLE_RATE)
+            wav = np.asarray(example["audio"], dtype=np.float32)
+        else:
+            wav = load_audio(example["audio_path"], sr=SAMPLE_RATE)
+        return np.zeros_like(wav) if self.silence else wav
 
     def encode(self, example: Mapping[str, Any]) -> dict:
         """One example -> unpadded tensors plus labels (exposed for tests and inspection)."""

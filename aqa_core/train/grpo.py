@@ -31,6 +31,10 @@ from ..prompts import build_messages, solution_text
 log = logging.getLogger(__name__)
 
 
+#: What a run's training clips sound like: the real audio, or zeros of each clip's length.
+TRAIN_AUDIO = ("real", "silence")
+
+
 @dataclass
 class GRPORecipe:
     """Every setting of a GRPO run. Defaults are the paper's Table 1 (recipes/grpo/paper.yaml);
@@ -71,6 +75,9 @@ class GRPORecipe:
     gradient_checkpointing: bool = False  # the official launch ran without it
     freeze_audio_tower: bool = False  # the paper trains every parameter; the mini recipe keeps Whisper frozen
     share_audio_encoding: bool = True  # encode each clip once per pass, not once per generation (same numbers)
+    # "silence": every training clip replaced by zeros of its length (training without listening,
+    # as Omni-R1 measured; the ablation of issue #11); evaluation hears the real audio
+    train_audio: str = "real"
     cache_audio_tower: bool = True  # a frozen tower encodes each clip once per run (aqa_core.tower_cache; same numbers)
     tower_cache_file: str | None = None  # a `tower-cache` store of this tower: clips it holds are never encoded
     num_processes: int | None = 8  # the world size the recipe's batch assumes (a warning if it differs)
@@ -130,6 +137,7 @@ def check_recipe(cfg: GRPORecipe) -> None:
         ("gradient_accumulation_steps", cfg.gradient_accumulation_steps >= 1, ">= 1"),
         ("warmup_steps", cfg.warmup_steps >= 0, ">= 0"),
         ("max_train_samples", cfg.max_train_samples is None or cfg.max_train_samples >= 1, ">= 1 (or unset: all)"),
+        ("train_audio", cfg.train_audio in TRAIN_AUDIO, f"one of {', '.join(TRAIN_AUDIO)}"),
     ]
     for key, ok, valid in rules:
         if not ok:
@@ -218,7 +226,7 @@ def build_trainer(cfg: GRPORecipe, run_dir: str | Path | None = None, callbacks:
         model=model, processing_class=processor, args=args, train_dataset=dataset,
         reward_funcs=reward_funcs, peft_config=lora_config(cfg) if cfg.use_peft else None, callbacks=list(callbacks or []),
         share_audio_encoding=cfg.share_audio_encoding, cache_audio_tower=cfg.cache_audio_tower,
-        tower_store=cfg.tower_cache_file,
+        tower_store=cfg.tower_cache_file, silent_audio=cfg.train_audio == "silence",
     )
 
 

@@ -96,7 +96,7 @@ def _trainer_class():
         """
 
         def __init__(self, *args, share_audio_encoding: bool = True, cache_audio_tower: bool = True,
-                     tower_store: str | None = None, **kwargs):
+                     tower_store: str | None = None, silent_audio: bool = False, **kwargs):
             model = kwargs.get("model") if "model" in kwargs else args[0]
             config = model.config
             # TRL suppresses `config.image_token_id` in sampling (a sampled placeholder would not
@@ -119,6 +119,7 @@ def _trainer_class():
                 if m is not None and cache_audio_tower:  # inert unless the tower is frozen and dropout-free
                     cache_frozen_tower(m, store=tower_store)
             self._audio: dict | None = None
+            self.silent_audio = silent_audio  # train_audio: silence (zeros of each clip's length)
             self.seen_prompt_ids: list[tuple[int, list[str]]] = []  # (global_step, ids) per generation batch
 
         # -- generation: processor with audio -------------------------------------------------
@@ -133,6 +134,8 @@ def _trainer_class():
             for p in paths:
                 if p[0] not in cache:
                     cache[p[0]] = load_audio(p[0], sr=SAMPLE_RATE)
+                    if self.silent_audio:  # the same length, so the same number of audio tokens
+                        cache[p[0]] = cache[p[0]] * 0
             audios = [cache[p[0]] for p in paths]
             texts = proc.apply_chat_template(prompts, add_generation_prompt=True, tokenize=False,
                                              **self.chat_template_kwargs)

@@ -1,4 +1,5 @@
-"""Supervised fine-tuning with prompt <1>, full or LoRA, on TRL's `SFTTrainer`.
+"""Supervised fine-tuning with prompt <1> (or, for the prompt-confound ablation, <2>), full or LoRA, on
+TRL's `SFTTrainer`.
 
     python -m aqa_core sft --recipe recipes/sft/mini-full.yaml [--set key=value ...] [--output-dir D] [--resume]
     accelerate launch --config_file recipes/accelerate/zero3.yaml -m aqa_core sft --recipe recipes/sft/paper-full.yaml
@@ -40,6 +41,10 @@ class SFTRecipe:
     device: Literal["auto", "cuda", "cpu"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU (common.choose_precision)
     torch_threads: int | None = None  # CPU threads for torch (None: torch's default)
     sft_tagged: bool = False  # target `<answer>X</answer>` instead of `X` (prompts.sft_target)
+    # 1: the paper's SFT prompt; 2: GRPO's prompt <2>, which asks for <answer> tags (so sft_tagged
+    # true), for the prompt-confound ablation (the sweep then evaluates with <2> too)
+    prompt: int = 1
+    train_audio: str = "real"  # "silence": every training clip replaced by zeros (training without listening)
     freeze_audio_tower: bool = False  # full SFT trains everything, as the paper's "full fine-tuning"
     cache_audio_tower: bool = True  # a frozen tower encodes each clip once per run (aqa_core.tower_cache; same numbers)
     tower_cache_file: str | None = None  # a `tower-cache` store of this tower: clips it holds are never encoded
@@ -84,6 +89,12 @@ def check_recipe(cfg: SFTRecipe) -> None:
     """Errors a recipe can have that types alone do not catch, named by key."""
     if not cfg.train_data:
         raise RecipeError("train_data is empty: set it in the recipe or with --set train_data=PATH")
+    if cfg.prompt not in (1, 2):
+        raise RecipeError(f"prompt must be 1 (the paper's SFT prompt) or 2 (GRPO's, with sft_tagged: true), got {cfg.prompt!r}")
+    if cfg.prompt == 2 and not cfg.sft_tagged:
+        raise RecipeError("prompt 2 asks for the answer in <answer> </answer>: set sft_tagged: true to train that target")
+    if cfg.train_audio not in ("real", "silence"):
+        raise RecipeError(f"train_audio must be real or silence, got {cfg.train_audio!r}")
     if not 0.0 <= cfg.warmup_ratio < 1.0:
         raise RecipeError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.max_steps <= 0 and cfg.num_train_epochs <= 0:
@@ -183,7 +194,6 @@ def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
 
     from ..audio import model_window_seconds
     from ..data import load_questions
-    from ..prompts import Prompt
     from ..runs import checkpoint_step, is_main_process, prepare_run_dir
     from ..tower_cache import cache_frozen_tower
     from .collate import SFTCollator
@@ -220,7 +230,8 @@ def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
         args=args,
         train_dataset=dataset,
         processing_class=processor,
-        data_collator=SFTCollator(processor, prompt=Prompt.SFT, tagged=cfg.sft_tagged, max_length=cfg.max_length),
+        data_collator=SFTCollator(processor, prompt=cfg.prompt, tagged=cfg.sft_tagged, max_length=cfg.max_length,
+                                  silence=cfg.train_audio == "silence"),
         peft_config=lora_config(cfg) if cfg.use_peft else None,
         callbacks=extra,
     )

@@ -245,6 +245,28 @@ def test_listening_table_has_every_model_with_its_ablations(tmp_path):
     assert "GRPO + Prompt <2>" not in list(table_listening(res, n_resamples=200).frame["model, method (seed 0)"])
 
 
+def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path):
+    from aqa_core.study.ablations import table_ablations
+
+    res = write_fixture_results(tmp_path)
+    before = table_ablations(res, n_resamples=200)
+    assert list(before.frame["ablation"]) == ["not run yet"]
+    assert "study --plan ablations" in before.frame["run"][0] and before.values["mini_ablation_runs_done"] == 0
+    assert before.values["mini_ablation_total"] == 13 and before.values["mini_ablation_expected_minutes"] > 0
+    abl = res / "ablations"
+    for folder, source in (("sft-full-train150", "sft-full"), ("sft-full-train150-seed1", "sft-full"),
+                           ("grpo-prompt2-silent", "grpo-prompt2")):
+        shutil.copytree(res / source, abl / folder)
+    after = table_ablations(res, n_resamples=200)
+    runs = list(after.frame["run"])
+    assert "Full + Prompt <1>, 150 questions" in runs and "GRPO + Prompt <2>, silent training audio" in runs
+    assert after.values["mini_ablation_runs_done"] == 2
+    row = after.frame[after.frame["run"] == "Full + Prompt <1>, 150 questions"].iloc[0]
+    assert row["seeds"] == 2 and row["ablation"] == "training-set size"
+    # the main run it varies sits beside it, from the main study's folder
+    assert "Full + Prompt <1>, 1,200 questions (the main run)" in runs
+
+
 def test_book_builds_from_fixture_results(tmp_path):
     """Execute the notebooks on fixture results with papermill (as the study does), build the book
     with warnings as errors, then read the HTML."""

@@ -105,6 +105,25 @@ def test_study_stages_cover_the_study(tmp_path):
     assert "--ablate-selected" not in " ".join(by["sweep-grpo-p2-seed1"].argv)
 
 
+def test_the_ablations_plan_adds_its_runs_to_the_main_studys(tmp_path):
+    stages = study_stages(tmp_path / "mini", seeds=3, book=tmp_path / "book", plan="ablations")
+    by = {s.name: s for s in stages}
+    runs = [n for n in by if n.startswith("abl-")]
+    assert len(runs) == 13 * 3 and all(f"sweep-{n}" in by for n in runs)
+    assert {"sft-full", "grpo-p2-seed2", "sweep-sft-lora"} <= set(by)  # the main runs are the full-size points
+    argv = lambda name: " ".join(map(str, by[name].argv))  # noqa: E731
+    small = argv("abl-sft-full-train150-seed2")
+    assert "max_train_samples=150" in small and "max_steps=300" in small and "seed=44" in small
+    assert "max_train_samples=600" in argv("abl-grpo-prompt2-train600") and "prompt=2" in argv("abl-grpo-prompt2-train600")
+    assert "prompt=2" in argv("abl-sft-lora-prompt2") and "sft_tagged=true" in argv("abl-sft-lora-prompt2")
+    assert "train_audio=silence" in argv("abl-grpo-prompt2-silent") and "train_audio=silence" in argv("abl-sft-full-silent")
+    sweep = argv("sweep-abl-sft-full-silent")
+    assert "--test-at selected" in sweep and "--validation-limit 200" in sweep and "--include-base" not in sweep
+    assert str(tmp_path / "mini" / "ablations" / "sft-full-silent") in sweep
+    assert "--batch-size 32" in sweep and "--tower-cache-file" in sweep  # the study's evaluation settings
+    assert not any(n.startswith("nb-") for n in by)  # the book is made by `make book` afterwards
+
+
 def test_the_ready_stage_with_the_longest_chain_to_the_end_starts_first(tmp_path):
     """Scheduling only: `short` is listed first, but `long` heads a chain of 10 + 5 expected
     seconds, so with one worker it runs first; a stage's last real run replaces its weight."""

@@ -119,7 +119,8 @@ NOTEBOOKS = {
 #: a stage's last real run replaces its weight. The first matching pattern wins.
 STAGE_WEIGHTS = (("data", 10), ("base", 80), ("tower", 50), ("eval-base-*", 11), ("probe", 80), ("sft-full*", 95),
                  ("sft-lora*", 105), ("grpo-p2*", 95), ("grpo-p3*", 115), ("sweep-grpo-p3*", 45), ("sweep-*", 35),
-                 ("nb-report", 10), ("nb-*", 3))
+                 ("nb-report", 10), ("nb-*", 3),
+                 ("abl-sft-*", 100), ("abl-grpo-*", 95), ("sweep-abl-*", 30))
 
 
 def _weigh(stages: list[Stage]) -> list[Stage]:
@@ -171,7 +172,34 @@ def _recipe_config(path: str | Path) -> dict:
     return read_recipe(recipe_path(path))
 
 
-PLANS = ("main", "lr-search")
+PLANS = ("main", "lr-search", "ablations")
+#: The ablations plan (issue #11; opt-in: `study --plan ablations`, after or with the main study,
+#: whose runs are the full-size, real-audio, prompt-<1> points): folder under OUT/ablations ->
+#: (the main run it varies, recipe overrides). Three seeds each, the main study's budget rule
+#: (SFT's steps fixed at the main runs', so a smaller training set is cycled through).
+ABLATION_DIR = "ablations"
+TRAIN_FRACTIONS = (8, 4, 2)  # 1/8, 1/4 and 1/2 of `train`; the main runs are the whole
+
+
+def plan_train_size() -> int:
+    """The size of `train` the analysis plan fixed (book/plan.md's machine-checked constants)."""
+    block = (ROOT / "book" / "plan.md").read_text(encoding="utf-8").split("```yaml")[1].split("```")[0]
+    return int(yaml.safe_load(block)["sizes"]["train"])
+
+
+def ablation_runs(train_size: int) -> dict[str, tuple[str, list[str]]]:
+    """{ablation folder: (main run name, --set overrides)}: the training-set sizes for full SFT,
+    LoRA SFT and GRPO <2>; the prompt confound (SFT trained and evaluated with prompt <2>); and
+    training without listening (GRPO <2> and full SFT with silent training clips, Omni-R1's test)."""
+    runs: dict[str, tuple[str, list[str]]] = {}
+    for k in TRAIN_FRACTIONS:
+        for name in ("sft-full", "sft-lora", "grpo-p2"):
+            runs[f"{RUNS[name][1]}-train{train_size // k}"] = (name, [f"max_train_samples={train_size // k}"])
+    for name in ("sft-full", "sft-lora"):
+        runs[f"{RUNS[name][1]}-prompt2"] = (name, ["prompt=2", "sft_tagged=true"])
+    for name in ("grpo-p2", "sft-full"):
+        runs[f"{RUNS[name][1]}-silent"] = (name, ["train_audio=silence"])
+    return runs
 
 
 def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | None = None, jobs: int = 1,
@@ -250,6 +278,8 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
                                 code["eval"], clear=[run_dir / "eval"]))
     if plan == "lr-search":
         return _weigh(stages + _lr_search_stages(out, recipes, threads, eval_args, code))
+    if plan == "ablations":
+        return _weigh(stages + _ablation_stages(out, recipes, threads, eval_args, code, seeds))
     done_before = [s.name for s in stages]
     for name, (template, records) in NOTEBOOKS.items():
         params = notebook_parameters(name, out, recipes=recipes)
@@ -295,6 +325,38 @@ def _lr_search_stages(out: Path, recipes: dict[str, str], threads: int, eval_arg
     summary = out / SEARCH_DIR / "lr_search.json"
     stages.append(Stage("lr-search", aqa_argv("lr-search", "--results", out, "--out", summary), deps, [summary],
                         code["lr-search"], clear=[summary]))
+    return stages
+
+
+def _ablation_stages(out: Path, recipes: dict[str, str], threads: int, eval_args: Sequence[str],
+                     code: dict[str, list[str]], seeds: int) -> list[Stage]:
+    """The ablations plan's runs (`ablation_runs`) for each seed, each with a sweep that scores
+    the validation subset at every checkpoint and the test split where a selection lands."""
+    data, base, store = out / "data", out / "base", out / "tower" / "outputs.safetensors"
+    train_size = plan_train_size()
+    stages = []
+    for folder, (name, overrides) in ablation_runs(train_size).items():
+        runner, _, prompt, rkey = RUNS[name]
+        rcfg = _recipe_config(recipes[rkey])
+        sets = [f"model_name_or_path={base}", f"train_data={data / 'train.jsonl'}",
+                f"train_audio_dir={data / 'train-audios'}", f"tower_cache_file={store}", *overrides]
+        sets += [f"prompt={prompt}"] if runner == "grpo" else []
+        if runner == "sft" and int(rcfg.get("max_steps", -1)) <= 0:  # the main runs' steps, whatever the set's size
+            sets.append(f"max_steps={int(float(rcfg['num_train_epochs']) * train_size) // int(rcfg['per_device_train_batch_size'])}")
+        for seed in range(seeds):
+            suffix = f"-seed{seed}" if seed else ""
+            run_dir = out / ABLATION_DIR / (folder + suffix)
+            seed_set = [f"seed={int(rcfg.get('seed', 42)) + seed}"] if seed else []
+            stage = f"abl-{folder}{suffix}"
+            stages.append(Stage(stage, aqa_argv(runner, "--recipe", recipe_path(recipes[rkey]), "--output-dir", run_dir,
+                                                *[a for x in sets + seed_set for a in ("--set", x)]),
+                                ["base", "tower"], [run_dir / "metrics.jsonl"], code[runner], config={"recipe": rcfg},
+                                clear=[run_dir],
+                                runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
+            stages.append(Stage(f"sweep-{stage}", sweep_argv(run_dir, data / "test-mini.json", data,
+                                                             data / "validation.jsonl", data / "validation-audios",
+                                                             eval_args, curves=False),
+                                [stage], [run_dir / "eval" / "sweep.json"], code["eval"], clear=[run_dir / "eval"]))
     return stages
 
 
@@ -407,7 +469,9 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--out", default="runs/mini", help="results folder (default runs/mini)")
     ap.add_argument("--plan", choices=PLANS, default="main",
                     help="main: the study and the book's notebooks; lr-search: the analysis plan's learning-rate "
-                         "search (seed-0 runs plus x1/3 and x3 rates, validation only)")
+                         "search (seed-0 runs plus x1/3 and x3 rates, validation only); ablations: the main study's "
+                         "runs plus training-set sizes, SFT with prompt <2> and training without listening (three "
+                         "seeds each, under OUT/ablations; then make book shows them)")
     ap.add_argument("--seeds", type=int, default=SEEDS,
                     help=f"training seeds per run (default {SEEDS}, the analysis plan's; extra seeds go to RUN-seedN)")
     ap.add_argument("--jobs", type=int, default=1, help="stages run at once (torch threads are split among them)")
@@ -438,7 +502,9 @@ def cli(argv: list[str]) -> int:
     with hold_output(out):  # one study per results folder: a second one refuses, naming this one
         t0 = time.perf_counter()
         timings = run_stages(stages, out, a.jobs, a.force, hash_code=not a.no_code_hash)
-        path = write_timings(timings, out, time.perf_counter() - t0, a.jobs)
+        folder = out / ABLATION_DIR if a.plan == "ablations" else out  # the main study's timings stay its own
+        folder.mkdir(parents=True, exist_ok=True)
+        path = write_timings(timings, folder, time.perf_counter() - t0, a.jobs)
     failed = [t.stage for t in timings if t.status in ("failed", "skipped")]
     print(f"timings: {path}")
     if failed:

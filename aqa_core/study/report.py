@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..train.preflight import book_values
+from .ablations import table_ablations
 from .listening import table_listening
 from .budget import runs_table
 from .lr_search import lr_search_table
@@ -34,6 +35,7 @@ class Report:
     subcategories: Table | None  # per test sub-category, seen or unseen in train (the first results folder)
     seen_unseen: Table | None  # per method: the change from the base on seen and on unseen kinds
     listening: Table | None  # every model with the real audio, silence and another item's clip (seed 0)
+    ablations: Table | None  # the opt-in ablations plan's results, or how to run it
     figure3: Figure | None
     figure4: Figure | None
     figure5: Figure | None  # beyond the paper: accuracy against questions seen, seconds and FLOPs
@@ -81,9 +83,12 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     listening = table_listening(existing[0], n_resamples) if existing else None
     if listening is not None:
         values.update(listening.values)
+    ablations = table_ablations(existing[0], n_resamples=n_resamples) if existing else None
+    if ablations is not None:
+        values.update(ablations.values)
     kept = ROOT / "recipes" / "lr_search.json"
     lr = lr_search_table(kept) if kept.is_file() else None
     if lr is not None:
         values.update(lr.values)
     return Report(t1, t1_sft, t2, comparisons, runs, lr, seed_means, subcats[0] if subcats else None, subcats[1] if subcats else None,
-                  listening, fig3, fig4, fig5, {k: glue_safe(v) for k, v in values.items()}, paths)
+                  listening, ablations, fig3, fig4, fig5, {k: glue_safe(v) for k, v in values.items()}, paths)

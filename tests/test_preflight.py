@@ -63,6 +63,13 @@ def test_one_process_without_deepspeed_gathers_nothing():
     assert zero3["generation_peak"] - plain["generation_peak"] == pytest.approx(zero3["generation_gathered"])
 
 
+def test_an_sft_recipe_with_a_prompt_is_read_as_sft(tmp_path):
+    recipe = tmp_path / "sft-p2.yaml"
+    recipe.write_text(f"_base: {REPO / 'recipes/sft/mini-full.yaml'}\nprompt: 2\nsft_tagged: true\n")
+    assert type(load_any_recipe(recipe)).__name__ == "SFTRecipe"
+    assert type(load_any_recipe(REPO / "recipes/grpo/mini.yaml")).__name__ == "GRPORecipe"
+
+
 def test_book_values_are_the_preflight_figures():
     values = book_values(REPO)
     est = recipe_estimate(REPO / "recipes/grpo/paper.yaml")

@@ -373,14 +373,16 @@ def report(recipe_path: str, recipe: Any, shape: Shape, data: DataProfile, est: 
 
 
 def load_any_recipe(recipe_path: str | Path, overrides: list[str] | None = None):  # noqa: ANN201
-    """A GRPO or SFT recipe, by its keys (a GRPO recipe sets its objective: beta, generations, prompt)."""
-    from ..config import load_recipe, read_recipe
+    """A GRPO or SFT recipe, by its keys: a recipe that sets a key only GRPORecipe has (its
+    objective: beta, num_generations, ...) is a GRPO recipe. (`prompt` is no sign: SFT has one too.)"""
+    from dataclasses import fields
 
-    raw = read_recipe(recipe_path)
-    if "num_generations" in raw or "beta" in raw or "prompt" in raw:
-        from .grpo import GRPORecipe as cls
-    else:
-        from .sft import SFTRecipe as cls
+    from ..config import load_recipe, read_recipe
+    from .grpo import GRPORecipe
+    from .sft import SFTRecipe
+
+    grpo_only = {f.name for f in fields(GRPORecipe)} - {f.name for f in fields(SFTRecipe)}
+    cls = GRPORecipe if grpo_only & set(read_recipe(recipe_path)) else SFTRecipe
     return load_recipe(cls, recipe_path, overrides)
 
 

@@ -122,6 +122,17 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def add_set_argument(ap: Any, help: str = "override recipe keys (repeatable)") -> None:
+    """The runners' and the preflight's `--set KEY=VALUE [KEY=VALUE ...]`, repeatable; read it
+    back with `set_overrides`."""
+    ap.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE", help=help)
+
+
+def set_overrides(args: Any) -> list[str]:
+    """Every KEY=VALUE given to `--set` (`add_set_argument`), in order."""
+    return [kv for group in args.overrides for kv in group]
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """A recipe file's flat mapping (`_base: other.yaml` inherits from another recipe)."""
     path = Path(path)

@@ -290,11 +290,12 @@ def _run_grpo(cfg: GRPORecipe, resume: bool, callbacks: list | None, reward_func
 
 
 def cli(argv: list[str]) -> int:
+    from ..config import add_set_argument, set_overrides
+
     ap = argparse.ArgumentParser(prog="python -m aqa_core grpo", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", required=True, help="YAML recipe, e.g. recipes/grpo/mini.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="override recipe keys (repeatable)")
+    add_set_argument(ap)
     ap.add_argument("--output-dir", help="run folder (overrides the recipe's output_dir)")
     ap.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     args = ap.parse_args(argv)
@@ -303,7 +304,7 @@ def cli(argv: list[str]) -> int:
     from ..data import DataError
     from ..runs import RunDirError
 
-    overrides = [kv for group in args.overrides for kv in group]
+    overrides = set_overrides(args)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -443,11 +443,12 @@ def run_preflight(recipe_path: str, overrides: list[str] | None = None, world: i
 
 
 def cli(argv: list[str]) -> int:
+    from ..config import add_set_argument, set_overrides
+
     ap = argparse.ArgumentParser(prog="python -m aqa_core preflight", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipe", required=True, help="a GRPO or SFT recipe, e.g. recipes/grpo/paper.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="override recipe keys, as in the runners")
+    add_set_argument(ap, "override recipe keys, as in the runners")
     ap.add_argument("--world-size", type=int, default=None, help="GPUs (default: the recipe's num_processes, or 8)")
     ap.add_argument("--gpu", choices=sorted(GPUS), default="h800", help="peak FLOP/s and memory bandwidth (default h800)")
     ap.add_argument("--utilisation", type=float, default=UTILISATION, help="share of the bf16 peak in training")
@@ -457,7 +458,7 @@ def cli(argv: list[str]) -> int:
     from ..config import RecipeError
 
     try:
-        result = run_preflight(a.recipe, [kv for g in a.overrides for kv in g], a.world_size, a.gpu, a.utilisation,
+        result = run_preflight(a.recipe, set_overrides(a), a.world_size, a.gpu, a.utilisation,
                                progress=not a.quiet)
     except (RecipeError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

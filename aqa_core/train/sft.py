@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..config import RecipeError, load_recipe
+from ..config import RecipeError, add_set_argument, load_recipe, set_overrides
 from .lora import LM_PROJECTIONS
 
 
@@ -273,12 +273,11 @@ def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
 def cli(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m aqa_core sft", description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", required=True, help="recipes/sft/<name>.yaml")
-    ap.add_argument("--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="override recipe keys (repeatable), e.g. --set max_steps=10 save_steps=5")
+    add_set_argument(ap, "override recipe keys (repeatable), e.g. --set max_steps=10 save_steps=5")
     ap.add_argument("--output-dir", help="run folder (same as --set output_dir=D)")
     ap.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint-N")
     args = ap.parse_args(argv)
-    overrides = [kv for group in args.overrides for kv in group]
+    overrides = set_overrides(args)
     overrides += [f"output_dir={args.output_dir}"] if args.output_dir else []
     from ..data import DataError
     from ..runs import RunDirError

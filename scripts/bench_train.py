@@ -6,6 +6,10 @@ peak memory; and, for the paper recipe, the estimated GPU memory per device and 
     python scripts/bench_train.py --estimate            # only the paper-scale estimate (no model needed)
     python scripts/bench_train.py --tower-cache both    # each section with and without the frozen-tower
                                                         # cache (aqa_core.tower_cache), one after the other
+    python scripts/bench_train.py --sections sft-full --collate-cache both --sft-set max_train_samples=32
+                                                        # SFT with and without the collator's cache of
+                                                        # encodings; a small set so the timed steps are
+                                                        # in epoch 2 and later, where it replays
 
 Each section (`@section("name")`: a function of the parsed args returning a dict of numbers)
 runs in its own subprocess, so its peak memory is its own: peak RSS on CPU, peak allocated
@@ -88,7 +92,7 @@ def bench_grpo(args: argparse.Namespace) -> dict:
             f"model_name_or_path={args.model}", f"train_data={Path(args.data) / 'train.jsonl'}",
             f"train_audio_dir={Path(args.data) / 'train-audios'}", f"output_dir={tmp}",
             f"max_steps={args.warmup + args.steps}", "save_steps=1000000", f"prompt={args.prompt}",
-            f"torch_threads={args.threads}", f"cache_audio_tower={args.tower_cache == 'on'}", *args.set,
+            f"torch_threads={args.threads}", f"cache_audio_tower={args.tower_cache != 'off'}", *args.set,
         ])
         timer = step_timer()
         trainer = build_trainer(cfg, tmp, callbacks=[timer])
@@ -124,7 +128,8 @@ def _bench_sft(args: argparse.Namespace, recipe: str) -> dict:
             f"model_name_or_path={args.model}", f"train_data={Path(args.data) / 'train.jsonl'}",
             f"train_audio_dir={Path(args.data) / 'train-audios'}", f"output_dir={tmp}/run",
             f"max_steps={args.warmup + args.steps}", "save_steps=1000000", "save_final=false",
-            f"cache_audio_tower={args.tower_cache == 'on'}", *args.sft_set,
+            f"cache_audio_tower={args.tower_cache != 'off'}",
+            *(["collate_cache_mb=0"] if args.collate_cache == "off" else []), *args.sft_set,
         ])
         timer = step_timer()
         run_sft(cfg, callbacks=[timer])
@@ -164,6 +169,12 @@ def _run_section_subprocess(name: str, argv: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _print_section(label: str, r: dict, threads: int) -> None:
+    extra = f", generating {r['generation_share']:.0%}" if "generation_share" in r else ""
+    print(f"{label}: {r['seconds_per_step']:.3f} s/step{extra}, peak RSS {r['peak_rss_mb']:.0f} MB "
+          f"(after imports {r.get('baseline_rss_mb', float('nan')):.0f} MB), {threads} threads", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="runs/mini/base", help="mini base model folder")
@@ -176,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sft-set", nargs="*", default=[], metavar="KEY=VALUE", help="extra SFT recipe overrides")
     ap.add_argument("--tower-cache", choices=("on", "off", "both"), default="on",
                     help="replay the frozen tower's outputs (the recipes' default: on); both: run each section twice")
+    ap.add_argument("--collate-cache", choices=("on", "off", "both"), default="on",
+                    help="SFT: replay encoded examples in later epochs (the recipes' default: on); both: twice")
     ap.add_argument("--sections", nargs="*", default=None, help=f"subset of {list(SECTIONS)}")
     ap.add_argument("--estimate", action="store_true", help="print only the paper-scale estimate")
     ap.add_argument("--out", help="also write every number to this JSON file")
@@ -192,21 +205,25 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"paper_estimate": paper["estimate"]}
     if not args.estimate:
         passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
-        modes = ("on", "off") if args.tower_cache == "both" else (args.tower_cache,)
         for name in args.sections or list(SECTIONS):
             if name not in SECTIONS:
                 ap.error(f"unknown section {name!r}; valid: {', '.join(SECTIONS)}")
-            for mode in modes:
-                label = f"{name} (tower cache {mode})" if len(modes) > 1 else name
-                r = results[label] = _run_section_subprocess(name, [*passthrough, "--tower-cache", mode])
-                extra = f", generating {r['generation_share']:.0%}" if "generation_share" in r else ""
-                print(f"{label}: {r['seconds_per_step']:.3f} s/step{extra}, peak RSS {r['peak_rss_mb']:.0f} MB "
-                      f"(after imports {r.get('baseline_rss_mb', float('nan')):.0f} MB), {args.threads} threads",
-                      flush=True)
-            if len(modes) > 1:
-                on, off = results[f"{name} (tower cache on)"], results[f"{name} (tower cache off)"]
-                print(f"{name}: the tower cache makes a step {off['seconds_per_step'] / on['seconds_per_step']:.2f}x "
+            # the cache compared (when one of them is "both"), each variant in its own subprocess
+            for cache in ("tower", "collate"):
+                mode = getattr(args, f"{cache}_cache")
+                if mode != "both" or (cache == "collate" and not name.startswith("sft")):
+                    continue
+                for m in ("on", "off"):
+                    label = f"{name} ({cache} cache {m})"
+                    r = results[label] = _run_section_subprocess(name, [*passthrough, f"--{cache}-cache", m])
+                    _print_section(label, r, args.threads)
+                on, off = results[f"{name} ({cache} cache on)"], results[f"{name} ({cache} cache off)"]
+                print(f"{name}: the {cache} cache makes a step {off['seconds_per_step'] / on['seconds_per_step']:.2f}x "
                       f"as fast ({off['seconds_per_step']:.3f} -> {on['seconds_per_step']:.3f} s/step)", flush=True)
+                break
+            else:
+                r = results[name] = _run_section_subprocess(name, passthrough)
+                _print_section(name, r, args.threads)
     print(paper["text"])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

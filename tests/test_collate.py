@@ -115,6 +115,26 @@ def test_silence_feeds_zeros_of_the_clip_length(tiny, wavs):
     assert not torch.equal(silent["input_features"], real["input_features"])
 
 
+def test_the_encoding_cache_replays_the_same_tensors_within_its_budget(tiny, wavs):
+    """cache_bytes: a later epoch's batch is the same tensors without running the processor again;
+    encodings past the budget are computed every time."""
+    _, processor = tiny
+    recs = [_question(wavs), dict(_question(wavs), question="Which instrument is playing here?")]
+    plain = SFTCollator(processor)(recs)
+    cached = SFTCollator(processor, cache_bytes=1 << 30)
+    for epoch in range(3):
+        batch = cached(recs)
+        assert batch.keys() == plain.keys() and all(torch.equal(batch[k], plain[k]) for k in plain)
+    assert cached.encoded == 2  # the first epoch only
+    one = sum(t.nbytes for t in SFTCollator(processor).encode(recs[0]).values())
+    tight = SFTCollator(processor, cache_bytes=one)
+    tight(recs), tight(recs)
+    assert tight.encoded == 3  # the first example is kept, the second does not fit and is encoded twice
+    off = SFTCollator(processor)
+    off(recs), off(recs)
+    assert off.encoded == 4
+
+
 def test_max_length_truncates_tail_not_audio(tiny, wavs):
     _, processor = tiny
     rec = _question(wavs)

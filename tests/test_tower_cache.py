@@ -137,6 +137,7 @@ def _rows(run_dir, keys) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("use_peft", [False, True], ids=["full", "lora"])
 def test_sft_with_the_cache_is_the_same_training(tiny, use_peft):
+    """Both caches on (the tower's outputs, the collator's encodings: the default) or both off."""
     from aqa_core.train.sft import SFTRecipe, run_sft
 
     cfg = SFTRecipe(model_name_or_path=tiny["model"], train_data=str(tiny["data"] / "train.jsonl"),
@@ -152,7 +153,8 @@ def test_sft_with_the_cache_is_the_same_training(tiny, use_peft):
         paths = [r["audio_path"] for r in load_questions(tiny["data"] / "train.jsonl", tiny["data"] / "train-audios")]
         assert encode_store(tiny["model"], paths, store, progress=False)["outputs"] == 8
     runs = {}
-    for name, kw in {"cache": {}, "none": {"cache_audio_tower": False}, "store": {"tower_cache_file": str(store)}}.items():
+    for name, kw in {"cache": {}, "none": {"cache_audio_tower": False, "collate_cache_mb": 0},
+                     "store": {"tower_cache_file": str(store)}}.items():
         out = tiny["root"] / f"sft-{'lora' if use_peft else 'full'}-{name}"
         run_sft(replace(cfg, output_dir=str(out), **kw))
         runs[name] = out

@@ -9,9 +9,15 @@ Examples can be loaded question records (`question`, `choices`, `answer`, `audio
 target is `sft_target(answer, tagged)` after the prompt's user text) or rows of the mini base
 corpus (`prompt`: the user text, `response`: the target, `audio_path`). An `audio` key holding a
 16 kHz float32 array skips reading the wav.
+
+`cache_bytes` > 0 keeps each example's encoding (the processor's mel features and token ids,
+the most of an SFT step's CPU time after the tower cache) and replays it when a later epoch
+brings the same example back: the same tensors, computed once. Examples are keyed by their
+fields; encodings beyond the byte budget are computed every time, as without it.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 import numpy as np
@@ -38,7 +44,7 @@ class SFTCollator:
     """
 
     def __init__(self, processor, prompt: int | Prompt = Prompt.SFT, tagged: bool = False,
-                 max_length: int | None = None, silence: bool = False):
+                 max_length: int | None = None, silence: bool = False, cache_bytes: int = 0):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.prompt = as_prompt(prompt)
@@ -48,6 +54,10 @@ class SFTCollator:
         self.pad_id = self.tokenizer.pad_token_id
         self.audio_token_id = self.tokenizer.convert_tokens_to_ids(processor.audio_token)
         self.sampling_rate = processor.feature_extractor.sampling_rate
+        self.cache_bytes = cache_bytes  # encodings kept for later epochs (0: none)
+        self._cache: dict[str, dict] = {}
+        self._cached_bytes = 0
+        self.encoded = 0  # examples run through the processor (the cache's misses; for tests and benchmarks)
 
     def messages_and_target(self, example: Mapping[str, Any]) -> tuple[list[dict], str]:
         """The chat messages (user turn) and the assistant target for one example."""
@@ -68,8 +78,26 @@ class SFTCollator:
         return np.zeros_like(wav) if self.silence else wav
 
     def encode(self, example: Mapping[str, Any]) -> dict:
-        """One example -> unpadded tensors plus labels (exposed for tests and inspection)."""
+        """One example -> unpadded tensors plus labels (exposed for tests and inspection); from the
+        cache when it holds the example. The tensors are read, never written, by `pad`."""
+        key = None
+        if self.cache_bytes > 0 and example.get("audio") is None:
+            key = json.dumps(dict(example), sort_keys=True, default=str)
+            hit = self._cache.get(key)
+            if hit is not None:
+                return hit
+        item = self._encode(example)
+        if key is not None:
+            size = sum(t.nbytes for t in item.values())
+            if self._cached_bytes + size <= self.cache_bytes:
+                self._cache[key] = item
+                self._cached_bytes += size
+        return item
+
+    def _encode(self, example: Mapping[str, Any]) -> dict:
         import torch
+
+        self.encoded += 1
 
         messages, target = self.messages_and_target(example)
         prompt_text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -49,6 +49,9 @@ class SFTRecipe:
     cache_audio_tower: bool = True  # a frozen tower encodes each clip once per run (aqa_core.tower_cache; same numbers)
     tower_cache_file: str | None = None  # a `tower-cache` store of this tower: clips it holds are never encoded
     max_length: int | None = None  # cut longer sequences (never inside the audio tokens)
+    # MiB of encoded examples (mel features, token ids) kept per process and replayed in later
+    # epochs: the same tensors, without rerunning the processor (SFTCollator; 0: encode every time)
+    collate_cache_mb: int = 1024
     # optimisation (TRL / transformers TrainingArguments names)
     learning_rate: float = 5e-6
     per_device_train_batch_size: int = 4
@@ -101,6 +104,8 @@ def check_recipe(cfg: SFTRecipe) -> None:
         raise RecipeError("set max_steps > 0 or num_train_epochs > 0")
     if cfg.learning_rate <= 0:
         raise RecipeError(f"learning_rate must be > 0, got {cfg.learning_rate!r}")
+    if cfg.collate_cache_mb < 0:
+        raise RecipeError(f"collate_cache_mb must be >= 0 (0: no cache), got {cfg.collate_cache_mb!r}")
     if cfg.max_train_samples is not None and cfg.max_train_samples < 1:
         raise RecipeError(f"max_train_samples must be >= 1 (or unset: all), got {cfg.max_train_samples!r}")
     for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
@@ -231,7 +236,7 @@ def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
         train_dataset=dataset,
         processing_class=processor,
         data_collator=SFTCollator(processor, prompt=cfg.prompt, tagged=cfg.sft_tagged, max_length=cfg.max_length,
-                                  silence=cfg.train_audio == "silence"),
+                                  silence=cfg.train_audio == "silence", cache_bytes=cfg.collate_cache_mb << 20),
         peft_config=lora_config(cfg) if cfg.use_peft else None,
         callbacks=extra,
     )

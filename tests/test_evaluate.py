@@ -299,6 +299,10 @@ def test_sweep_tests_only_where_a_selection_lands_and_validation_alone(tmp_path,
     assert all(r["validation"] is not None for r in res["rows"]) and res["test_at"] == "selected"
     assert res["selection"]["best_on_test"] is None and res["selection"]["best_on_validation"]["test"] == 100 / 9
     assert len(gen.items) == 3 * 6 + 2 * 9
+    chosen = sw.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
+                      test_at="chosen", out_dir=tmp_path / "chosen", **kw)
+    assert [r["checkpoint"] for r in chosen["rows"] if r["test"] is not None] == ["checkpoint-10"]  # not the last
+    assert chosen["selection"]["best_on_test"] is None and chosen["selection"]["best_on_validation"]["test"] == 100 / 9
     only_val = sw.sweep(run_dir, None, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
                         out_dir=tmp_path / "valonly", **kw)
     assert all(r["test"] is None for r in only_val["rows"]) and only_val["data"] is None

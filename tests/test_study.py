@@ -118,7 +118,7 @@ def test_the_ablations_plan_adds_its_runs_to_the_main_studys(tmp_path):
     assert "prompt=2" in argv("abl-sft-lora-prompt2") and "sft_tagged=true" in argv("abl-sft-lora-prompt2")
     assert "train_audio=silence" in argv("abl-grpo-prompt2-silent") and "train_audio=silence" in argv("abl-sft-full-silent")
     sweep = argv("sweep-abl-sft-full-silent")
-    assert "--test-at selected" in sweep and "--validation-limit 200" in sweep and "--include-base" not in sweep
+    assert "--test-at chosen" in sweep and "--validation-limit 200" in sweep and "--include-base" not in sweep
     assert str(tmp_path / "mini" / "ablations" / "sft-full-silent") in sweep
     assert "--batch-size 32" in sweep and "--tower-cache-file" in sweep  # the study's evaluation settings
     assert not any(n.startswith("nb-") for n in by)  # the book is made by `make book` afterwards

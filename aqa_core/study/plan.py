@@ -133,22 +133,25 @@ def _weigh(stages: list[Stage]) -> list[Stage]:
 
 def sweep_argv(run_dir: Path, test: str | Path, audio_dir: str | Path | None = None,
                validation: str | Path | None = None, validation_audio_dir: str | Path | None = None,
-               extra: Sequence[str] = (), curves: bool = True, base_test: str | Path | None = None) -> list[str]:
+               extra: Sequence[str] = (), curves: bool = True, base_test: str | Path | None = None,
+               test_at: str = "selected") -> list[str]:
     """The checkpoint sweep of one run, as the study and the notebooks run it: the first
     `VALIDATION_ITEMS` validation items (if a validation file is given) at every checkpoint and
     at the base; the test file at the base (step 0 of the curves), every second checkpoint back
     from the last, and the one chosen on validation (book/plan.md, Amendment 3; every checkpoint
     without a validation file), and that chosen checkpoint again with the audio replaced by silence
     and by another item's clip (Table 2's "how much comes from listening"). `curves` False (the
-    study's extra seeds, whose test curves no figure draws): the test file only at the checkpoint
-    chosen on validation and the last, no base, no ablation. `base_test`: the base model's own
+    study's extra seeds and the ablations, whose test curves no figure draws): the test file only
+    at `test_at`: "selected", the checkpoint chosen on validation and the last (the extra seeds:
+    the plan's secondary comparison at the last checkpoint), or "chosen", the first alone (the
+    ablations); no base, no ablation. `base_test`: the base model's own
     evaluation with the run's prompt, reused as step 0 of the test curve (the same settings: no
     work repeated)."""
     argv = aqa_argv("sweep", "--run", run_dir, "--data", test, *(["--include-base"] if curves else []))
     argv += ["--audio-dir", str(audio_dir)] if audio_dir else []
     if validation:
         argv += ["--validation", str(validation), "--validation-limit", str(VALIDATION_ITEMS),
-                 "--test-at", "alternate" if curves else "selected"]
+                 "--test-at", "alternate" if curves else test_at]
         argv += ["--validation-audio-dir", str(validation_audio_dir)] if validation_audio_dir else []
         argv += ["--ablate-selected", *LISTENING_ABLATIONS] if curves else []
     argv += ["--base-test-from", str(base_test)] if base_test and curves else []
@@ -355,7 +358,7 @@ def _ablation_stages(out: Path, recipes: dict[str, str], threads: int, eval_args
                                 runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
             stages.append(Stage(f"sweep-{stage}", sweep_argv(run_dir, data / "test-mini.json", data,
                                                              data / "validation.jsonl", data / "validation-audios",
-                                                             eval_args, curves=False),
+                                                             eval_args, curves=False, test_at="chosen"),
                                 [stage], [run_dir / "eval" / "sweep.json"], code["eval"], clear=[run_dir / "eval"]))
     return stages
 

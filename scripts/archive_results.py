@@ -10,6 +10,12 @@ the function that makes Table 2; run it with the interpreter of the checkout tha
 results, so that the sentences are the ones that book printed:
 
     (cd OLD_CHECKOUT && .venv/bin/python NEW_CHECKOUT/scripts/archive_results.py runs/mini --out ...)
+
+With `--ablations` it keeps the opt-in ablations plan's results instead (`study --plan
+ablations` under RESULTS/ablations): OUT.json only, `aqa_core.study.ablations.archive_ablations`,
+which the ablations page shows when a build has not run the plan:
+
+    python scripts/archive_results.py runs/mini --ablations --out book/archive/ablations
 """
 from __future__ import annotations
 
@@ -20,20 +26,11 @@ import time
 from pathlib import Path
 
 from aqa_core.files import write_atomic
+from aqa_core.study.results import code_commit
 from aqa_core.study.tables import table_results
 
 KEPT_VALUES = ("verdict", "base_sentence", "think_sentence", "lora_sentence", "grpo_vs_base_sentence", "chance",
                "selection_gap", "selection_runs")
-
-
-def _commit(result_dir: Path) -> str:
-    """The commit of the code that trained the runs (their provenance.json), else "unknown"."""
-    for prov in sorted(result_dir.glob("*/provenance.json")):
-        for launch in json.loads(prov.read_text(encoding="utf-8")).get("launches", []):
-            commit = (launch.get("git") or {}).get("commit")
-            if commit:
-                return commit + (" (dirty)" if launch["git"].get("dirty") else "")
-    return "unknown"
 
 
 def base_subcategories(result_dir: Path) -> list[dict]:
@@ -62,7 +59,7 @@ def archive(result_dir: Path, n_resamples: int = 10_000) -> dict:
     values = {k: table.values[f"{scale}_{k}"] for k in KEPT_VALUES if f"{scale}_{k}" in table.values}
     return {"archived": time.strftime("%Y-%m-%d"), "results_folder": str(result_dir),
             "data_version": man["version"], "data_sizes": man["sizes"], "data_counts_test": man["counts"]["test"],
-            "chance_test_mini": man.get("chance_test_mini"), "code_commit": _commit(result_dir),
+            "chance_test_mini": man.get("chance_test_mini"), "code_commit": code_commit(result_dir),
             "table2": table.frame.to_dict(orient="records"),
             "comparisons": table.extra["comparisons"].to_dict(orient="records"),
             "base_by_subcategory": base_subcategories(result_dir),
@@ -89,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("results", help="a results folder (runs/mini)")
     ap.add_argument("--out", required=True, help="OUT.json and OUT.md are written")
     ap.add_argument("--resamples", type=int, default=10_000)
+    ap.add_argument("--ablations", action="store_true", help="archive RESULTS/ablations (the ablations page's archive)")
     a = ap.parse_args(argv)
     result_dir = Path(a.results)
     if not (result_dir / "data" / "manifest.json").is_file():
@@ -96,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if a.ablations:
+        from aqa_core.study.ablations import archive_ablations
+
+        try:
+            record = archive_ablations(result_dir, a.resamples)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        write_atomic(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
+        print(f"archived {result_dir / 'ablations'} -> {out.with_suffix('.json')}")
+        return 0
     record = archive(result_dir, a.resamples)
     record["file"] = out.with_suffix(".json").name
     write_atomic(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")

@@ -183,6 +183,33 @@ def test_table_results_reads_fixture_rows_and_pairs_them(tmp_path):
     assert "mini_verdict" in v and "interval" in v["mini_verdict"]
 
 
+def test_the_last_checkpoint_table_is_the_plans_secondary_comparison(tmp_path):
+    from aqa_core.study.results import score_predictions_file
+    from aqa_core.study.tables import table_last_checkpoint
+
+    res = write_fixture_results(tmp_path)
+    sweep_file = res / "grpo-prompt2" / "eval" / "sweep.json"
+    sweep = json.loads(sweep_file.read_text())
+    first = sweep["rows"][0]
+    sweep["selection"]["best_on_validation"] = {k: first[k] for k in ("checkpoint", "step", "test", "validation")}
+    sweep_file.write_text(json.dumps(sweep))  # chosen on validation: the first checkpoint, not the last
+    t = table_last_checkpoint(res, n_resamples=300)
+    v = t.values
+
+    def acc(run: str, ckpt: str) -> float:
+        correct = score_predictions_file(res / run / "eval" / f"{ckpt}.test.json")[0]
+        return 100 * sum(correct.values()) / len(correct)
+
+    last = sweep["rows"][-1]["checkpoint"]
+    assert v["mini_last_grpo_p2_change"] == pytest.approx(acc("grpo-prompt2", last) - acc("grpo-prompt2", first["checkpoint"]))
+    assert v["mini_last_grpo_p2_change_lo"] <= v["mini_last_grpo_p2_change"] <= v["mini_last_grpo_p2_change_hi"]
+    chosen = json.loads((res / "sft-full" / "eval" / "sweep.json").read_text())["selection"]["best_on_validation"]
+    assert chosen["checkpoint"] != last  # the fixture's runs choose a middle checkpoint
+    assert v["mini_last_sft_full_change"] == pytest.approx(acc("sft-full", last) - acc("sft-full", chosen["checkpoint"]))
+    assert v["mini_last_sentence"].startswith("At the last checkpoints, GRPO + Prompt <2> against ")
+    assert list(t.frame["model, method"])[:2] == ["Full + Prompt <1>", "LoRA + Prompt <1>"]
+
+
 def test_paper_odd_cells_are_the_known_ones():
     from aqa_core.study.paper import paper_values
 
@@ -245,26 +272,51 @@ def test_listening_table_has_every_model_with_its_ablations(tmp_path):
     assert "GRPO + Prompt <2>" not in list(table_listening(res, n_resamples=200).frame["model, method (seed 0)"])
 
 
-def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path):
-    from aqa_core.study.ablations import table_ablations
+def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypatch):
+    from aqa_core.study import ablations
+    from aqa_core.study.ablations import archive_ablations, figure_ablations, table_ablations
 
+    monkeypatch.setattr(ablations, "ARCHIVE", tmp_path / "no-archive.json")
     res = write_fixture_results(tmp_path)
     before = table_ablations(res, n_resamples=200)
     assert list(before.frame["ablation"]) == ["not run yet"]
     assert "study --plan ablations" in before.frame["run"][0] and before.values["mini_ablation_runs_done"] == 0
     assert before.values["mini_ablation_total"] == 13 and before.values["mini_ablation_expected_minutes"] > 0
+    assert len(figure_ablations(res, n_resamples=200).fig.axes) == 1  # the placeholder
+    with pytest.raises(ValueError, match="no ablation"):
+        archive_ablations(res, n_resamples=200)
     abl = res / "ablations"
     for folder, source in (("sft-full-train150", "sft-full"), ("sft-full-train150-seed1", "sft-full"),
-                           ("grpo-prompt2-silent", "grpo-prompt2")):
+                           ("grpo-prompt2-silent", "grpo-prompt2"), ("sft-full-prompt2", "sft-lora")):
         shutil.copytree(res / source, abl / folder)
     after = table_ablations(res, n_resamples=200)
     runs = list(after.frame["run"])
     assert "Full + Prompt <1>, 150 questions" in runs and "GRPO + Prompt <2>, silent training audio" in runs
-    assert after.values["mini_ablation_runs_done"] == 2
+    assert after.values["mini_ablation_runs_done"] == 3
     row = after.frame[after.frame["run"] == "Full + Prompt <1>, 150 questions"].iloc[0]
     assert row["seeds"] == 2 and row["ablation"] == "training-set size"
     # the main run it varies sits beside it, from the main study's folder
     assert "Full + Prompt <1>, 1,200 questions (the main run)" in runs
+    v = after.values
+    # a copy of the main run changes nothing; the LoRA run in full SFT's place changes what LoRA changes
+    assert v["mini_abl_grpo-p2_silent_change"] == pytest.approx(0.0)
+    assert v["mini_abl_grpo-p2_silent_change_lo"] <= 0 <= v["mini_abl_grpo-p2_silent_change_hi"]
+    assert v["mini_abl_sft-full_prompt2_change"] == pytest.approx(
+        v["mini_abl_sft-full_prompt2_mean"] - v["mini_abl_sft-full_train1200_mean"])
+    assert "this build's runs" in v["mini_ablation_source"]
+    fig = figure_ablations(res, n_resamples=200)
+    assert len(fig.fig.axes) == 2 and len(fig.fig.axes[1].get_yticklabels()) == 2  # prompt <2>, silent GRPO
+    # archived, then read back by a build that has not run the plan
+    archive = archive_ablations(res, n_resamples=200)
+    assert archive["benchmark_version"] and len(archive["records"]) == len(after.frame)
+    monkeypatch.setattr(ablations, "ARCHIVE", tmp_path / "book" / "archive" / "ablations.json")
+    ablations.ARCHIVE.parent.mkdir(parents=True)
+    ablations.ARCHIVE.write_text(json.dumps(archive), encoding="utf-8")
+    shutil.rmtree(abl)
+    kept = table_ablations(res, n_resamples=200)
+    assert list(kept.frame["run"]) == runs and "archived run of " in kept.values["mini_ablation_source"]
+    assert "the benchmark version this build uses" in kept.values["mini_ablation_source"]
+    assert "archived run" in kept.caption and len(figure_ablations(res, n_resamples=200).fig.axes) == 2
 
 
 def test_book_builds_from_fixture_results(tmp_path):

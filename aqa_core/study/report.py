@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..train.preflight import book_values
-from .ablations import table_ablations
+from .ablations import figure_ablations, table_ablations
 from .listening import table_listening
 from .budget import runs_table
 from .lr_search import lr_search_table
@@ -18,7 +18,7 @@ from .stages import ROOT
 from .display import Figure, Table, glue_safe
 from .figures import figure_budget_curves, figure_grpo_convergence, figure_sft_convergence
 from .subcategories import subcategory_tables
-from .tables import table_hyperparameters, table_results, table_seed_means
+from .tables import table_hyperparameters, table_last_checkpoint, table_results, table_seed_means
 
 
 @dataclass
@@ -32,10 +32,12 @@ class Report:
     runs: Table | None  # every run and seed of the first results folder: budget and convergence
     lr_search: Table | None  # the kept learning-rate search (recipes/lr_search.json), when there is one
     seed_means: Table | None  # Table 2 across seeds (the first results folder)
+    last_checkpoint: Table | None  # the plan's secondary comparison: the last checkpoint in place of the chosen one
     subcategories: Table | None  # per test sub-category, seen or unseen in train (the first results folder)
     seen_unseen: Table | None  # per method: the change from the base on seen and on unseen kinds
     listening: Table | None  # every model with the real audio, silence and another item's clip (seed 0)
-    ablations: Table | None  # the opt-in ablations plan's results, or how to run it
+    ablations: Table | None  # the opt-in ablations plan's results (this build's or the archived run's), or how to run it
+    figure_ablations: Figure | None  # the same results as a figure
     figure3: Figure | None
     figure4: Figure | None
     figure5: Figure | None  # beyond the paper: accuracy against questions seen, seconds and FLOPs
@@ -77,6 +79,9 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     seed_means = table_seed_means(existing[0], selection, n_resamples) if existing else None
     if seed_means is not None:
         values.update(seed_means.values)
+    last = table_last_checkpoint(existing[0], n_resamples) if existing else None
+    if last is not None:
+        values.update(last.values)
     subcats = subcategory_tables(existing[0], n_resamples=n_resamples) if existing else None
     if subcats is not None:
         values.update({f"{existing[0].name}_{k}": v for k, v in subcats[1].values.items()})
@@ -84,11 +89,13 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     if listening is not None:
         values.update(listening.values)
     ablations = table_ablations(existing[0], n_resamples=n_resamples) if existing else None
+    fig_abl = figure_ablations(existing[0], n_resamples=n_resamples) if existing else None
     if ablations is not None:
         values.update(ablations.values)
+        paths["figure_ablations"] = str(fig_abl.save(Path(figures_dir) / "figure_ablations.png"))
     kept = ROOT / "recipes" / "lr_search.json"
     lr = lr_search_table(kept) if kept.is_file() else None
     if lr is not None:
         values.update(lr.values)
-    return Report(t1, t1_sft, t2, comparisons, runs, lr, seed_means, subcats[0] if subcats else None, subcats[1] if subcats else None,
-                  listening, ablations, fig3, fig4, fig5, {k: glue_safe(v) for k, v in values.items()}, paths)
+    return Report(t1, t1_sft, t2, comparisons, runs, lr, seed_means, last, subcats[0] if subcats else None, subcats[1] if subcats else None,
+                  listening, ablations, fig_abl, fig3, fig4, fig5, {k: glue_safe(v) for k, v in values.items()}, paths)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..runs import SWEEP_FILE, read_sweep
 
-SELECTIONS = ("best_on_validation", "best_on_test")
+SELECTIONS = ("best_on_validation", "best_on_test", "last")  # "last": the plan's secondary comparison
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,17 @@ class ModelResult:
         return percent_interval(*self.tally(task))
 
 
+def code_commit(folder: str | Path) -> str:
+    """The commit of the code that trained the runs under `folder` (their provenance.json; the
+    first that records one, "(dirty)" when the tree had changes), else "unknown"."""
+    for prov in sorted(Path(folder).glob("*/provenance.json")):
+        for launch in json.loads(prov.read_text(encoding="utf-8")).get("launches", []):
+            commit = (launch.get("git") or {}).get("commit")
+            if commit:
+                return commit + (" (dirty)" if launch["git"].get("dirty") else "")
+    return "unknown"
+
+
 def score_predictions_file(path: str | Path) -> tuple[dict[str, bool], dict[str, str]]:
     """Per-item correctness and task, by the official MMAU rule (aqa_core.eval.mmau), for one file."""
     from ..eval.mmau import score_file
@@ -106,11 +117,20 @@ def _row_folders(result_dir: Path, spec: RowSpec) -> list[tuple[str, Path]]:
     return found
 
 
+def last_tested(sweep: dict) -> dict | None:
+    """The sweep's last trained checkpoint, when it was scored on the test file (the plan's
+    secondary comparison: the last checkpoint in place of the one chosen on validation)."""
+    trained = [r for r in sweep["rows"] if r.get("step") and r["checkpoint"] not in ("base", "final")]
+    last = max(trained, key=lambda r: r["step"], default=None)
+    return last if last is not None and last.get("test") is not None else None
+
+
 def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation",
                     scale: str | None = None) -> list[ModelResult]:
     """Every Table 2 row present in one results folder, in ROWS order (missing rows are skipped).
     A run is scored at the sweep's `selection` checkpoint (falling back to best-on-test, flagged
-    in `checkpoint`, when the sweep had no validation split)."""
+    in `checkpoint`, when the sweep had no validation split); "last" is its last checkpoint
+    (`last_tested`; a run whose last checkpoint has no test score is skipped)."""
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     result_dir = Path(result_dir)
@@ -128,9 +148,9 @@ def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation
                 if not (folder / SWEEP_FILE).is_file():
                     continue
                 sweep = read_sweep(folder)
-                chosen = sweep["selection"].get(selection)
+                chosen = last_tested(sweep) if selection == "last" else sweep["selection"].get(selection)
                 note = ""
-                if chosen is None:
+                if chosen is None and selection != "last":
                     chosen, note = sweep["selection"].get("best_on_test"), " (on test: no validation)"
                 if chosen is None:
                     continue

@@ -204,6 +204,65 @@ def table_seed_means(result_dir: str | Path, selection: str = "best_on_validatio
         "validation), the spread of the average over seeds, and the analysis plan's 95% interval (seeds, then items)."))
 
 
+def table_last_checkpoint(result_dir: str | Path, n_resamples: int = 10_000) -> Table | None:
+    """The analysis plan's secondary comparison, the last checkpoint in place of the one chosen on
+    validation (reported, not deciding): per trained method, the mean over seeds at each, the
+    change (last minus chosen) with the plan's interval (seeds, then items), and the primary
+    comparison (GRPO <2> against the SFT variant the primary chose) at the last checkpoints.
+    Values `{scale}_last_*`. None when no run's last checkpoint was scored on test."""
+    import pandas as pd
+
+    from ..eval.stats import seeds_items_bootstrap, seeds_items_interval
+    from .findings import plan_verdict
+
+    scale = Path(result_dir).name
+    last = {r.key: r for r in load_result_dir(result_dir, "last")}
+    chosen = {r.key: r for r in load_result_dir(result_dir, "best_on_validation")}
+    if not last:
+        return None
+
+    def vectors(runs: list[ModelResult], ids: list[str]) -> list[list[bool]]:
+        return [[r.correct[i] for i in ids] for r in runs]
+
+    rows, values = [], {}
+    for spec in ROWS:
+        at_last, at_chosen = seed_runs(last, spec.key), seed_runs(chosen, spec.key)
+        if spec.kind != "run" or not at_last or not at_chosen:
+            continue
+        ids = sorted(set.intersection(*(set(r.correct) for r in at_last + at_chosen)))
+        mean, lo, hi = (100 * x for x in seeds_items_interval(vectors(at_last, ids), n_resamples))
+        ch = seeds_items_bootstrap(vectors(at_last, ids), vectors(at_chosen, ids), n_resamples)
+        rows.append({"model, method": spec.method, "seeds": len(at_last),
+                     "chosen on validation": f"{100 * sum(map(sum, vectors(at_chosen, ids))) / (len(at_chosen) * len(ids)):.1f}",
+                     "last checkpoint [95% interval]": f"{mean:.1f} [{lo:.1f}, {hi:.1f}]",
+                     "last minus chosen [95%]": f"{100 * ch.difference:+.1f} [{100 * ch.ci_low:+.1f}, "
+                                                f"{100 * ch.ci_high:+.1f}]"})
+        values.update({f"{scale}_last_{spec.key}_mean": mean, f"{scale}_last_{spec.key}_change": 100 * ch.difference,
+                       f"{scale}_last_{spec.key}_change_lo": 100 * ch.ci_low,
+                       f"{scale}_last_{spec.key}_change_hi": 100 * ch.ci_high})
+    if not rows:
+        return None
+    sentence = "The primary comparison cannot be made at the last checkpoints: a compared method has no such run."
+    if seed_runs(last, "grpo_p2") and seed_runs(chosen, "grpo_p2"):
+        best_sft = plan_verdict(chosen, n_resamples)["best_sft"]  # the SFT variant the primary compares
+        key = next(spec.key for spec in ROWS if spec.method == best_sft)
+        a, b = seed_runs(last, "grpo_p2"), seed_runs(last, key)
+        if b:
+            ids = sorted(set.intersection(*(set(r.correct) for r in a + b)))
+            res = seeds_items_bootstrap(vectors(a, ids), vectors(b, ids), n_resamples)
+            diff, lo, hi = 100 * res.difference, 100 * res.ci_low, 100 * res.ci_high
+            values.update({f"{scale}_last_primary_diff": diff, f"{scale}_last_primary_lo": lo,
+                           f"{scale}_last_primary_hi": hi})
+            where = ("contains zero" if lo <= 0 <= hi else "lies above zero" if lo > 0 else "lies below zero")
+            sentence = (f"At the last checkpoints, {a[0].method} against {best_sft}: {diff:+.1f} points, 95% interval "
+                        f"[{lo:+.1f}, {hi:+.1f}] (pooled over {len(a)} and {len(b)} seeds; the interval {where}). "
+                        "A secondary comparison: it does not change the verdict.")
+    values[f"{scale}_last_sentence"] = sentence
+    return Table(pd.DataFrame(rows), values=values, caption=(
+        "The plan's secondary comparison: each trained method at its last checkpoint in place of the one chosen on "
+        "validation, the mean over seeds, and the change with the plan's 95% interval (seeds, then items)."))
+
+
 def p_value_text(p: float, n_resamples: int) -> str:
     """A bootstrap p-value as text: 0 resamples beyond the observed difference is "< 1/n", not 0.
 

@@ -308,7 +308,11 @@ def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypa
     assert len(fig.fig.axes) == 2 and len(fig.fig.axes[1].get_yticklabels()) == 2  # prompt <2>, silent GRPO
     # archived, then read back by a build that has not run the plan
     archive = archive_ablations(res, n_resamples=200)
-    assert archive["benchmark_version"] and len(archive["records"]) == len(after.frame)
+    assert archive["benchmark_version"] and len([r for r in archive["records"] if r["group"] != "same prompt"]) == len(after.frame)
+    # GRPO <2> against SFT trained with prompt <2> too: the comparison without the prompt confound
+    assert v["mini_abl_grpo-p2_vs_sft-full_prompt2_lo"] <= v["mini_abl_grpo-p2_vs_sft-full_prompt2"] <= v["mini_abl_grpo-p2_vs_sft-full_prompt2_hi"]
+    assert "With the prompt the same on both sides, GRPO + Prompt <2> minus Full + Prompt <2>" in v["mini_ablation_prompt_sentence"]
+    assert "1 of the 1 intervals" not in v["mini_ablation_size_sentence"] and "150 questions" in v["mini_ablation_size_sentence"]
     monkeypatch.setattr(ablations, "ARCHIVE", tmp_path / "book" / "archive" / "ablations.json")
     ablations.ARCHIVE.parent.mkdir(parents=True)
     ablations.ARCHIVE.write_text(json.dumps(archive), encoding="utf-8")

@@ -41,6 +41,14 @@ def _correct(run_dir: Path) -> dict[str, bool] | None:
     return score_predictions_file(preds)[0] if preds and preds.is_file() else None
 
 
+def _converged(first: Path) -> tuple[int, int]:
+    """(runs passing the plan's convergence rule, runs with a sweep) over a folder and its seeds."""
+    from .results import convergence
+
+    folders = [f for f in [first, *sorted(first.parent.glob(first.name + "-seed*"))] if (f / SWEEP_FILE).is_file()]
+    return sum(convergence(read_sweep(f))["converged"] is True for f in folders), len(folders)
+
+
 def _seeds(first: Path) -> list[dict[str, bool]]:
     """Correctness of a run folder and its -seedN siblings that have a sweep."""
     folders = [first, *sorted(first.parent.glob(first.name + "-seed*"))]
@@ -80,9 +88,12 @@ def ablation_results(result_dir: str | Path, train_size: int | None = None,
     """Every ablation with results, and the main run it varies, as records: `group` (training-set
     size, prompt, listening), `method` (a key of `LABELS`), `run` (its label), `key` (of its glue
     values), `questions` (the training set's size), `main` (the main study's run), `seeds`, the
+    runs passing the plan's convergence rule (`converged`, "K of N"), the
     seed-mean test `accuracy` with `lo`/`hi` (the plan's interval, seeds then items) and, for an
     ablation, its `change` from the main run with `change_lo`/`change_hi`/`change_p` (the plan's
-    paired bootstrap over seeds, then the same items). Percentages. Empty before the plan has run."""
+    paired bootstrap over seeds, then the same items); and, group "same prompt", GRPO <2> against
+    each SFT trained with prompt <2> (`diff`, `diff_lo`, `diff_hi`, `diff_p`): the comparison
+    without the prompt confound. Percentages. Empty before the plan has run."""
     from ..eval.stats import seeds_items_bootstrap
 
     train_size = train_size or plan_train_size()
@@ -98,8 +109,9 @@ def ablation_results(result_dir: str | Path, train_size: int | None = None,
         if not runs:
             return
         mean, lo, hi = _mean_interval(runs, n_resamples)
+        passed, swept = _converged(folder)
         rec = {"group": group, "method": method, "run": label, "key": key, "questions": questions, "main": main,
-               "seeds": len(runs), "accuracy": mean, "lo": lo, "hi": hi}
+               "seeds": len(runs), "converged": f"{passed} of {swept}", "accuracy": mean, "lo": lo, "hi": hi}
         if main:
             main_runs[method] = runs
         elif main_runs.get(method):
@@ -122,10 +134,67 @@ def ablation_results(result_dir: str | Path, train_size: int | None = None,
     for name in ("sft-full", "sft-lora"):
         add("prompt", name, LABELS[name].replace("<1>", "<2>") + ", trained and evaluated with it",
             abl / f"{RUNS[name][1]}-prompt2", f"{name}_prompt2", train_size, False)
+        # the comparison without the confound: GRPO <2> against this SFT trained with prompt <2> too
+        sft2, grpo = _seeds(abl / f"{RUNS[name][1]}-prompt2"), main_runs.get("grpo-p2")
+        if sft2 and grpo:
+            ids = sorted(set.intersection(*(set(r) for r in sft2 + grpo)))
+            res = seeds_items_bootstrap([[r[i] for i in ids] for r in grpo], [[r[i] for i in ids] for r in sft2],
+                                       n_resamples)
+            records.append({"group": "same prompt", "method": name, "key": f"grpo-p2_vs_{name}_prompt2",
+                            "run": f"GRPO + Prompt <2> against {LABELS[name].replace('<1>', '<2>')}",
+                            "diff": 100 * res.difference, "diff_lo": 100 * res.ci_low, "diff_hi": 100 * res.ci_high,
+                            "diff_p": res.p_value, "seeds": min(len(sft2), len(grpo))})
     for name in ("grpo-p2", "sft-full"):
         add("listening", name, f"{LABELS[name]}, silent training audio", abl / f"{RUNS[name][1]}-silent",
             f"{name}_silent", train_size, False)
     return records
+
+
+def _interval(r: dict, key: str) -> str:
+    return f"{r[key]:+.1f} [{r[key + '_lo']:+.1f}, {r[key + '_hi']:+.1f}]"
+
+
+def _excludes_zero(r: dict, key: str) -> bool:
+    return not r[key + "_lo"] <= 0 <= r[key + "_hi"]
+
+
+def ablation_sentences(records: list[dict]) -> dict[str, str]:
+    """One sentence per ablation group, made from the records (never typed by hand): `size`,
+    `prompt`, `listening`. Each names the changes from the main run with their intervals, and
+    says which intervals exclude zero."""
+    out = {}
+    size = [r for r in records if r["group"] == "training-set size" and "change" in r]
+    if size:
+        parts = []
+        for name, label in LABELS.items():
+            rs = sorted((r for r in size if r["method"] == name), key=lambda r: r["questions"])
+            if rs:
+                parts.append(f"{label}: " + ", ".join(f"{r['questions']:,} questions {_interval(r, 'change')}"
+                                                       for r in rs))
+        clear = [r for r in size if _excludes_zero(r, "change")]
+        out["size"] = ("Change in test accuracy from the main run (all of train) when trained on fewer questions, points "
+                       "with the plan's 95% interval: " + "; ".join(parts) + ". "
+                       + (f"{len(clear)} of the {len(size)} intervals exclude zero: "
+                          + ", ".join(f"{r['run']} ({r['change']:+.1f})" for r in clear) + "."
+                          if clear else f"None of the {len(size)} intervals excludes zero."))
+    prompt = [r for r in records if r["group"] == "prompt" and "change" in r]
+    same = [r for r in records if r["group"] == "same prompt"]
+    if prompt:
+        out["prompt"] = ("Trained and evaluated with GRPO's prompt <2> instead of prompt <1>: "
+                         + "; ".join(f"{r['run'].split(',')[0]} {_interval(r, 'change')} points" for r in prompt) + ". "
+                         + ("With the prompt the same on both sides, " + "; ".join(
+                             f"{r['run'].replace('against', 'minus')}: {_interval(r, 'diff')} points" for r in same)
+                            + " (the plan's interval; "
+                            + ("it excludes zero" if all(_excludes_zero(r, "diff") for r in same)
+                               else "not every interval excludes zero") + ")." if same else ""))
+    listening = [r for r in records if r["group"] == "listening" and "change" in r]
+    if listening:
+        out["listening"] = ("Trained with every clip replaced by silence and evaluated with the real audio, change from "
+                            "the same method trained with the audio: "
+                            + "; ".join(f"{r['run'].split(',')[0]} {_interval(r, 'change')} points"
+                                        + ("" if _excludes_zero(r, "change") else " (the interval contains zero)")
+                                        for r in listening) + ".")
+    return out
 
 
 def stage_seconds(result_dir: Path) -> dict[str, float]:
@@ -144,7 +213,7 @@ def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000) -> dict
 
     result_dir = Path(result_dir)
     records = ablation_results(result_dir, n_resamples=n_resamples)
-    if not any(not r["main"] for r in records):
+    if not any(not r.get("main", True) for r in records):
         raise ValueError(f"{result_dir / ABLATION_DIR} holds no ablation with a sweep: run `{COMMAND}` first")
     manifest = json.loads((result_dir / "data" / "manifest.json").read_text(encoding="utf-8"))
     seconds = stage_seconds(result_dir)
@@ -159,7 +228,7 @@ def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000) -> dict
 def _source(result_dir: Path, n_resamples: int) -> tuple[list[dict], dict | None]:
     """This build's records, else the archive's (with the archive itself), else none."""
     records = ablation_results(result_dir, n_resamples=n_resamples)
-    if any(not r["main"] for r in records):
+    if any(not r.get("main", True) for r in records):
         return records, None
     if ARCHIVE.is_file():
         archive = json.loads(ARCHIVE.read_text(encoding="utf-8"))
@@ -190,9 +259,16 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
     scale = result_dir.name
     records, archive = _source(result_dir, n_resamples)
     rows, values = [], {}
+    sentences = ablation_sentences(records)
+    for group in ("size", "prompt", "listening"):
+        values[f"{scale}_ablation_{group}_sentence"] = sentences.get(group, "No results yet (the command above runs them).")
     for r in records:
+        if r["group"] == "same prompt":
+            key = f"{scale}_abl_{r['key']}"
+            values.update({key: r["diff"], f"{key}_lo": r["diff_lo"], f"{key}_hi": r["diff_hi"]})
+            continue
         change = (f"{r['change']:+.1f} [{r['change_lo']:+.1f}, {r['change_hi']:+.1f}]" if "change" in r else "")
-        rows.append({"ablation": r["group"], "run": r["run"], "seeds": r["seeds"],
+        rows.append({"ablation": r["group"], "run": r["run"], "seeds": r["seeds"], "converged": r.get("converged", ""),
                      "test accuracy [95% interval]": f"{r['accuracy']:.1f} [{r['lo']:.1f}, {r['hi']:.1f}]",
                      "change from the main run [95%]": change})
         key = f"{scale}_abl_{r['key']}"
@@ -202,7 +278,7 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
                            f"{key}_change_hi": r["change_hi"]})
     minutes = expected_minutes(result_dir)
     values[f"{scale}_ablation_expected_minutes"] = minutes
-    values[f"{scale}_ablation_runs_done"] = sum(not r["main"] for r in records)  # ablations with results
+    values[f"{scale}_ablation_runs_done"] = sum(not r.get("main", True) for r in records)  # ablations with results
     values[f"{scale}_ablation_total"] = len(ablation_runs(train_size))
     values[f"{scale}_ablation_source"] = (_provenance(result_dir, archive) if records else
                                           "no run: neither this build nor an archive holds results")
@@ -212,7 +288,7 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
     values[f"{scale}_ablation_stages_timed"] = len(seconds)
     if not records:
         rows = [{"ablation": "not run yet", "run": f"{COMMAND} (about {minutes:.0f} minutes on this machine, after the "
-                                                   "main study)", "seeds": 0, "test accuracy [95% interval]": "—",
+                                                   "main study)", "seeds": 0, "converged": "", "test accuracy [95% interval]": "—",
                  "change from the main run [95%]": ""}]
     source = f" From {values[f'{scale}_ablation_source']}." if records else ""
     return Table(pd.DataFrame(rows), values=values, caption=(
@@ -223,50 +299,60 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
 
 def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000) -> Figure:
     """The ablations as a figure, from the same records as the table (this build's, else the
-    archive's): left, test accuracy against the size of the training set per method (the main
-    run is the whole of `train`), with the plan's intervals; right, each prompt and listening
+    archive's): above, test accuracy against the size of the training set per method (the main
+    run is the whole of `train`), with the plan's intervals, the methods' points set slightly
+    apart so that the bars do not hide each other; below, each prompt and listening
     ablation's change from the main run it varies, with its interval. A placeholder before any run."""
     from .figures import STYLE, _new_figure, set_style
 
     set_style()
     result_dir = Path(result_dir)
     records, archive = _source(result_dir, n_resamples)
-    fig = _new_figure(11, 4.6)
     if not records:
+        fig = _new_figure(9, 2)
         ax = fig.subplots()
         ax.axis("off")
         ax.text(0.5, 0.5, f"No ablation results yet: {COMMAND}", ha="center", va="center", fontsize=13)
         return Figure(fig, {}, caption="The ablations have not run.")
-    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.15]})
+    fig = _new_figure(9, 10)
+    fig.set_layout_engine("constrained")  # each panel keeps its own left margin (the lower one's labels are long)
+    upper, lower = fig.subfigures(2, 1, height_ratios=[1.3, 1], hspace=0.05)
+    top, bottom = upper.subplots(), lower.subplots()
     style_key = {"sft-full": "sft_full", "sft-lora": "sft_lora", "grpo-p2": "grpo_p2"}
-    for name, label in LABELS.items():
+    for i, (name, label) in enumerate(LABELS.items()):
         pts = sorted((r["questions"], r["accuracy"], r["lo"], r["hi"]) for r in records
                      if r["group"] == "training-set size" and r["method"] == name)
         if not pts:
             continue
         x, y, lo, hi = zip(*pts)
+        x = [q * 2 ** (0.05 * (i - 1)) for q in x]  # side by side at each size
         color, marker = STYLE.get(style_key[name], ("black", "o"))
-        left.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]], color=color,
-                      marker=marker or "o", markersize=7, linewidth=2, capsize=4, label=label)
-    left.set_xscale("log", base=2)
+        top.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]], color=color,
+                     marker=marker or "o", markersize=8, linewidth=2, capsize=5, label=label)
+    top.set_xscale("log", base=2)
     sizes = sorted({r["questions"] for r in records if r["group"] == "training-set size"})
-    left.set_xticks(sizes, [f"{n:,}" for n in sizes])
-    left.minorticks_off()
-    left.set_xlabel("questions in the training set (log scale; the main runs use all)", fontsize=12)
-    left.set_ylabel("test accuracy (%), mean over seeds", fontsize=12)
-    left.set_title("training-set size", fontsize=13)
-    left.legend(fontsize=11, loc="best")
+    top.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    top.minorticks_off()
+    top.tick_params(labelsize=12)
+    top.set_xlabel("questions in the training set (log scale; the main runs use all of them)", fontsize=13)
+    top.set_ylabel("test accuracy (%), mean over seeds", fontsize=13)
+    top.set_title("Training-set size (95% intervals: seeds, then items)", fontsize=14)
+    his = [r["hi"] for r in records if r["group"] == "training-set size"]
+    top.set_ylim(top=max(his) + 3)  # room for the legend above the bars
+    top.legend(fontsize=11, loc="upper center", ncol=3)
     changes = [r for r in records if r["group"] in ("prompt", "listening") and "change" in r]
     for i, r in enumerate(changes):
         color, _ = STYLE.get(style_key[r["method"]], ("black", "o"))
-        right.errorbar([r["change"]], [i], xerr=[[r["change"] - r["change_lo"]], [r["change_hi"] - r["change"]]],
-                       color=color, marker="o", markersize=8, capsize=4, linewidth=2)
-    right.axvline(0, color="black", linewidth=1)
-    right.set_yticks(range(len(changes)), [r["run"].replace(", trained and evaluated with it", "")
-                                           for r in changes], fontsize=11)
-    right.invert_yaxis()
-    right.set_xlabel("test accuracy change from the main run (points, 95% interval)", fontsize=12)
-    right.set_title("prompt and listening", fontsize=13)
-    fig.tight_layout()
+        bottom.errorbar([r["change"]], [i], xerr=[[r["change"] - r["change_lo"]], [r["change_hi"] - r["change"]]],
+                        color=color, marker="o", markersize=9, capsize=5, linewidth=2.5)
+    bottom.axvline(0, color="black", linewidth=1)
+    short = {"sft-full": "full SFT", "sft-lora": "LoRA SFT", "grpo-p2": "GRPO <2>"}
+    bottom.set_yticks(range(len(changes)), [f"{short[r['method']]}, " + ("trained with prompt <2>" if r["group"] == "prompt"
+                                                                          else "silent training audio")
+                                            for r in changes], fontsize=12)
+    bottom.invert_yaxis()
+    bottom.tick_params(axis="x", labelsize=12)
+    bottom.set_xlabel("change in test accuracy from the main run (points, 95% interval)", fontsize=13)
+    bottom.set_title("Prompt and listening", fontsize=14)
     src = _provenance(result_dir, archive)
     return Figure(fig, {}, caption=f"The ablations, from {src}.")

@@ -13,7 +13,9 @@ peak memory; and, for the paper recipe, the estimated GPU memory per device and 
 
 Each section (`@section("name")`: a function of the parsed args returning a dict of numbers)
 runs in its own subprocess, so its peak memory is its own: peak RSS on CPU, peak allocated
-CUDA memory on GPU. Steps after `--warmup` are timed wall-clock, optimizer included.
+CUDA memory on GPU. Steps after `--warmup` are timed wall-clock from one step's end to the
+next's: the batch's loading and collating, the step and the optimizer (the README's tower-cache
+figures of 2026-12-01 timed the step alone, from its start).
 """
 from __future__ import annotations
 
@@ -46,7 +48,10 @@ def section(name: str):
 
 
 def step_timer():
-    """A TrainerCallback recording each optimizer step's wall time (`.times`)."""
+    """A TrainerCallback recording the wall time from one optimizer step's end to the next's
+    (`.times`): the step and the loading and collating of its batch, which the trainer does
+    before `on_step_begin` (a step's own span would leave the collator out). The first step is
+    timed from `on_train_begin`."""
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
@@ -54,11 +59,13 @@ def step_timer():
             self.times: list[float] = []
             self._t0 = 0.0
 
-        def on_step_begin(self, args, state, control, **kwargs):
+        def on_train_begin(self, args, state, control, **kwargs):
             self._t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter() - self._t0)
+            now = time.perf_counter()
+            self.times.append(now - self._t0)
+            self._t0 = now
 
     return StepTimer()
 

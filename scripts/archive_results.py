@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="OUT.json and OUT.md are written")
     ap.add_argument("--resamples", type=int, default=10_000)
     ap.add_argument("--ablations", action="store_true", help="archive RESULTS/ablations (the ablations page's archive)")
+    ap.add_argument("--note", default="", help="--ablations: how the run was made, where its files do not say (shown on the page)")
     a = ap.parse_args(argv)
     result_dir = Path(a.results)
     if not (result_dir / "data" / "manifest.json").is_file():
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         from aqa_core.study.ablations import archive_ablations
 
         try:
-            record = archive_ablations(result_dir, a.resamples)
+            record = archive_ablations(result_dir, a.resamples, note=a.note)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -283,6 +283,7 @@ def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypa
     assert "study --plan ablations" in before.frame["run"][0] and before.values["mini_ablation_runs_done"] == 0
     assert before.values["mini_ablation_total"] == 13 and before.values["mini_ablation_expected_minutes"] > 0
     assert len(figure_ablations(res, n_resamples=200).fig.axes) == 1  # the placeholder
+    assert math.isnan(before.values["mini_abl_grpo-p2_vs_sft-full_prompt2"])  # quoted by the trust page: always there
     with pytest.raises(ValueError, match="no ablation"):
         archive_ablations(res, n_resamples=200)
     abl = res / "ablations"

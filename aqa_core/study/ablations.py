@@ -26,6 +26,9 @@ from .results import code_commit, score_predictions_file
 from .stages import ROOT
 
 COMMAND = "python -m aqa_core study --plan ablations --jobs 2"
+#: Ablation values quoted outside the ablations page (the trust page), present in every build.
+QUOTED = ("sft-full_prompt2_change", "sft-lora_prompt2_change", "grpo-p2_vs_sft-full_prompt2",
+          "grpo-p2_vs_sft-full_prompt2_lo", "grpo-p2_vs_sft-full_prompt2_hi")
 #: The archived ablations run (`scripts/archive_results.py --ablations`), shown when a build has
 #: not run the plan, with its date, commit and benchmark version.
 ARCHIVE = ROOT / "book" / "archive" / "ablations.json"
@@ -185,7 +188,7 @@ def ablation_sentences(records: list[dict]) -> dict[str, str]:
                          + ("With the prompt the same on both sides, " + "; ".join(
                              f"{r['run'].replace('against', 'minus')}: {_interval(r, 'diff')} points" for r in same)
                             + " (the plan's interval; "
-                            + ("it excludes zero" if all(_excludes_zero(r, "diff") for r in same)
+                            + ("each excludes zero" if all(_excludes_zero(r, "diff") for r in same)
                                else "not every interval excludes zero") + ")." if same else ""))
     listening = [r for r in records if r["group"] == "listening" and "change" in r]
     if listening:
@@ -205,10 +208,11 @@ def stage_seconds(result_dir: Path) -> dict[str, float]:
             if t["stage"].startswith(("abl-", "sweep-abl-"))}
 
 
-def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000) -> dict:
+def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000, note: str = "") -> dict:
     """What the book keeps of an ablations run (`scripts/archive_results.py --ablations`): the
     records of `ablation_results`, the benchmark's manifest version and sizes, the commit of the
-    code that trained the runs, the ablation stages' measured seconds (their timings.json) and the date."""
+    code that trained the runs, the ablation stages' measured seconds (their timings.json), the
+    date, and a `note` on how the run was made that its files do not tell (shown on the page)."""
     import time
 
     result_dir = Path(result_dir)
@@ -217,7 +221,7 @@ def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000) -> dict
         raise ValueError(f"{result_dir / ABLATION_DIR} holds no ablation with a sweep: run `{COMMAND}` first")
     manifest = json.loads((result_dir / "data" / "manifest.json").read_text(encoding="utf-8"))
     seconds = stage_seconds(result_dir)
-    return {"date": time.strftime("%Y-%m-%d"), "commit": code_commit(result_dir / ABLATION_DIR),
+    return {"date": time.strftime("%Y-%m-%d"), "commit": code_commit(result_dir / ABLATION_DIR), "note": note,
             "benchmark_version": manifest.get("version"), "sizes": manifest.get("sizes"),
             "n_resamples": n_resamples, "records": records,
             "stage_seconds": seconds,
@@ -259,6 +263,8 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
     scale = result_dir.name
     records, archive = _source(result_dir, n_resamples)
     rows, values = [], {}
+    for key in QUOTED:  # the values other pages quote exist, NaN until the plan has results
+        values[f"{scale}_abl_{key}"] = float("nan")
     sentences = ablation_sentences(records)
     for group in ("size", "prompt", "listening"):
         values[f"{scale}_ablation_{group}_sentence"] = sentences.get(group, "No results yet (the command above runs them).")
@@ -286,6 +292,8 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
     values[f"{scale}_ablation_training_minutes"] = sum(v for k, v in seconds.items() if k.startswith("abl-")) / 60
     values[f"{scale}_ablation_sweep_minutes"] = sum(v for k, v in seconds.items() if k.startswith("sweep-abl-")) / 60
     values[f"{scale}_ablation_stages_timed"] = len(seconds)
+    values[f"{scale}_ablation_note"] = ((archive or {}).get("note") or
+                                        "Its stage times were measured as it ran, two stages at a time.")
     if not records:
         rows = [{"ablation": "not run yet", "run": f"{COMMAND} (about {minutes:.0f} minutes on this machine, after the "
                                                    "main study)", "seeds": 0, "converged": "", "test accuracy [95% interval]": "—",

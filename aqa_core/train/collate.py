@@ -10,9 +10,10 @@ target is `sft_target(answer, tagged)` after the prompt's user text) or rows of 
 corpus (`prompt`: the user text, `response`: the target, `audio_path`). An `audio` key holding a
 16 kHz float32 array skips reading the wav.
 
-`cache_bytes` > 0 keeps each example's encoding (the processor's mel features and token ids,
-the most of an SFT step's CPU time after the tower cache) and replays it when a later epoch
-brings the same example back: the same tensors, computed once. Examples are keyed by their
+`cache_bytes` > 0 keeps each example's encoding (the processor's mel features and token ids:
+about a sixth of a mini SFT step's time with the tower cache, `scripts/bench_train.py
+--collate-cache both`) and replays it when a later epoch brings the same example back: the
+same tensors, computed once. Examples are keyed by their
 fields; encodings beyond the byte budget are computed every time, as without it.
 """
 from __future__ import annotations

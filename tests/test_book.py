@@ -358,6 +358,12 @@ def test_book_builds_from_fixture_results(tmp_path):
         assert "{glue" not in text and "glue:" not in _html_text(page), f"unresolved glue in {page.name}"
     found = _html_text(html / "findings.html")
     assert re.search(r"\d+\.\d", found)
+    assert "At the last checkpoints, GRPO + Prompt" in t2.replace("&lt;", "<").replace("&gt;", ">")
+    assert "last minus chosen" in t2  # the plan's secondary comparison, with its table
+    abl = _html_text(html / "ablations.html")
+    # the fixture results have no ablations: the page shows the archived run, its figure and sentences
+    assert "archived run of" in abl and "With the prompt the same on both sides" in abl
+    assert len(re.findall(r"<img", (html / "ablations.html").read_text(encoding="utf-8"))) >= 1
     titles: dict[str, str] = {}
     for page in sorted(html.rglob("*.html")):
         text = page.read_text(encoding="utf-8")

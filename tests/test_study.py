@@ -141,3 +141,42 @@ def test_the_ready_stage_with_the_longest_chain_to_the_end_starts_first(tmp_path
 def test_the_study_weighs_its_stages():
     stages = {s.name: s for s in study_stages(Path("runs/mini"), jobs=2)}
     assert stages["grpo-p3"].weight > stages["sweep-grpo-p3"].weight > stages["nb-report"].weight > 1
+
+
+@pytest.mark.slow
+def test_a_tiny_ablation_runs_end_to_end_and_reaches_the_page(tmp_path, tiny_run_inputs, monkeypatch):
+    """The ablations plan at tiny size: the study's own stages (the tower store, full SFT trained on
+    silent clips, its validation/chosen-test sweep) run by the stage runner on a tiny model and
+    benchmark, then read by the ablations table."""
+    import dataclasses
+    import shutil
+
+    import yaml
+
+    from aqa_core.runs import read_sweep
+    from aqa_core.study import ablations
+    from aqa_core.study.stages import ROOT as REPO
+
+    t = tiny_run_inputs(tmp_path / "in")
+    out = tmp_path / "mini"
+    shutil.copytree(t["data"], out / "data")
+    shutil.copytree(t["model"], out / "base")
+    recipe = tmp_path / "sft-tiny.yaml"  # the mini recipe, 4 steps of 4 (the main budget's shape, tiny)
+    recipe.write_text(yaml.safe_dump({"_base": str(REPO / "recipes/sft/mini-full.yaml"), "max_steps": 4,
+                                      "save_steps": 2, "per_device_train_batch_size": 4}))
+    wanted = ("tower", "abl-sft-full-silent", "sweep-abl-sft-full-silent")
+    stages = [dataclasses.replace(s, deps=[d for d in s.deps if d in wanted])
+              for s in study_stages(out, seeds=1, recipes={"sft-full": str(recipe)}, book=tmp_path / "book",
+                                    plan="ablations", eval_args=["--max-new-tokens", "4"])
+              if s.name in wanted]
+    timings = run_stages(stages, out, echo=False)
+    assert {x.stage: x.status for x in timings} == dict.fromkeys(wanted, "ran")
+    run = out / "ablations" / "sft-full-silent"
+    assert yaml.safe_load((run / "config.yaml").read_text())["train_audio"] == "silence"
+    sweep = read_sweep(run)
+    assert sweep["test_at"] == "chosen" and sum(r["test"] is not None for r in sweep["rows"]) == 1
+    monkeypatch.setattr(ablations, "ARCHIVE", tmp_path / "no-archive.json")
+    table = ablations.table_ablations(out, n_resamples=100)
+    row = table.frame[table.frame["run"] == "Full + Prompt <1>, silent training audio"].iloc[0]
+    assert row["seeds"] == 1 and table.values["mini_ablation_runs_done"] == 1
+    assert "this build's runs" in table.values["mini_ablation_source"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..runs import SWEEP_FILE, read_sweep
 from .display import Figure, Table
 from .plan import ABLATION_DIR, RUNS, TRAIN_FRACTIONS, ablation_runs, plan_train_size
-from .results import code_commit, score_predictions_file
+from .results import code_commit, convergence, score_predictions_file
 from .stages import ROOT
 
 COMMAND = "python -m aqa_core study --plan ablations --jobs 2"
@@ -46,8 +46,6 @@ def _correct(run_dir: Path) -> dict[str, bool] | None:
 
 def _converged(first: Path) -> tuple[int, int]:
     """(runs passing the plan's convergence rule, runs with a sweep) over a folder and its seeds."""
-    from .results import convergence
-
     folders = [f for f in [first, *sorted(first.parent.glob(first.name + "-seed*"))] if (f / SWEEP_FILE).is_file()]
     return sum(convergence(read_sweep(f))["converged"] is True for f in folders), len(folders)
 

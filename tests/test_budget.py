@@ -52,6 +52,11 @@ def test_budget_counts_questions_steps_seconds_and_flops(tmp_path):
     assert grpo["flops"] == 10 * 20 * 1200 + 2 * 100 * AUDIO_POSITIONS * 30
     sft = run_budget(_run(tmp_path, "sft-full", "sft", 3, [50] * 6))
     assert sft["questions_seen"] == 48 and sft["flops"] == 6 * 20 * 300 + 2 * 100 * AUDIO_POSITIONS * 30
+    lora_dir = _run(tmp_path, "sft-lora", "sft", 3, [50] * 6)
+    cfg = yaml.safe_load((lora_dir / "config.yaml").read_text())
+    (lora_dir / "config.yaml").write_text(yaml.safe_dump({**cfg, "use_peft": True}))
+    # LoRA: no weight gradients for the frozen weights, 4 N per token in place of 6 N
+    assert run_budget(lora_dir)["flops"] == 4 * 20 * 300 + 2 * 100 * AUDIO_POSITIONS * 30
 
 
 @pytest.mark.parametrize("curve, converged", [((50, 60, 70, 72, 73, 73), True), ((50, 55, 60, 65, 70, 75), False),

@@ -10,10 +10,11 @@ processed, prompt included) and the parameter counts of the run's starting model
   backward) for SFT; for GRPO about 10 N per token (the rollout's forward, 2 N; the reference
   model's forward, 2 N; the training forward and backward, 6 N), the old-policy pass being skipped
   with one update per batch;
+- with LoRA (`use_peft`), 2 N less per token: the backward still carries the activations'
+  gradients through the frozen weights (2 N) but computes no gradient for them (the 2 N a full
+  backward spends on weight gradients; the adapters' own few are left out): 4 N for SFT, 8 N for GRPO;
 - the frozen audio tower: 2 N_tower per audio position, once per distinct training clip (its
   outputs are cached for the run: `aqa_core.tower_cache`), at `AUDIO_POSITIONS` positions a clip.
-
-A LoRA run's backward is cheaper than 4 N per token; the estimate does not model that.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .results import ROWS, convergence
 
 AUDIO_POSITIONS = 150  # the mini tower's encoder positions for a 3 s clip (30 s at full scale: 1,500)
 LM_FLOPS_PER_TOKEN = {"sft": 6, "grpo": 10}
+LORA_SAVES_PER_TOKEN = 2  # no weight gradients for the frozen weights (per parameter and token)
 
 
 def parameter_counts(model_dir: str | Path) -> dict[str, int]:
@@ -64,7 +66,8 @@ def run_budget(run_dir: str | Path) -> dict:
     if tokens and base.is_dir():
         params = parameter_counts(base)
         clips = min(out["questions_seen"], _train_size(config))
-        out["flops"] = (LM_FLOPS_PER_TOKEN[runner] * params["rest"] * tokens
+        per_token = LM_FLOPS_PER_TOKEN[runner] - (LORA_SAVES_PER_TOKEN if config.get("use_peft") else 0)
+        out["flops"] = (per_token * params["rest"] * tokens
                         + 2 * params["audio_tower"] * AUDIO_POSITIONS * clips)
     return out
 

@@ -143,8 +143,8 @@ def sweep_argv(run_dir: Path, test: str | Path, audio_dir: str | Path | None = N
     and by another item's clip (Table 2's "how much comes from listening"). `curves` False (the
     study's extra seeds and the ablations, whose test curves no figure draws): the test file only
     at `test_at`: "selected", the checkpoint chosen on validation and the last (the extra seeds:
-    the plan's secondary comparison at the last checkpoint), or "chosen", the first alone (the
-    ablations); no base, no ablation. `base_test`: the base model's own
+    the plan's secondary comparison at the last checkpoint), or "chosen", the checkpoint chosen on
+    validation alone (the ablations); no base, no ablation. `base_test`: the base model's own
     evaluation with the run's prompt, reused as step 0 of the test curve (the same settings: no
     work repeated)."""
     argv = aqa_argv("sweep", "--run", run_dir, "--data", test, *(["--include-base"] if curves else []))

@@ -111,6 +111,11 @@ def _apply(obj: T, updates: dict[str, Any], source: str) -> T:
     return dataclasses.replace(obj, **values)
 
 
+#: What a run's training clips sound like (the GRPO and SFT recipes' `train_audio`): the real audio,
+#: or zeros of each clip's length (training without listening; evaluation always hears the real audio).
+TRAIN_AUDIO = ("real", "silence")
+
+
 def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
     """`["beta=0.04", "rewards=[accuracy, format]"]` -> a dict; values are read as YAML scalars."""
     out: dict[str, Any] = {}

@@ -26,13 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import TRAIN_AUDIO
 from ..prompts import build_messages, solution_text
 
 log = logging.getLogger(__name__)
-
-
-#: What a run's training clips sound like: the real audio, or zeros of each clip's length.
-TRAIN_AUDIO = ("real", "silence")
 
 
 @dataclass

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..config import RecipeError, add_set_argument, load_recipe, set_overrides
+from ..config import TRAIN_AUDIO, RecipeError, add_set_argument, load_recipe, set_overrides
 from .lora import LM_PROJECTIONS
 
 
@@ -96,8 +96,8 @@ def check_recipe(cfg: SFTRecipe) -> None:
         raise RecipeError(f"prompt must be 1 (the paper's SFT prompt) or 2 (GRPO's, with sft_tagged: true), got {cfg.prompt!r}")
     if cfg.prompt == 2 and not cfg.sft_tagged:
         raise RecipeError("prompt 2 asks for the answer in <answer> </answer>: set sft_tagged: true to train that target")
-    if cfg.train_audio not in ("real", "silence"):
-        raise RecipeError(f"train_audio must be real or silence, got {cfg.train_audio!r}")
+    if cfg.train_audio not in TRAIN_AUDIO:
+        raise RecipeError(f"train_audio must be {' or '.join(TRAIN_AUDIO)}, got {cfg.train_audio!r}")
     if not 0.0 <= cfg.warmup_ratio < 1.0:
         raise RecipeError(f"warmup_ratio must be in [0, 1), got {cfg.warmup_ratio}")
     if cfg.max_steps <= 0 and cfg.num_train_epochs <= 0:

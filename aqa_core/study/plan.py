@@ -205,6 +205,19 @@ def ablation_runs(train_size: int) -> dict[str, tuple[str, list[str]]]:
     return runs
 
 
+def _training_stage(name: str, runner: str, recipe: str, rcfg: dict, out: Path, run_dir: Path,
+                    sets: Sequence[str], threads: int, code: dict[str, list[str]]) -> Stage:
+    """One training run of the study on its base model, training split and tower store (the
+    `--set`s every run shares, then `sets`); GRPO gets its share of the torch threads."""
+    data = out / "data"
+    shared = [f"model_name_or_path={out / 'base'}", f"train_data={data / 'train.jsonl'}",
+              f"train_audio_dir={data / 'train-audios'}", f"tower_cache_file={out / 'tower' / 'outputs.safetensors'}"]
+    argv = aqa_argv(runner, "--recipe", recipe_path(recipe), "--output-dir", run_dir,
+                    *[a for s in [*shared, *sets] for a in ("--set", s)])
+    return Stage(name, argv, ["base", "tower"], [run_dir / "metrics.jsonl"], code[runner], config={"recipe": rcfg},
+                 clear=[run_dir], runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else [])
+
+
 def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | None = None, jobs: int = 1,
                  book: str | Path | None = None, data_args: Sequence[str] = (), base_args: Sequence[str] = (),
                  eval_args: Sequence[str] = (), plan: str = "main") -> list[Stage]:
@@ -260,17 +273,9 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
             recipe = recipes[rkey]
             rcfg = _recipe_config(recipe)
             run_dir = out / (folder + suffix)
-            sets = [f"model_name_or_path={base}", f"train_data={data / 'train.jsonl'}",
-                    f"train_audio_dir={data / 'train-audios'}", f"tower_cache_file={store}"]
-            if runner == "grpo":
-                sets.append(f"prompt={prompt}")
-            if seed:
-                sets.append(f"seed={int(rcfg.get('seed', 42)) + seed}")
-            argv = aqa_argv(runner, "--recipe", recipe_path(recipe),
-                       "--output-dir", run_dir, *[a for s in sets for a in ("--set", s)])
-            stages.append(Stage(name + suffix, argv, ["base", "tower"], [run_dir / "metrics.jsonl"], code[runner],
-                                config={"recipe": rcfg}, clear=[run_dir],
-                                runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
+            sets = [f"prompt={prompt}"] if runner == "grpo" else []
+            sets += [f"seed={int(rcfg.get('seed', 42)) + seed}"] if seed else []
+            stages.append(_training_stage(name + suffix, runner, recipe, rcfg, out, run_dir, sets, threads, code))
             reuse = f"eval-base-p{prompt}" if not seed and prompt in (1, 2) else None  # its step 0 on test
             stages.append(Stage(f"sweep-{name}{suffix}",
                                 sweep_argv(run_dir, test, data, val, data / "validation-audios", eval_args,
@@ -299,7 +304,7 @@ def _lr_search_stages(out: Path, recipes: dict[str, str], threads: int, eval_arg
     run), their validation-only sweeps, and the summary stage."""
     from .lr_search import FACTORS, SEARCH_DIR, factor_label, search_run_dir
 
-    data, base, store = out / "data", out / "base", out / "tower" / "outputs.safetensors"
+    data = out / "data"
     stages, deps = [], []
     for name, (runner, folder, prompt, rkey) in RUNS.items():
         if name not in ("grpo-p2", "sft-full", "sft-lora"):
@@ -311,15 +316,9 @@ def _lr_search_stages(out: Path, recipes: dict[str, str], threads: int, eval_arg
                 continue
             run_dir = search_run_dir(out, name, factor)
             lr = float(rcfg["learning_rate"]) * factor
-            sets = [f"model_name_or_path={base}", f"train_data={data / 'train.jsonl'}",
-                    f"train_audio_dir={data / 'train-audios'}", f"tower_cache_file={store}", f"learning_rate={lr!r}"]
-            sets += [f"prompt={prompt}"] if runner == "grpo" else []
+            sets = [f"learning_rate={lr!r}", *([f"prompt={prompt}"] if runner == "grpo" else [])]
             stage = f"lr-{name}-{factor_label(factor)}"
-            stages.append(Stage(stage, aqa_argv(runner, "--recipe", recipe_path(recipes[rkey]), "--output-dir", run_dir,
-                                                *[a for s in sets for a in ("--set", s)]),
-                                ["base", "tower"], [run_dir / "metrics.jsonl"], code[runner], config={"recipe": rcfg},
-                                clear=[run_dir],
-                                runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
+            stages.append(_training_stage(stage, runner, recipes[rkey], rcfg, out, run_dir, sets, threads, code))
             argv = aqa_argv("sweep", "--run", run_dir, "--include-base", "--validation", data / "validation.jsonl",
                             "--validation-audio-dir", data / "validation-audios", *eval_args)
             stages.append(Stage(f"sweep-{stage}", argv, [stage], [run_dir / "eval" / "sweep.json"], code["eval"],
@@ -335,15 +334,13 @@ def _ablation_stages(out: Path, recipes: dict[str, str], threads: int, eval_args
                      code: dict[str, list[str]], seeds: int) -> list[Stage]:
     """The ablations plan's runs (`ablation_runs`) for each seed, each with a sweep that scores
     the validation subset at every checkpoint and the test split where a selection lands."""
-    data, base, store = out / "data", out / "base", out / "tower" / "outputs.safetensors"
+    data = out / "data"
     train_size = plan_train_size()
     stages = []
     for folder, (name, overrides) in ablation_runs(train_size).items():
         runner, _, prompt, rkey = RUNS[name]
         rcfg = _recipe_config(recipes[rkey])
-        sets = [f"model_name_or_path={base}", f"train_data={data / 'train.jsonl'}",
-                f"train_audio_dir={data / 'train-audios'}", f"tower_cache_file={store}", *overrides]
-        sets += [f"prompt={prompt}"] if runner == "grpo" else []
+        sets = [*overrides, *([f"prompt={prompt}"] if runner == "grpo" else [])]
         if runner == "sft" and int(rcfg.get("max_steps", -1)) <= 0:  # the main runs' steps, whatever the set's size
             sets.append(f"max_steps={int(float(rcfg['num_train_epochs']) * train_size) // int(rcfg['per_device_train_batch_size'])}")
         for seed in range(seeds):
@@ -351,11 +348,8 @@ def _ablation_stages(out: Path, recipes: dict[str, str], threads: int, eval_args
             run_dir = out / ABLATION_DIR / (folder + suffix)
             seed_set = [f"seed={int(rcfg.get('seed', 42)) + seed}"] if seed else []
             stage = f"abl-{folder}{suffix}"
-            stages.append(Stage(stage, aqa_argv(runner, "--recipe", recipe_path(recipes[rkey]), "--output-dir", run_dir,
-                                                *[a for x in sets + seed_set for a in ("--set", x)]),
-                                ["base", "tower"], [run_dir / "metrics.jsonl"], code[runner], config={"recipe": rcfg},
-                                clear=[run_dir],
-                                runtime_args=["--set", f"torch_threads={threads}"] if runner == "grpo" else []))
+            stages.append(_training_stage(stage, runner, recipes[rkey], rcfg, out, run_dir, sets + seed_set, threads,
+                                          code))
             stages.append(Stage(f"sweep-{stage}", sweep_argv(run_dir, data / "test-mini.json", data,
                                                              data / "validation.jsonl", data / "validation-audios",
                                                              eval_args, curves=False, test_at="chosen"),

@@ -105,10 +105,11 @@ def ablation_results(result_dir: str | Path, train_size: int | None = None,
     records: list[dict] = []
     main_runs: dict[str, list[dict[str, bool]]] = {}
 
-    def add(group: str, method: str, label: str, folder: Path, key: str, questions: int, main: bool) -> None:
+    def add(group: str, method: str, label: str, folder: Path, key: str, questions: int,
+            main: bool) -> list[dict[str, bool]]:
         runs = _seeds(folder)
         if not runs:
-            return
+            return runs
         mean, lo, hi = _mean_interval(runs, n_resamples)
         passed, swept = _converged(folder)
         rec = {"group": group, "method": method, "run": label, "key": key, "questions": questions, "main": main,
@@ -123,6 +124,7 @@ def ablation_results(result_dir: str | Path, train_size: int | None = None,
             rec.update(change=100 * res.difference, change_lo=100 * res.ci_low, change_hi=100 * res.ci_high,
                        change_p=res.p_value)
         records.append(rec)
+        return runs
 
     for name, label in LABELS.items():
         main = result_dir / RUNS[name][1]
@@ -133,10 +135,10 @@ def ablation_results(result_dir: str | Path, train_size: int | None = None,
             add("training-set size", name, f"{label}, {n:,} questions", abl / f"{RUNS[name][1]}-train{n}",
                 f"{name}_train{n}", n, False)
     for name in ("sft-full", "sft-lora"):
-        add("prompt", name, LABELS[name].replace("<1>", "<2>") + ", trained and evaluated with it",
-            abl / f"{RUNS[name][1]}-prompt2", f"{name}_prompt2", train_size, False)
+        sft2 = add("prompt", name, LABELS[name].replace("<1>", "<2>") + ", trained and evaluated with it",
+                   abl / f"{RUNS[name][1]}-prompt2", f"{name}_prompt2", train_size, False)
         # the comparison without the confound: GRPO <2> against this SFT trained with prompt <2> too
-        sft2, grpo = _seeds(abl / f"{RUNS[name][1]}-prompt2"), main_runs.get("grpo-p2")
+        grpo = main_runs.get("grpo-p2")
         if sft2 and grpo:
             ids = sorted(set.intersection(*(set(r) for r in sft2 + grpo)))
             res = seeds_items_bootstrap([[r[i] for i in ids] for r in grpo], [[r[i] for i in ids] for r in sft2],
@@ -206,6 +208,11 @@ def stage_seconds(result_dir: Path) -> dict[str, float]:
             if t["stage"].startswith(("abl-", "sweep-abl-"))}
 
 
+def _minutes(seconds: dict[str, float], prefix: str) -> float:
+    """The stage seconds of one kind (`abl-`: training, `sweep-abl-`: sweeps), summed, in minutes."""
+    return sum(v for k, v in seconds.items() if k.startswith(prefix)) / 60
+
+
 def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000, note: str = "") -> dict:
     """What the book keeps of an ablations run (`scripts/archive_results.py --ablations`): the
     records of `ablation_results`, the benchmark's manifest version and sizes, the commit of the
@@ -223,12 +230,12 @@ def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000, note: s
             "benchmark_version": manifest.get("version"), "sizes": manifest.get("sizes"),
             "n_resamples": n_resamples, "records": records,
             "stage_seconds": seconds,
-            "training_seconds": sum(v for k, v in seconds.items() if k.startswith("abl-")),
-            "sweep_seconds": sum(v for k, v in seconds.items() if k.startswith("sweep-abl-"))}
+            "training_seconds": 60 * _minutes(seconds, "abl-"), "sweep_seconds": 60 * _minutes(seconds, "sweep-abl-")}
 
 
-def _source(result_dir: Path, n_resamples: int) -> tuple[list[dict], dict | None]:
-    """This build's records, else the archive's (with the archive itself), else none."""
+def ablation_source(result_dir: str | Path, n_resamples: int = 10_000) -> tuple[list[dict], dict | None]:
+    """This build's records, else the archive's (with the archive itself), else none: what the
+    table and the figure show (`build_report` reads it once for both)."""
     records = ablation_results(result_dir, n_resamples=n_resamples)
     if any(not r.get("main", True) for r in records):
         return records, None
@@ -250,16 +257,18 @@ def _provenance(result_dir: Path, archive: dict | None) -> str:
             f"{'/'.join(ARCHIVE.parts[-3:])}): this build has not run the plan")
 
 
-def table_ablations(result_dir: str | Path, train_size: int | None = None, n_resamples: int = 10_000) -> Table:
+def table_ablations(result_dir: str | Path, train_size: int | None = None, n_resamples: int = 10_000,
+                    source: tuple[list[dict], dict | None] | None = None) -> Table:
     """The ablations' results beside the main runs they vary, from this build's runs or, when it
     has none, from the archived run (`ARCHIVE`, said in the caption and in `{scale}_ablation_source`);
-    one row saying how to run the plan when neither exists. `train_size`: the plan's unless given."""
+    one row saying how to run the plan when neither exists. `train_size`: the plan's unless given;
+    `source`: `ablation_source(result_dir)`, when the caller has it."""
     import pandas as pd
 
     train_size = train_size or plan_train_size()
     result_dir = Path(result_dir)
     scale = result_dir.name
-    records, archive = _source(result_dir, n_resamples)
+    records, archive = source or ablation_source(result_dir, n_resamples)
     rows, values = [], {}
     for key in QUOTED:  # the values other pages quote exist, NaN until the plan has results
         values[f"{scale}_abl_{key}"] = float("nan")
@@ -271,7 +280,7 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
             key = f"{scale}_abl_{r['key']}"
             values.update({key: r["diff"], f"{key}_lo": r["diff_lo"], f"{key}_hi": r["diff_hi"]})
             continue
-        change = (f"{r['change']:+.1f} [{r['change_lo']:+.1f}, {r['change_hi']:+.1f}]" if "change" in r else "")
+        change = _interval(r, "change") if "change" in r else ""
         rows.append({"ablation": r["group"], "run": r["run"], "seeds": r["seeds"], "converged": r.get("converged", ""),
                      "test accuracy [95% interval]": f"{r['accuracy']:.1f} [{r['lo']:.1f}, {r['hi']:.1f}]",
                      "change from the main run [95%]": change})
@@ -287,8 +296,8 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
     values[f"{scale}_ablation_source"] = (_provenance(result_dir, archive) if records else
                                           "no run: neither this build nor an archive holds results")
     seconds = archive["stage_seconds"] if archive is not None else stage_seconds(result_dir)
-    values[f"{scale}_ablation_training_minutes"] = sum(v for k, v in seconds.items() if k.startswith("abl-")) / 60
-    values[f"{scale}_ablation_sweep_minutes"] = sum(v for k, v in seconds.items() if k.startswith("sweep-abl-")) / 60
+    values[f"{scale}_ablation_training_minutes"] = _minutes(seconds, "abl-")
+    values[f"{scale}_ablation_sweep_minutes"] = _minutes(seconds, "sweep-abl-")
     values[f"{scale}_ablation_stages_timed"] = len(seconds)
     values[f"{scale}_ablation_note"] = ((archive or {}).get("note") or
                                         "Its stage times were measured as it ran, two stages at a time.")
@@ -296,14 +305,15 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
         rows = [{"ablation": "not run yet", "run": f"{COMMAND} (about {minutes:.0f} minutes on this machine, after the "
                                                    "main study)", "seeds": 0, "converged": "", "test accuracy [95% interval]": "—",
                  "change from the main run [95%]": ""}]
-    source = f" From {values[f'{scale}_ablation_source']}." if records else ""
+    provenance = f" From {values[f'{scale}_ablation_source']}." if records else ""
     return Table(pd.DataFrame(rows), values=values, caption=(
         "The ablations (opt-in: " + COMMAND + "): test accuracy at the checkpoint chosen on validation, the mean over "
         "seeds with the analysis plan's 95% interval (seeds, then items), beside the main study's run each one "
-        "varies, and the change from it (the plan's paired bootstrap)." + source))
+        "varies, and the change from it (the plan's paired bootstrap)." + provenance))
 
 
-def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000) -> Figure:
+def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000,
+                     source: tuple[list[dict], dict | None] | None = None) -> Figure:
     """The ablations as a figure, from the same records as the table (this build's, else the
     archive's): above, test accuracy against the size of the training set per method (the main
     run is the whole of `train`), with the plan's intervals, the methods' points set slightly
@@ -313,7 +323,7 @@ def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000) -> Figur
 
     set_style()
     result_dir = Path(result_dir)
-    records, archive = _source(result_dir, n_resamples)
+    records, archive = source or ablation_source(result_dir, n_resamples)
     if not records:
         fig = _new_figure(9, 2)
         ax = fig.subplots()

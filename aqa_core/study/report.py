@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..train.preflight import book_values
-from .ablations import figure_ablations, table_ablations
+from .ablations import ablation_source, figure_ablations, table_ablations
 from .listening import table_listening
 from .budget import runs_table
 from .lr_search import lr_search_table
@@ -88,8 +88,11 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     listening = table_listening(existing[0], n_resamples) if existing else None
     if listening is not None:
         values.update(listening.values)
-    ablations = table_ablations(existing[0], n_resamples=n_resamples) if existing else None
-    fig_abl = figure_ablations(existing[0], n_resamples=n_resamples) if existing else None
+    ablations = fig_abl = None
+    if existing:
+        source = ablation_source(existing[0], n_resamples)  # read once for the table and the figure
+        ablations = table_ablations(existing[0], n_resamples=n_resamples, source=source)
+        fig_abl = figure_ablations(existing[0], n_resamples=n_resamples, source=source)
     if ablations is not None:
         values.update(ablations.values)
         paths["figure_ablations"] = str(fig_abl.save(Path(figures_dir) / "figure_ablations.png"))

@@ -19,6 +19,16 @@ def seed_runs(by_key: Mapping[str, ModelResult], key: str) -> list[ModelResult]:
     return sorted(runs, key=lambda r: 0 if r.key == key else int(r.key.rsplit("seed", 1)[1]))
 
 
+def better_sft(by_key: Mapping[str, ModelResult]) -> str:
+    """The key of the SFT variant (full or LoRA) with the higher mean validation accuracy over its
+    seeds: the one the plan's primary comparison sets against GRPO <2>."""
+    def mean_validation(k: str) -> float:
+        vals = [r.validation_average for r in seed_runs(by_key, k) if r.validation_average is not None]
+        return sum(vals) / len(vals) if vals else float("-inf")
+
+    return max((k for k in ("sft_full", "sft_lora") if seed_runs(by_key, k)), key=mean_validation)
+
+
 def plan_verdict(by_key: Mapping[str, ModelResult], n_resamples: int = 10_000) -> dict[str, Any]:
     """The analysis plan's primary comparison and verdict (book/plan.md): GRPO <2> against the SFT
     variant with the higher mean validation accuracy over seeds, each run at its validation-chosen
@@ -30,15 +40,7 @@ def plan_verdict(by_key: Mapping[str, ModelResult], n_resamples: int = 10_000) -
     from ..runs import read_sweep
     from .results import convergence
 
-    groups = {k: seed_runs(by_key, k) for k in ("grpo_p2", "sft_full", "sft_lora")}
-    groups = {k: g for k, g in groups.items() if g}
-
-    def mean_validation(k: str) -> float:
-        vals = [r.validation_average for r in groups[k] if r.validation_average is not None]
-        return sum(vals) / len(vals) if vals else float("-inf")
-
-    best_sft = max((k for k in ("sft_full", "sft_lora") if k in groups), key=mean_validation)
-    a_runs, b_runs = groups["grpo_p2"], groups[best_sft]
+    a_runs, b_runs = seed_runs(by_key, "grpo_p2"), seed_runs(by_key, better_sft(by_key))
     ids = sorted(set.intersection(*(set(r.correct) for r in a_runs + b_runs)))
     boot = seeds_items_bootstrap([[r.correct[i] for i in ids] for r in a_runs],
                                  [[r.correct[i] for i in ids] for r in b_runs], n_resamples, seed=PLAN_BOOTSTRAP_SEED)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .display import Table, glue_safe
-from .findings import findings, seed_runs
+from .findings import better_sft, findings, seed_runs
 from .paper import paper_results, paper_values
 from ..data import TASKS
 from .results import COMPARISONS, ROWS, ModelResult, load_result_dir
@@ -213,7 +213,6 @@ def table_last_checkpoint(result_dir: str | Path, n_resamples: int = 10_000) -> 
     import pandas as pd
 
     from ..eval.stats import seeds_items_bootstrap, seeds_items_interval
-    from .findings import plan_verdict
 
     scale = Path(result_dir).name
     last = {r.key: r for r in load_result_dir(result_dir, "last")}
@@ -244,8 +243,8 @@ def table_last_checkpoint(result_dir: str | Path, n_resamples: int = 10_000) -> 
         return None
     sentence = "The primary comparison cannot be made at the last checkpoints: a compared method has no such run."
     if seed_runs(last, "grpo_p2") and seed_runs(chosen, "grpo_p2"):
-        best_sft = plan_verdict(chosen, n_resamples)["best_sft"]  # the SFT variant the primary compares
-        key = next(spec.key for spec in ROWS if spec.method == best_sft)
+        key = better_sft(chosen)  # the SFT variant the primary compares
+        best_sft = next(spec.method for spec in ROWS if spec.key == key)
         a, b = seed_runs(last, "grpo_p2"), seed_runs(last, key)
         if b:
             ids = sorted(set.intersection(*(set(r.correct) for r in a + b)))

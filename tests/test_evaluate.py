@@ -70,7 +70,7 @@ class ScriptedGeneration:
         self.rule = rule or (lambda model_name, rec: int(rec["id"].lstrip("qv") or 0) % 2 == 0)
         self.items: list[str] = []
 
-    def __call__(self, model, processor, texts, records, gen_cfg, tower_cache=None):
+    def __call__(self, model, processor, texts, records, gen_cfg, tower_cache=None, input_cache=None, processor_key=""):
         assert len(texts) == len(records) and all("<|AUDIO|>" in t for t in texts)
         out = []
         for r in records:
@@ -478,6 +478,36 @@ def test_tower_cache_replays_an_identical_tower_only(tmp_path, tiny_model):
     beams.num_beams = 2  # beam search repeats each clip's rows: the cache stays out of it
     ev._generate(again, processor, ev.prompt_texts(processor, records[:2], 2), records[:2], beams, cache)
     assert (cache.misses, cache.hits) == (16, 8)
+
+
+@pytest.mark.slow
+def test_input_cache_feeds_the_same_tensors_and_encodes_each_batch_once(tmp_path, tiny_model, monkeypatch):
+    """A sweep's second checkpoint reads no wav and runs no processor, and predicts exactly what it
+    predicts without the cache; another prompt, an ablated clip or another processor is a miss."""
+    import torch
+
+    from aqa_core.data import load_mmau
+
+    torch.set_num_threads(1)
+    records = load_mmau(write_mmau(tmp_path / "d", n=8), check_audio=True)
+    model, processor = ev.load_model(tiny_model)
+    kw = dict(batch_size=3, max_new_tokens=12, progress=False)
+    plain = ev.evaluate_records(model, processor, records, 2, **kw)
+    cache = ev.InputCache()
+    first = ev.evaluate_records(model, processor, records, 2, input_cache=cache, **kw)
+    assert (cache.misses, cache.hits) == (3, 0)  # 8 records in batches of 3
+    again, processor2 = ev.load_model(tiny_model)  # another checkpoint of the run: its own processor object
+    reads = []
+    monkeypatch.setattr(ev, "_load_batch_audio", lambda recs: reads.append(recs) or [])
+    second = ev.evaluate_records(again, processor2, records, 2, input_cache=cache, **kw)
+    assert (cache.misses, cache.hits) == (3, 3) and reads == []
+    assert [r["raw_output"] for r in first] == [r["raw_output"] for r in second] == [r["raw_output"] for r in plain]
+    monkeypatch.undo()
+    ev.evaluate_records(again, processor2, records, 3, input_cache=cache, **kw)  # other prompt texts
+    ev.evaluate_records(again, processor2, ev.ablate_audio(records, "silence"), 2, input_cache=cache, **kw)
+    assert (cache.misses, cache.hits) == (9, 3)
+    processor2.feature_extractor.padding_value = 0.5  # a processor that computes other features
+    assert ev.InputCache.fingerprint(processor2) != ev.InputCache.fingerprint(processor)
 
 
 @pytest.mark.slow

@@ -41,6 +41,48 @@ def test_mini_probe_cli_on_a_tiny_benchmark(tmp_path, capsys):
     assert "mini-probe:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_the_probe_replays_the_stores_of_base_training_and_the_study_with_the_same_result(tmp_path):
+    """The base stage keeps its tower's outputs for the base clips, the study's store holds the test
+    clips: with both the probe encodes nothing, and its result is the one it computes alone."""
+    from aqa_core.mini.data import MiniSizes, generate
+    from aqa_core.mini.model import TINY_SPEC, BaseTraining, build_base
+    from aqa_core.mini.probe import clip_rows, run_probe, tower_features
+    from aqa_core.tower_cache import encode_store
+
+    data = tmp_path / "data"
+    generate(data, sizes=MiniSizes(train=3, validation=3, test=22, base=33), progress=False)
+    base_store, store = tmp_path / "base-clips.safetensors", tmp_path / "outputs.safetensors"
+    # 12 steps of 6 draw every one of the 33 base rows (seeded epoch permutations)
+    model = build_base(data, tmp_path / "base", hp=BaseTraining(steps=12, batch_size=6), spec=TINY_SPEC,
+                       pretrained_encoder=False, threads=1, progress=False, tower_store=base_store)
+    rows = clip_rows(data)
+    encode_store(model, [r["audio_path"] for r in rows if r["split"] == "test"], store, progress=False)
+    import aqa_core.tower_cache as tc
+
+    encoded = []
+    real_replay = tc.TowerCache.replay
+
+    def counting(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        misses = self.misses
+        out = real_replay(self, *args, **kwargs)
+        encoded.append(self.misses - misses)
+        return out
+
+    tc.TowerCache.replay = counting
+    try:
+        replayed = tower_features(model, [r["audio_path"] for r in rows], threads=1, progress=False,
+                                  stores=[base_store, store])
+    finally:
+        tc.TowerCache.replay = real_replay
+    assert sum(encoded) == 0 and len(encoded) > 1  # every clip of every batch came from a store
+    alone = tower_features(model, [r["audio_path"] for r in rows], threads=1, progress=False)
+    assert np.array_equal(replayed, alone)
+    a = run_probe(data, model, threads=1, progress=False)
+    b = run_probe(data, model, threads=1, progress=False, stores=[base_store, store])
+    assert a["sub-categories"] == b["sub-categories"]
+
+
 def test_mini_probe_cli_names_a_wrong_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         cli(["--data", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "p.json")])

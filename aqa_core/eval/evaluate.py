@@ -166,15 +166,70 @@ def _load_batch_audio(records: Sequence[dict]) -> list:
     return audios
 
 
+class InputCache:
+    """The processor's output (token ids, mel features, masks) for each batch an evaluation
+    feeds, kept for the next model of a sweep: every checkpoint of a run hears the same clips with
+    the same prompts in the same batches, so the wavs are read and the features computed once per
+    sweep instead of once per checkpoint. A batch is keyed by the processor's files (its
+    `fingerprint`), the prompt texts and each record's clip and ablation; the tensors are the
+    processor's own, so the model sees the same numbers with or without the cache. `hits` and
+    `misses` count batches."""
+
+    def __init__(self) -> None:
+        self.batches: dict[tuple, dict] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def fingerprint(processor) -> str:  # noqa: ANN001
+        """A hash of what the processor computes with: its feature extractor's settings, its
+        tokenizer's model, vocabulary and special tokens, and the padding side. (The fast
+        tokenizer's own padding and truncation state is left out: each call sets it anew.)"""
+        tok = processor.tokenizer
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is not None:
+            spec = json.loads(backend.to_str())
+            spec.pop("padding", None)
+            spec.pop("truncation", None)
+            vocab = json.dumps(spec, sort_keys=True)
+        else:
+            vocab = repr(sorted(tok.get_vocab().items()))
+        h = hashlib.sha256()
+        for part in (processor.feature_extractor.to_json_string(), vocab, repr(sorted(tok.special_tokens_map.items())),
+                     tok.padding_side, getattr(processor, "audio_token", "")):
+            h.update(part.encode() + b"\0")
+        return h.hexdigest()[:16]
+
+    def encode(self, processor, texts: list[str], records: Sequence[dict], fingerprint: str) -> dict:  # noqa: ANN001
+        key = (fingerprint, tuple(texts), tuple((str(r["audio_path"]), r.get(ABLATION)) for r in records))
+        hit = self.batches.get(key)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        self.batches[key] = _encode_batch(processor, texts, records)
+        return self.batches[key]
+
+
+def _encode_batch(processor, texts: list[str], records: Sequence[dict]) -> dict:  # noqa: ANN001
+    """The processor's tensors for one batch (read, never written, by `_generate`)."""
+    return dict(processor(text=texts, audio=_load_batch_audio(records), sampling_rate=SAMPLE_RATE,
+                          return_tensors="pt", padding=True))
+
+
 def _generate(model, processor, texts: list[str], records: Sequence[dict], gen_cfg,
-              tower_cache: TowerCache | None = None) -> list[str]:
+              tower_cache: TowerCache | None = None, input_cache: InputCache | None = None,
+              processor_key: str = "") -> list[str]:
     """One left-padded batch through `generate`; the decoded new tokens (special tokens dropped,
     as the official script's `batch_decode(..., skip_special_tokens=True)`). With `tower_cache`
-    (bound to this model's tower), clips it has already encoded are not encoded again."""
+    (bound to this model's tower), clips it has already encoded are not encoded again; with
+    `input_cache`, a batch the processor (`processor_key`: its fingerprint) has already encoded
+    is not encoded again."""
     import torch
 
-    inputs = processor(text=texts, audio=_load_batch_audio(records), sampling_rate=SAMPLE_RATE,
-                       return_tensors="pt", padding=True).to(model.device)
+    encoded = (input_cache.encode(processor, texts, records, processor_key) if input_cache is not None
+               else _encode_batch(processor, texts, records))
+    inputs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in encoded.items()}
     inputs["input_features"] = inputs["input_features"].to(model.dtype)
     # beam search and several samples per prompt repeat each clip's rows: no replay then
     one_row_per_clip = (gen_cfg.num_beams or 1) == 1 and (gen_cfg.num_return_sequences or 1) == 1
@@ -202,6 +257,7 @@ def evaluate_records(
     desc: str = "evaluate",
     tower_cache: TowerCache | None = None,
     shard: tuple[int, int] = (0, 1),
+    input_cache: InputCache | None = None,
 ) -> list[dict]:
     """Generate an answer for every record with a live model (also usable during training).
 
@@ -212,7 +268,8 @@ def evaluate_records(
     (a sweep over the checkpoints of a run whose tower was frozen). Records from `ablate_audio`
     are fed their ablated audio. `shard` (rank, world size) generates every world-th batch from
     the rank-th (the batches themselves are those of one process: the same predictions); the
-    other rows are None.
+    other rows are None. `input_cache` (an `InputCache`) reuses the processor's output for
+    batches an earlier call fed (a sweep's checkpoints).
     """
     import torch
     from tqdm.auto import tqdm
@@ -231,6 +288,7 @@ def evaluate_records(
     results: list[dict | None] = [None] * len(records)
     if tower_cache is not None:
         tower_cache.bind(model)
+    processor_key = InputCache.fingerprint(processor) if input_cache is not None else ""
     was_training = model.training
     model.eval()
     rank, world = shard
@@ -242,7 +300,7 @@ def evaluate_records(
             torch.manual_seed(seed)
             for idx in batches:
                 raw = _generate(model, processor, [texts[i] for i in idx], [records[i] for i in idx], gen_cfg,
-                                tower_cache)
+                                tower_cache, input_cache, processor_key)
                 done = []
                 for i, text in zip(idx, raw):
                     answer = extract_answer(text)
@@ -508,13 +566,15 @@ def _evaluate_file(
     verbose: bool = True,
     tower_cache: TowerCache | None = None,
     tower_store: str | Path | None = None,
+    input_cache: InputCache | None = None,
 ) -> dict:
     """Evaluate one model on one question file into `out` (+ `.score.json`/`.score.txt`); returns
     the score summary. Skips the work when `out` already holds these settings' results; resumes
     from `out.progress.jsonl`. `loader` supplies (model, processor) (default `load_model`), called
     only if something is left to generate; `after_batch(n_batches_done)` is a hook (tests interrupt
     with it); `tower_cache` is passed to `evaluate_records`, with `tower_store` (a `tower-cache`
-    file) loaded into it when it was made by this model's tower. `audio` ablates what the model hears
+    file) loaded into it when it was made by this model's tower, and so is `input_cache` (the
+    processor's output of batches fed before). `audio` ablates what the model hears
     (`ablate_audio`: real, silence or mismatched, paired with `seed`), after the audio check."""
     rank, world = eval_world()
     say = print if verbose and rank == 0 else (lambda *a, **k: None)
@@ -616,7 +676,7 @@ def _evaluate_file(
         try:
             evaluate_records(model, processor, [fed[i] for i in pending], prompt, batch_size, max_new_tokens,
                              decoding, seed, progress=progress, desc=out.name, tower_cache=tower_cache,
-                             on_batch=lambda rows: write_batch([(pending[j], r) for j, r in rows]),
+                             input_cache=input_cache, on_batch=lambda rows: write_batch([(pending[j], r) for j, r in rows]),
                              shard=(rank, world))
         except KeyboardInterrupt:
             say(f"\ninterrupted: progress kept in {own}; rerun the same command to resume")

@@ -8,7 +8,8 @@ Figures 3 and 4), with two selections side by side: the best checkpoint on the t
 
 Each checkpoint is one `aqa_core.eval.evaluate.evaluate_file` (cached and resumable per file).
 While the audio tower's weights do not change (the mini recipes freeze it) each clip is encoded
-once for the whole sweep (`aqa_core.tower_cache`); a `final/` holding the last checkpoint's
+once for the whole sweep (`aqa_core.tower_cache`), as is each batch's processor output (the wavs
+read, the mel features, the token ids: `aqa_core.eval.evaluate.InputCache`); a `final/` holding the last checkpoint's
 tensors is not evaluated twice. The result is `RUN/eval/sweep.json` (layout: `aqa_core.runs`);
 an audio ablation (`--audio silence|mismatched`) goes to `RUN/eval/audio-<choice>/` instead.
 On every GPU of a node: `torchrun --nproc_per_node 8 -m aqa_core sweep --run-dir RUN_DIR ...`:
@@ -29,7 +30,8 @@ from ..files import write_atomic
 from ..prompts import as_prompt
 from ..runs import (FINAL_DIR, MERGED_DIR, SWEEP_FILE, checkpoint_problem, checkpoint_step, checkpoints, model_dir,
                     read_config)
-from .evaluate import AUDIO_ABLATIONS, EvalError, add_eval_arguments, eval_world, evaluate_file, exit_code, load_model
+from .evaluate import (AUDIO_ABLATIONS, EvalError, InputCache, add_eval_arguments, eval_world, evaluate_file, exit_code,
+                       load_model)
 from ..tower_cache import TowerCache
 
 
@@ -175,6 +177,8 @@ def sweep(
     eval_kwargs.setdefault("verbose", False)  # one line per checkpoint instead of full reports
     # A frozen tower is byte-identical in every checkpoint: each clip is encoded once per sweep.
     eval_kwargs.setdefault("tower_cache", TowerCache(device="cpu"))
+    # ... and each batch's processor output (wavs read, mel features, token ids) is made once too
+    eval_kwargs.setdefault("input_cache", InputCache())
     if test_at not in TEST_AT:
         raise EvalError(f"test_at must be one of {TEST_AT}, got {test_at!r}")
     if test_at != "all" and (data is None or validation is None):

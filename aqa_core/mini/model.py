@@ -31,7 +31,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE
 from ..audio_tower import audio_tower
 from ..data import iter_jsonl
-from ..tower_cache import TowerCache
+from ..tower_cache import TowerCache, save_store
 from ..files import update_hash
 
 CODE_VERSION = "mini-model-3"  # bump when a change here alters what gets built
@@ -387,7 +387,8 @@ def train_base(model, processor, rows: list[dict], hp: BaseTraining, *, seed: in
                tower_cache: TowerCache | None = None) -> list[dict]:
     """The base stage's plain torch loop: AdamW, constant lr after a short warmup, batches drawn
     from seeded epoch permutations of `rows`, loss on the response tokens only (SFTCollator).
-    Returns the per-step log. The frozen tower's outputs are cached across epochs."""
+    Returns the per-step log. The frozen tower's outputs are cached across epochs (in
+    `tower_cache` when given: `build_base` saves it as a store of the base clips)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -405,7 +406,6 @@ def train_base(model, processor, rows: list[dict], hp: BaseTraining, *, seed: in
     encoded: dict[int, dict] = {}  # row -> tokenized example with features (reused every epoch)
     rng = np.random.default_rng(seed)
     order: list[int] = []
-    keys = [row["audio_path"] for row in rows]
     model.train()
     log = []
     t0 = time.perf_counter()
@@ -419,7 +419,7 @@ def train_base(model, processor, rows: list[dict], hp: BaseTraining, *, seed: in
                 encoded[i] = collate.encode(rows[i])
         batch = collate.pad([encoded[i] for i in batch_idx])
         if tower_cache is not None:
-            loss = tower_cache.forward(model, batch, [keys[i] for i in batch_idx]).loss
+            loss = tower_cache.forward(model, batch).loss  # keyed by content, as a store is
         else:
             loss = model(**batch).loss
         loss.backward()
@@ -438,13 +438,16 @@ def train_base(model, processor, rows: list[dict], hp: BaseTraining, *, seed: in
 
 def build_base(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, steps: int | None = None,
                hp: BaseTraining | None = None, spec: MiniSpec | None = None, pretrained_encoder: bool = True,
-               threads: int = 2, force: bool = False, progress: bool = True) -> Path:
+               threads: int = 2, force: bool = False, progress: bool = True,
+               tower_store: str | Path | None = None) -> Path:
     """Build the mini base model: untrained model with the Whisper tiny.en encoder (frozen), a
     short SFT on `DATA/base.jsonl` (all answer tokens, every kind: captions, open answers,
     multiple choice with and without `<answer>` tags), then save to `out_dir` with
     `base_train_log.jsonl` and `build_info.json`. Skipped when `out_dir` holds a build with the
     same fingerprint (see `fingerprint`), unless `force`. `spec=TINY_SPEC, pretrained_encoder=False`
-    is the seconds-long variant for tests."""
+    is the seconds-long variant for tests. `tower_store` also saves the frozen tower's outputs
+    for every base clip, encoded during training anyway, as a `tower-cache` store (the
+    benchmark's probe replays them: `aqa_core.mini.probe`)."""
     import torch
 
     hp = hp or BaseTraining()
@@ -454,7 +457,7 @@ def build_base(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, step
     data, out = Path(data_dir), Path(out_dir)
     rows = load_base_rows(data)
     fp = fingerprint(rows, data, seed, hp, spec, pretrained_encoder)
-    if not force and _is_cached(out, fp):
+    if not force and _is_cached(out, fp) and (tower_store is None or Path(tower_store).is_file()):
         print(f"mini-base: {out} is up to date (fingerprint {fp[:12]}); skipped")
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -464,8 +467,15 @@ def build_base(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, step
     torch.set_num_threads(threads)
     model, processor = make_model(spec, seed=seed, pretrained_encoder=pretrained_encoder)
     t_train = time.perf_counter()
-    log = train_base(model, processor, rows, hp, seed=seed, progress=progress)
+    cache = TowerCache(device="cpu") if hp.freeze_audio_tower else None
+    if cache is not None:
+        cache.bind(model)  # the store names the tower that made it
+    log = train_base(model, processor, rows, hp, seed=seed, progress=progress, tower_cache=cache)
     train_seconds = time.perf_counter() - t_train
+    if tower_store is not None:
+        if cache is None:
+            raise ValueError("mini-base: --tower-store needs the frozen tower (its outputs change as it trains)")
+        save_store(cache, tower_store)
     model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -504,6 +514,8 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--tiny", action="store_true", help="the tiny random-encoder test model (seconds to build)")
     ap.add_argument("--force", action="store_true", help="rebuild even when the folder is up to date")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--tower-store", metavar="FILE",
+                    help="also save the frozen tower's outputs for the base clips (a tower-cache store) to FILE")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.untrained:
@@ -513,5 +525,5 @@ def cli(argv: list[str]) -> int:
         ap.error("--data is required (the mini benchmark folder), unless --untrained")
     hp = BaseTraining(steps=a.steps, batch_size=a.batch_size, learning_rate=a.learning_rate)
     build_base(a.data, a.out, seed=a.seed, hp=hp, spec=TINY_SPEC if a.tiny else None, pretrained_encoder=not a.tiny,
-               threads=a.threads, force=a.force, progress=not a.quiet)
+               threads=a.threads, force=a.force, progress=not a.quiet, tower_store=a.tower_store)
     return 0

@@ -18,6 +18,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -50,26 +51,42 @@ def clip_rows(data_dir: str | Path) -> list[dict]:
 
 
 def tower_features(model_dir: str | Path, paths: list[str], threads: int | None = None,
-                   progress: bool = True) -> np.ndarray:
-    """(clips, SEGMENTS x hidden) segment means of the frozen tower's output for each wav."""
+                   progress: bool = True, stores: Sequence[str | Path] = ()) -> np.ndarray:
+    """(clips, SEGMENTS x hidden) segment means of the frozen tower's output for each wav, as the
+    model hears it: the processor's features through the model's own forward (the tower's
+    attention mask included), with the outputs `stores` (`tower-cache` files of this tower: the
+    study's, and the base stage's for the base clips) hold replayed and only the others encoded."""
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    from ..audio_tower import audio_tower
+    from ..audio_tower import audio_tower, wrapped_forward
+    from ..tower_cache import TowerCache, load_store
 
     if threads:
         torch.set_num_threads(threads)
     model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir).eval()
-    fe = AutoProcessor.from_pretrained(model_dir).feature_extractor
-    tower = audio_tower(model)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    cache = TowerCache(device="cpu")
+    for store in stores:
+        load_store(cache, store, model)
+    hidden: list = []
+
+    def capture(original, *args, **kwargs):  # noqa: ANN001, ANN202 - the tower's forward, replayed
+        result = original(*args, **kwargs)
+        hidden.append(result.last_hidden_state)  # (batch, positions, width)
+        return result
+
     out = []
+    tower = audio_tower(model)
     for i in tqdm(range(0, len(paths), BATCH), desc="probe features", unit="batch", disable=not progress):
         audio = [load_audio(p, SAMPLE_RATE) for p in paths[i:i + BATCH]]
-        feats = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")["input_features"]
-        with torch.no_grad():
-            hidden = tower(feats).last_hidden_state  # (batch, positions, width)
-        segs = [seg.mean(dim=1) for seg in torch.tensor_split(hidden, SEGMENTS, dim=1)]
+        enc = processor(text=[processor.audio_token] * len(audio), audio=audio, sampling_rate=SAMPLE_RATE,
+                        return_tensors="pt", padding=True)
+        hidden.clear()
+        with torch.inference_mode(), cache.replaying(model), wrapped_forward(tower, capture, "probe"):
+            model(**enc)
+        segs = [seg.mean(dim=1) for seg in torch.tensor_split(hidden[0], SEGMENTS, dim=1)]
         out.append(torch.cat(segs, dim=1).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
@@ -96,13 +113,15 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = L2):  # 
     return lambda z: np.argmax(((z - mean) / std) @ w_ + b_, axis=1)
 
 
-def run_probe(data_dir: str | Path, model_dir: str | Path, threads: int | None = None, progress: bool = True) -> dict:
-    """The probe of every sub-category: {"sub-categories": {name: {...}}, "segments", "seconds"}."""
+def run_probe(data_dir: str | Path, model_dir: str | Path, threads: int | None = None, progress: bool = True,
+              stores: Sequence[str | Path] = ()) -> dict:
+    """The probe of every sub-category: {"sub-categories": {name: {...}}, "segments", "seconds"}.
+    `stores`: tower-cache files to replay (see `tower_features`)."""
     t0 = time.perf_counter()
     rows = clip_rows(data_dir)
     if not rows:
         raise ValueError(f"{data_dir}: no base or test clips in params.jsonl")
-    feats = tower_features(model_dir, [r["audio_path"] for r in rows], threads, progress)
+    feats = tower_features(model_dir, [r["audio_path"] for r in rows], threads, progress, stores)
     result = {}
     for key, sub in SUBCATS.items():
         idx = {s: [i for i, r in enumerate(rows) if r["key"] == key and r["split"] == s] for s in ("base", "test")}
@@ -131,12 +150,14 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--tower-store", action="append", default=[], metavar="FILE",
+                    help="a tower-cache store of the model's tower to replay (repeatable; clips it lacks are encoded)")
     a = ap.parse_args(argv)
     for path, what in ((Path(a.data) / "params.jsonl", "benchmark"), (Path(a.model) / "config.json", "model")):
         if not path.is_file():
             ap.exit(2, f"error: {path} not found: not a mini {what} folder\n")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
-    result = run_probe(a.data, a.model, a.threads, progress=not a.quiet)
+    result = run_probe(a.data, a.model, a.threads, progress=not a.quiet, stores=a.tower_store)
     write_atomic(Path(a.out), json.dumps(result, indent=1) + "\n")
     for name, r in result["sub-categories"].items():
         flag = "" if r["above_chance"] else "   <- not above chance"

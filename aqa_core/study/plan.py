@@ -3,9 +3,11 @@
     python -m aqa_core study --out runs/mini [--seeds N] [--jobs J] [--force STAGE ...]
 
 Stages (each a subprocess, so memory stays bounded and a crash names its stage):
-data (mini-data) -> base (mini-base) -> tower (tower-cache: the frozen tower's output for every
-train, validation and test clip, which every later stage replays) -> eval-base-p2, eval-base-p1 (direct inference),
-eval-base-p2-silence, eval-base-p2-mismatched and probe (the validity checks of book/plan.md) ->
+data (mini-data) -> base (mini-base, which keeps its frozen tower's outputs for the base clips) ->
+tower (tower-cache: the frozen tower's output for every train, validation and test clip, which
+every later stage replays) -> eval-base-p2, eval-base-p1 (direct inference),
+eval-base-p2-silence, eval-base-p2-mismatched and probe (the validity checks of book/plan.md,
+the probe replaying both stores) ->
 sft-full, sft-lora (prompt <1>), grpo-p2, grpo-p3 -> sweep-* (every checkpoint on test and
 validation) -> nb-* (papermill executes notebooks/*.ipynb into book/results/*.ipynb, which the
 book's _toc.yml reads; the notebooks only record runs that exist, they never retrain).
@@ -117,7 +119,7 @@ NOTEBOOKS = {
 #: Expected seconds of each kind of stage on the 2-core machine (a cold build of 2026-12-01), used
 #: only to start the ready stage with the longest chain to the end first (`stages.critical_path`);
 #: a stage's last real run replaces its weight. The first matching pattern wins.
-STAGE_WEIGHTS = (("data", 10), ("base", 80), ("tower", 50), ("eval-base-*", 11), ("probe", 80), ("sft-full*", 95),
+STAGE_WEIGHTS = (("data", 10), ("base", 80), ("tower", 50), ("eval-base-*", 11), ("probe", 20), ("sft-full*", 95),
                  ("sft-lora*", 105), ("grpo-p2*", 95), ("grpo-p3*", 115), ("sweep-grpo-p3*", 45), ("sweep-*", 35),
                  ("nb-report", 10), ("nb-*", 3),
                  ("abl-sft-*", 100), ("abl-grpo-*", 95), ("sweep-abl-*", 30))
@@ -231,14 +233,16 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
     recipes = {**RECIPES, **(recipes or {})}
     book = Path(book) if book else ROOT / "book"
     data, base, store = out / "data", out / "base", out / "tower" / "outputs.safetensors"
+    base_store = out / "tower" / "base-clips.safetensors"  # the base clips' outputs, for the probe
     test, val = data / "test-mini.json", data / "validation.jsonl"
     threads = max(1, (os.cpu_count() or 2) // max(1, jobs))
     code = stage_code()
     stages = [
         Stage("data", aqa_argv("mini-data", "--out", data, *data_args), [], [data / "manifest.json", test],
               code["data"]),
-        Stage("base", aqa_argv("mini-base", "--data", data, "--out", base, *base_args),
-              ["data"], [base / "build_info.json"], code["base"], clear=[base],
+        # the frozen tower's outputs for the base clips, encoded while training, are kept for the probe
+        Stage("base", aqa_argv("mini-base", "--data", data, "--out", base, "--tower-store", base_store, *base_args),
+              ["data"], [base / "build_info.json", base_store], code["base"], clear=[base, base_store],
               runtime_args=["--threads", str(os.cpu_count() or 2)], exclusive=True),
         # the frozen tower's outputs for every train, validation and test clip, encoded once for the
         # whole study: every later stage replays them (aqa_core.tower_cache; the same numbers)
@@ -262,8 +266,9 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
                                      "--prompt", p, "--audio", audio, "--overwrite", *eval_args),
                             ["base", "tower"], [pred], code["eval"], clear=[pred.parent]))
     probe = out / "validity" / "probe.json"
-    stages.append(Stage("probe", aqa_argv("mini-probe", "--data", data, "--model", base, "--out", probe, "--quiet"),
-                        ["base"], [probe], code["probe"], clear=[probe],
+    stages.append(Stage("probe", aqa_argv("mini-probe", "--data", data, "--model", base, "--out", probe, "--quiet",
+                                          "--tower-store", base_store, "--tower-store", store),
+                        ["base", "tower"], [probe], code["probe"], clear=[probe],
                         runtime_args=["--threads", str(threads)]))
     for seed in range(seeds):
         suffix = f"-seed{seed}" if seed else ""

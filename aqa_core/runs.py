@@ -417,6 +417,24 @@ def first_last_tenth(rows: list[dict], key: str) -> tuple[float, float]:
     return tenth_means(values)
 
 
+def predictions_name(checkpoint: str, split: str = "test", audio: str = "real") -> str:
+    """The file a sweep writes a checkpoint's predictions on one split to, in the run's `eval/`
+    folder: CKPT.SPLIT.json, or CKPT.SPLIT.audio-<choice>.json with the audio ablated.
+
+    >>> predictions_name("checkpoint-60"), predictions_name("checkpoint-60", audio="silence")
+    ('checkpoint-60.test.json', 'checkpoint-60.test.audio-silence.json')
+    """
+    return f"{checkpoint}.{split}" + ("" if audio == "real" else f".audio-{audio}") + ".json"
+
+
+def chosen_on_validation(run_dir: str | Path) -> dict | None:
+    """The checkpoint a run's sweep chose on validation (its `best_on_validation` selection:
+    checkpoint, step, test and validation accuracy), or None when there is no sweep or no choice."""
+    if not (Path(run_dir) / SWEEP_FILE).is_file():
+        return None
+    return read_sweep(run_dir)["selection"].get("best_on_validation")
+
+
 def read_sweep(run_dir: str | Path) -> dict:
     """`RUN/eval/sweep.json` as `python -m aqa_core sweep` writes it."""
     path = Path(run_dir) / SWEEP_FILE

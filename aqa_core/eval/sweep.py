@@ -29,7 +29,7 @@ from ..data import TASKS
 from ..files import write_atomic
 from ..prompts import as_prompt
 from ..runs import (FINAL_DIR, MERGED_DIR, SWEEP_FILE, checkpoint_problem, checkpoint_step, checkpoints, model_dir,
-                    read_config)
+                    predictions_name, read_config)
 from .evaluate import (AUDIO_ABLATIONS, EvalError, InputCache, add_eval_arguments, eval_world, evaluate_file, exit_code,
                        load_model)
 from ..tower_cache import TowerCache
@@ -198,7 +198,7 @@ def sweep(
     def evaluate(folder: Path, name: str, which: str, path, audio_dir_, ablation: str | None = None) -> dict:  # noqa: ANN001
         kwargs = {**eval_kwargs, "limit": validation_limit} if which == "validation" and validation_limit else eval_kwargs
         if ablation:
-            kwargs, which = {**kwargs, "audio": ablation}, f"{which}.audio-{ablation}"
+            kwargs = {**kwargs, "audio": ablation}
         cache: list = []
 
         def loader(folder=folder, cache=cache):
@@ -206,14 +206,14 @@ def sweep(
                 cache.append(load_model(folder))
             return cache[0]
 
-        result = evaluate_file(folder, path, out_dir / f"{name}.{which}.json", audio_dir_, prompt, loader=loader,
-                               overwrite=True, **kwargs)
+        result = evaluate_file(folder, path, out_dir / predictions_name(name, which, ablation or "real"), audio_dir_,
+                               prompt, loader=loader, overwrite=True, **kwargs)
         cache.clear()
         gc.collect()
         return result
 
     if base_test_from and include_base and data is not None:
-        _seed_base_test(Path(base_test_from), out_dir / "base.test.json")
+        _seed_base_test(Path(base_test_from), out_dir / predictions_name("base"))
     results: dict[str, dict] = {}
     for name, step, folder in models:  # validation everywhere; test everywhere when test_at="all"
         results[name] = {}

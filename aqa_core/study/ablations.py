@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..runs import SWEEP_FILE, read_sweep
+from ..runs import SWEEP_FILE, chosen_on_validation, predictions_name, read_sweep
 from .display import Figure, Table
 from .plan import ABLATION_DIR, RUNS, TRAIN_FRACTIONS, ablation_runs, plan_train_size
 from .results import code_commit, convergence, score_predictions_file
@@ -37,10 +37,8 @@ LABELS = {"sft-full": "Full + Prompt <1>", "sft-lora": "LoRA + Prompt <1>", "grp
 
 def _correct(run_dir: Path) -> dict[str, bool] | None:
     """Per-item correctness of a run at its checkpoint chosen on validation, or None."""
-    if not (run_dir / SWEEP_FILE).is_file():
-        return None
-    chosen = read_sweep(run_dir)["selection"].get("best_on_validation")
-    preds = run_dir / "eval" / f"{chosen['checkpoint']}.test.json" if chosen else None
+    chosen = chosen_on_validation(run_dir)
+    preds = run_dir / SWEEP_FILE.parent / predictions_name(chosen["checkpoint"]) if chosen else None
     return score_predictions_file(preds)[0] if preds and preds.is_file() else None
 
 

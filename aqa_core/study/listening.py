@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..runs import SWEEP_FILE, read_sweep
+from ..runs import SWEEP_FILE, chosen_on_validation, predictions_name
 from .display import Table
 from .results import ROWS, ModelResult, score_predictions_file
 from .tables import cell, compare
@@ -45,14 +45,10 @@ def _files(result_dir: Path, spec) -> dict[str, Path] | None:  # noqa: ANN001 - 
         return {"real": base / "predictions.json",
                 **{a: base.with_name(f"{base.name}-{a}") / "predictions.json" for a in ABLATIONS}}
     folder = result_dir / spec.folder
-    if not (folder / SWEEP_FILE).is_file():
-        return None
-    chosen = read_sweep(folder)["selection"].get("best_on_validation")
+    chosen = chosen_on_validation(folder)
     if not chosen:
         return None
-    ckpt = chosen["checkpoint"]
-    return {"real": folder / "eval" / f"{ckpt}.test.json",
-            **{a: folder / "eval" / f"{ckpt}.test.audio-{a}.json" for a in ABLATIONS}}
+    return {a: folder / SWEEP_FILE.parent / predictions_name(chosen["checkpoint"], audio=a) for a in ("real", *ABLATIONS)}
 
 
 def table_listening(result_dir: str | Path, n_resamples: int = 10_000) -> Table | None:

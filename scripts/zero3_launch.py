@@ -54,9 +54,11 @@ def launch_argv(command: list[str], processes: int = 2, varying_reward: bool = F
             "--main_process_port", str(free_port()), str(Path(__file__).resolve()), "worker", *flags, "--", *command]
 
 
-def launch(command: list[str], timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    """Run COMMAND under ZeRO-3 on 2 CPU processes from the repository root; output captured."""
-    return subprocess.run(launch_argv(command, **kwargs), cwd=REPO, env=launch_env(), capture_output=True,
+def launch(command: list[str], timeout: float | None = 600, capture: bool = True,
+           **kwargs) -> subprocess.CompletedProcess:
+    """Run COMMAND under ZeRO-3 on 2 CPU processes from the repository root; its output captured,
+    or (`capture=False`) passed through to this terminal."""
+    return subprocess.run(launch_argv(command, **kwargs), cwd=REPO, env=launch_env(), capture_output=capture,
                           text=True, timeout=timeout)
 
 
@@ -140,8 +142,7 @@ def run(argv: list[str]) -> int:
     ap.add_argument("command", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     command = a.command[1:] if a.command[:1] == ["--"] else a.command
-    proc = subprocess.run(launch_argv(command, varying_reward=a.varying_reward), cwd=REPO, env=launch_env())
-    return proc.returncode
+    return launch(command, timeout=None, capture=False, varying_reward=a.varying_reward).returncode
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE
+from ..audio import whisper_feature_extractor
 from ..audio_tower import audio_tower
 from ..data import iter_jsonl
 from ..tower_cache import TowerCache, save_store
@@ -131,12 +131,9 @@ def build_tokenizer(vocab_size: int = 1024, corpus_path: Path = CORPUS_PATH):
 
 def build_processor(spec: MiniSpec = MiniSpec()):
     """Qwen2AudioProcessor: Whisper features over a `spec.audio_seconds` window + our tokenizer."""
-    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
+    from transformers import Qwen2AudioProcessor
 
-    fe = WhisperFeatureExtractor(
-        feature_size=spec.num_mel_bins, sampling_rate=SAMPLE_RATE, hop_length=160,
-        chunk_length=spec.audio_seconds, n_fft=400, padding_value=0.0, return_attention_mask=True,
-    )
+    fe = whisper_feature_extractor(spec.num_mel_bins, spec.audio_seconds)
     tokenizer = build_tokenizer(spec.vocab_size)
     return Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tokenizer,
                                chat_template=Qwen2AudioProcessor.default_chat_template.fget(None))

@@ -11,7 +11,10 @@ and a small mini benchmark in a temporary folder.
 
 It also times what a checkpoint sweep does after its first checkpoint: the same items with the
 frozen audio tower's outputs replayed (aqa_core.tower_cache), and from the two passes the tower's
-own cost per item, the floor that no batching of a single evaluation goes below.
+own cost per item, the floor that no batching of a single evaluation goes below; then that pass
+with and without the processor's output of each batch replayed too (aqa_core.eval.evaluate.
+InputCache: no wav read, no mel features computed), alternated `--repeats` times, with the ratio
+of the two and whether their outputs are identical.
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--prompt", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3, help="alternated passes with and without the input cache")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
 
@@ -68,7 +72,7 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
 
     from aqa_core.answers import extract_answer
     from aqa_core.data import load_mmau
-    from aqa_core.eval.evaluate import evaluate_records, generation_config_for, load_model
+    from aqa_core.eval.evaluate import InputCache, evaluate_records, generation_config_for, load_model
     from aqa_core.tower_cache import TowerCache
 
     torch.set_num_threads(args.threads)
@@ -113,7 +117,23 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
                                 progress=False, tower_cache=cache)
     t_fill, t_replay = t1 - t0, time.perf_counter() - t1
 
+    # ... and with each batch's processor output replayed as well (the sweep's InputCache), the two
+    # passes alternated so that the machine's drift falls on both alike.
+    inputs = InputCache()
+    evaluate_records(model, processor, records, args.prompt, args.batch_size, args.max_new_tokens, progress=False,
+                     tower_cache=cache, input_cache=inputs)  # fills it
+    t_tower_only = t_both = 0.0
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        evaluate_records(model, processor, records, args.prompt, args.batch_size, args.max_new_tokens,
+                         progress=False, tower_cache=cache)
+        t1 = time.perf_counter()
+        both = evaluate_records(model, processor, records, args.prompt, args.batch_size, args.max_new_tokens,
+                                progress=False, tower_cache=cache, input_cache=inputs)
+        t_tower_only, t_both = t_tower_only + t1 - t0, t_both + time.perf_counter() - t1
+
     n = len(records)
+    same_inputs = sum(a["raw_output"] == b["raw_output"] for a, b in zip(both, replayed))
     same_replay = sum(a["raw_output"] == b["raw_output"] for a, b in zip(replayed, batched))
     same_raw = sum(b["raw_output"] == p for b, p in zip(batched, plain))
     same_pred = sum(b["model_prediction"] == extract_answer(p) for b, p in zip(batched, plain))
@@ -130,6 +150,11 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
         "speedup_ceiling_single_eval": round((t_plain / n) / max((t_fill - t_replay) / n, 1e-9), 2),
         "sweep_replay_items_per_s": round(n / t_replay, 3), "sweep_replay_speedup": round(t_plain / t_replay, 2),
         "sweep_replay_identical_raw_outputs": round(same_replay / n, 4),
+        "repeats": args.repeats,
+        "sweep_replay_seconds": round(t_tower_only / args.repeats, 3),
+        "sweep_replay_input_cache_seconds": round(t_both / args.repeats, 3),
+        "input_cache_speedup": round(t_tower_only / t_both, 3),
+        "input_cache_identical_raw_outputs": round(same_inputs / n, 4),
     }
     print(f"plain loop : {figures['plain_items_per_s']:8.2f} items/s ({t_plain:.1f} s for {n} items)")
     print(f"batched    : {figures['batched_items_per_s']:8.2f} items/s ({t_batched:.1f} s, batch {args.batch_size})")
@@ -142,6 +167,9 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
     print(f"sweep, next checkpoint (frozen tower replayed): {figures['sweep_replay_items_per_s']:8.2f} items/s, "
           f"{figures['sweep_replay_speedup']:.2f}x the plain loop; identical raw outputs "
           f"{same_replay}/{n}")
+    print(f"  ... and each batch's processor output replayed too: {t_both / args.repeats:.2f} s against "
+          f"{t_tower_only / args.repeats:.2f} s per pass (mean of {args.repeats}, alternated), "
+          f"{figures['input_cache_speedup']:.2f}x; identical raw outputs {same_inputs}/{n}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -508,6 +508,10 @@ def test_input_cache_feeds_the_same_tensors_and_encodes_each_batch_once(tmp_path
     assert (cache.misses, cache.hits) == (9, 3)
     processor2.feature_extractor.padding_value = 0.5  # a processor that computes other features
     assert ev.InputCache.fingerprint(processor2) != ev.InputCache.fingerprint(processor)
+    small = ev.InputCache(max_bytes=cache.bytes // len(cache.batches))  # room for about one batch
+    ev.evaluate_records(model, processor, records, 2, input_cache=small, **kw)
+    ev.evaluate_records(model, processor, records, 2, input_cache=small, **kw)
+    assert len(small.batches) <= 1 and small.bytes <= small.max_bytes and small.misses >= 5
 
 
 @pytest.mark.slow

@@ -170,13 +170,17 @@ class InputCache:
     """The processor's output (token ids, mel features, masks) for each batch an evaluation
     feeds, kept for the next model of a sweep: every checkpoint of a run hears the same clips with
     the same prompts in the same batches, so the wavs are read and the features computed once per
-    sweep instead of once per checkpoint. A batch is keyed by the processor's files (its
-    `fingerprint`), the prompt texts and each record's clip and ablation; the tensors are the
-    processor's own, so the model sees the same numbers with or without the cache. `hits` and
+    sweep instead of once per checkpoint. A batch is keyed by what the processor computes with
+    (its `fingerprint`), the prompt texts and each record's clip and ablation; the tensors are the
+    processor's own, so the model sees the same numbers with or without the cache. Batches are
+    kept while they fit in `max_bytes` (the mini test split takes about 100 MB; real MMAU
+    test-mini, 128 mels over 30 s, about 1.5 GB), later ones are encoded each time. `hits` and
     `misses` count batches."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = 2 << 30) -> None:
         self.batches: dict[tuple, dict] = {}
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -207,8 +211,12 @@ class InputCache:
             self.hits += 1
             return hit
         self.misses += 1
-        self.batches[key] = _encode_batch(processor, texts, records)
-        return self.batches[key]
+        encoded = _encode_batch(processor, texts, records)
+        size = sum(v.numel() * v.element_size() for v in encoded.values() if hasattr(v, "element_size"))
+        if self.bytes + size <= self.max_bytes:
+            self.batches[key] = encoded
+            self.bytes += size
+        return encoded
 
 
 def _encode_batch(processor, texts: list[str], records: Sequence[dict]) -> dict:  # noqa: ANN001
@@ -676,8 +684,8 @@ def _evaluate_file(
         try:
             evaluate_records(model, processor, [fed[i] for i in pending], prompt, batch_size, max_new_tokens,
                              decoding, seed, progress=progress, desc=out.name, tower_cache=tower_cache,
-                             input_cache=input_cache, on_batch=lambda rows: write_batch([(pending[j], r) for j, r in rows]),
-                             shard=(rank, world))
+                             input_cache=input_cache, shard=(rank, world),
+                             on_batch=lambda rows: write_batch([(pending[j], r) for j, r in rows]))
         except KeyboardInterrupt:
             say(f"\ninterrupted: progress kept in {own}; rerun the same command to resume")
             raise

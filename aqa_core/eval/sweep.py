@@ -8,9 +8,9 @@ Figures 3 and 4), with two selections side by side: the best checkpoint on the t
 
 Each checkpoint is one `aqa_core.eval.evaluate.evaluate_file` (cached and resumable per file).
 While the audio tower's weights do not change (the mini recipes freeze it) each clip is encoded
-once for the whole sweep (`aqa_core.tower_cache`), as is each batch's processor output (the wavs
-read, the mel features, the token ids: `aqa_core.eval.evaluate.InputCache`); a `final/` holding the last checkpoint's
-tensors is not evaluated twice. The result is `RUN/eval/sweep.json` (layout: `aqa_core.runs`);
+once for the whole sweep (`aqa_core.tower_cache`), as is each batch's processor output (the
+wavs read, the mel features, the token ids: `aqa_core.eval.evaluate.InputCache`); a `final/`
+holding the last checkpoint's tensors is not evaluated twice. The result is `RUN/eval/sweep.json` (layout: `aqa_core.runs`);
 an audio ablation (`--audio silence|mismatched`) goes to `RUN/eval/audio-<choice>/` instead.
 On every GPU of a node: `torchrun --nproc_per_node 8 -m aqa_core sweep --run-dir RUN_DIR ...`:
 each evaluation is split across the processes (`aqa_core.eval.evaluate`), rank 0 writes.

@@ -454,6 +454,8 @@ def build_base(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, step
     data, out = Path(data_dir), Path(out_dir)
     rows = load_base_rows(data)
     fp = fingerprint(rows, data, seed, hp, spec, pretrained_encoder)
+    if tower_store is not None and not hp.freeze_audio_tower:
+        raise ValueError("mini-base: a tower store needs the frozen tower (a trained tower's outputs change)")
     if not force and _is_cached(out, fp) and (tower_store is None or Path(tower_store).is_file()):
         print(f"mini-base: {out} is up to date (fingerprint {fp[:12]}); skipped")
         return out
@@ -469,9 +471,7 @@ def build_base(data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, step
         cache.bind(model)  # the store names the tower that made it
     log = train_base(model, processor, rows, hp, seed=seed, progress=progress, tower_cache=cache)
     train_seconds = time.perf_counter() - t_train
-    if tower_store is not None:
-        if cache is None:
-            raise ValueError("mini-base: --tower-store needs the frozen tower (its outputs change as it trains)")
+    if cache is not None and tower_store is not None:
         save_store(cache, tower_store)
     model.eval()
     model.save_pretrained(out)

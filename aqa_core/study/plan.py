@@ -91,6 +91,10 @@ EVAL_MAX_NEW_TOKENS = 64
 #: Validation items the study's sweeps score at each checkpoint: the first 200 of the 400 (the
 #: analysis plan's validation subset, Amendment 3; the learning-rate search used all 400).
 VALIDATION_ITEMS = 200
+#: The tower stage's store (every train, validation and test clip) and the base stage's (the base
+#: clips, for the probe), under the study's output folder (`aqa_core.tower_cache`).
+TOWER_STORE = Path("tower") / "outputs.safetensors"
+BASE_TOWER_STORE = Path("tower") / "base-clips.safetensors"
 #: Training seeds per run of the study (book/plan.md); extra seeds go to RUN-seedN
 SEEDS = 3
 #: The base model's evaluations with the audio replaced (the validity checks of book/plan.md):
@@ -213,7 +217,7 @@ def _training_stage(name: str, runner: str, recipe: str, rcfg: dict, out: Path, 
     `--set`s every run shares, then `sets`); GRPO gets its share of the torch threads."""
     data = out / "data"
     shared = [f"model_name_or_path={out / 'base'}", f"train_data={data / 'train.jsonl'}",
-              f"train_audio_dir={data / 'train-audios'}", f"tower_cache_file={out / 'tower' / 'outputs.safetensors'}"]
+              f"train_audio_dir={data / 'train-audios'}", f"tower_cache_file={out / TOWER_STORE}"]
     argv = aqa_argv(runner, "--recipe", recipe_path(recipe), "--output-dir", run_dir,
                     *[a for s in [*shared, *sets] for a in ("--set", s)])
     return Stage(name, argv, ["base", "tower"], [run_dir / "metrics.jsonl"], code[runner], config={"recipe": rcfg},
@@ -232,8 +236,7 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
     out = Path(out)
     recipes = {**RECIPES, **(recipes or {})}
     book = Path(book) if book else ROOT / "book"
-    data, base, store = out / "data", out / "base", out / "tower" / "outputs.safetensors"
-    base_store = out / "tower" / "base-clips.safetensors"  # the base clips' outputs, for the probe
+    data, base, store, base_store = out / "data", out / "base", out / TOWER_STORE, out / BASE_TOWER_STORE
     test, val = data / "test-mini.json", data / "validation.jsonl"
     threads = max(1, (os.cpu_count() or 2) // max(1, jobs))
     code = stage_code()

@@ -70,7 +70,7 @@ class ScriptedGeneration:
         self.rule = rule or (lambda model_name, rec: int(rec["id"].lstrip("qv") or 0) % 2 == 0)
         self.items: list[str] = []
 
-    def __call__(self, model, processor, texts, records, gen_cfg, tower_cache=None, input_cache=None, processor_key=""):
+    def __call__(self, model, processor, texts, records, gen_cfg, tower_cache=None, input_cache=None):
         assert len(texts) == len(records) and all("<|AUDIO|>" in t for t in texts)
         out = []
         for r in records:

@@ -174,8 +174,9 @@ class InputCache:
     (its `fingerprint`), the prompt texts and each record's clip and ablation; the tensors are the
     processor's own, so the model sees the same numbers with or without the cache. Batches are
     kept while they fit in `max_bytes` (the mini test split takes about 100 MB; real MMAU
-    test-mini, 128 mels over 30 s, about 1.5 GB), later ones are encoded each time. `hits` and
-    `misses` count batches."""
+    test-mini, 128 mels over 30 s, about 1.5 GB), later ones are encoded each time. `bind` ties
+    the cache to the processor an evaluation uses (as `TowerCache.bind` to a model's tower).
+    `hits` and `misses` count batches."""
 
     def __init__(self, max_bytes: int = 2 << 30) -> None:
         self.batches: dict[tuple, dict] = {}
@@ -183,6 +184,11 @@ class InputCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
+        self.processor_key = ""  # the bound processor's fingerprint
+
+    def bind(self, processor) -> None:  # noqa: ANN001
+        """Key the next batches by this processor's fingerprint (computed once per evaluation)."""
+        self.processor_key = self.fingerprint(processor)
 
     @staticmethod
     def fingerprint(processor) -> str:  # noqa: ANN001
@@ -204,8 +210,9 @@ class InputCache:
             h.update(part.encode() + b"\0")
         return h.hexdigest()[:16]
 
-    def encode(self, processor, texts: list[str], records: Sequence[dict], fingerprint: str) -> dict:  # noqa: ANN001
-        key = (fingerprint, tuple(texts), tuple((str(r["audio_path"]), r.get(ABLATION)) for r in records))
+    def encode(self, processor, texts: list[str], records: Sequence[dict]) -> dict:  # noqa: ANN001
+        """The batch's tensors, from the cache when the bound processor made them before."""
+        key = (self.processor_key, tuple(texts), tuple((str(r["audio_path"]), r.get(ABLATION)) for r in records))
         hit = self.batches.get(key)
         if hit is not None:
             self.hits += 1
@@ -226,16 +233,14 @@ def _encode_batch(processor, texts: list[str], records: Sequence[dict]) -> dict:
 
 
 def _generate(model, processor, texts: list[str], records: Sequence[dict], gen_cfg,
-              tower_cache: TowerCache | None = None, input_cache: InputCache | None = None,
-              processor_key: str = "") -> list[str]:
+              tower_cache: TowerCache | None = None, input_cache: InputCache | None = None) -> list[str]:
     """One left-padded batch through `generate`; the decoded new tokens (special tokens dropped,
     as the official script's `batch_decode(..., skip_special_tokens=True)`). With `tower_cache`
     (bound to this model's tower), clips it has already encoded are not encoded again; with
-    `input_cache`, a batch the processor (`processor_key`: its fingerprint) has already encoded
-    is not encoded again."""
+    `input_cache` (bound to this processor), a batch it has already encoded is not encoded again."""
     import torch
 
-    encoded = (input_cache.encode(processor, texts, records, processor_key) if input_cache is not None
+    encoded = (input_cache.encode(processor, texts, records) if input_cache is not None
                else _encode_batch(processor, texts, records))
     inputs = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in encoded.items()}
     inputs["input_features"] = inputs["input_features"].to(model.dtype)
@@ -296,7 +301,8 @@ def evaluate_records(
     results: list[dict | None] = [None] * len(records)
     if tower_cache is not None:
         tower_cache.bind(model)
-    processor_key = InputCache.fingerprint(processor) if input_cache is not None else ""
+    if input_cache is not None:
+        input_cache.bind(processor)
     was_training = model.training
     model.eval()
     rank, world = shard
@@ -308,7 +314,7 @@ def evaluate_records(
             torch.manual_seed(seed)
             for idx in batches:
                 raw = _generate(model, processor, [texts[i] for i in idx], [records[i] for i in idx], gen_cfg,
-                                tower_cache, input_cache, processor_key)
+                                tower_cache, input_cache)
                 done = []
                 for i, text in zip(idx, raw):
                     answer = extract_answer(text)

@@ -206,9 +206,9 @@ def stage_seconds(result_dir: Path) -> dict[str, float]:
             if t["stage"].startswith(("abl-", "sweep-abl-"))}
 
 
-def _minutes(seconds: dict[str, float], prefix: str) -> float:
-    """The stage seconds of one kind (`abl-`: training, `sweep-abl-`: sweeps), summed, in minutes."""
-    return sum(v for k, v in seconds.items() if k.startswith(prefix)) / 60
+def _kind_seconds(seconds: dict[str, float], prefix: str) -> float:
+    """The stage seconds of one kind (`abl-`: training, `sweep-abl-`: sweeps), summed."""
+    return sum(v for k, v in seconds.items() if k.startswith(prefix))
 
 
 def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000, note: str = "") -> dict:
@@ -228,7 +228,7 @@ def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000, note: s
             "benchmark_version": manifest.get("version"), "sizes": manifest.get("sizes"),
             "n_resamples": n_resamples, "records": records,
             "stage_seconds": seconds,
-            "training_seconds": 60 * _minutes(seconds, "abl-"), "sweep_seconds": 60 * _minutes(seconds, "sweep-abl-")}
+            "training_seconds": _kind_seconds(seconds, "abl-"), "sweep_seconds": _kind_seconds(seconds, "sweep-abl-")}
 
 
 def ablation_source(result_dir: str | Path, n_resamples: int = 10_000) -> tuple[list[dict], dict | None]:
@@ -294,8 +294,8 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
     values[f"{scale}_ablation_source"] = (_provenance(result_dir, archive) if records else
                                           "no run: neither this build nor an archive holds results")
     seconds = archive["stage_seconds"] if archive is not None else stage_seconds(result_dir)
-    values[f"{scale}_ablation_training_minutes"] = _minutes(seconds, "abl-")
-    values[f"{scale}_ablation_sweep_minutes"] = _minutes(seconds, "sweep-abl-")
+    values[f"{scale}_ablation_training_minutes"] = _kind_seconds(seconds, "abl-") / 60
+    values[f"{scale}_ablation_sweep_minutes"] = _kind_seconds(seconds, "sweep-abl-") / 60
     values[f"{scale}_ablation_stages_timed"] = len(seconds)
     values[f"{scale}_ablation_note"] = ((archive or {}).get("note") or
                                         "Its stage times were measured as it ran, two stages at a time.")

@@ -87,3 +87,14 @@ def test_mini_probe_cli_names_a_wrong_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         cli(["--data", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "p.json")])
     assert err.value.code == 2 and "not a mini benchmark folder" in capsys.readouterr().err
+
+
+def test_mini_probe_cli_names_a_missing_store(tmp_path, capsys):
+    (tmp_path / "params.jsonl").write_text("")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as err:
+        cli(["--data", str(tmp_path), "--model", str(tmp_path), "--out", str(tmp_path / "p.json"),
+             "--tower-store", str(tmp_path / "none.safetensors")])
+    assert err.value.code == 2
+    assert "none.safetensors: no such tower-cache store (--tower-store)" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()

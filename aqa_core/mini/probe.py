@@ -156,6 +156,9 @@ def cli(argv: list[str]) -> int:
     for path, what in ((Path(a.data) / "params.jsonl", "benchmark"), (Path(a.model) / "config.json", "model")):
         if not path.is_file():
             ap.exit(2, f"error: {path} not found: not a mini {what} folder\n")
+    for store in a.tower_store:
+        if not Path(store).is_file():
+            ap.exit(2, f"error: {store}: no such tower-cache store (--tower-store)\n")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)  # before the work, not after it
     result = run_probe(a.data, a.model, a.threads, progress=not a.quiet, stores=a.tower_store)
     write_atomic(Path(a.out), json.dumps(result, indent=1) + "\n")

@@ -75,6 +75,42 @@ def test_a_kernel_that_never_started_is_started_again(tmp_path):
     assert count.read_text() == "2x"  # one attempt
 
 
+@pytest.mark.slow
+def test_an_aqa_stage_forked_from_the_stage_server_writes_what_a_fresh_interpreter_writes(
+        tmp_path, tiny_run_inputs, monkeypatch):
+    """`python -m aqa_core` stages fork from the stage server (its libraries imported once): no
+    new interpreter, the same predictions byte for byte as a fresh one, and a failing command's
+    exit code and its one error line in the stage's log."""
+    import subprocess
+
+    from aqa_core.study import stages
+    from aqa_core.study.plan import aqa_argv
+
+    t = tiny_run_inputs(tmp_path / "in")
+
+    def evaluate(name: str) -> Stage:
+        pred = tmp_path / name / "predictions.json"
+        return Stage(name, aqa_argv("evaluate", "--model", t["model"], "--data", t["data"] / "test-mini.json",
+                                    "--audio-dir", t["data"], "--out", pred, "--max-new-tokens", "4"),
+                     [], [pred], code=[])
+
+    fresh = evaluate("fresh")
+    assert _statuses(run_stages([fresh], tmp_path, jobs=1, echo=True)) == {"fresh": "ran"}  # echoed: a subprocess
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"a forked stage started a subprocess: {args[0]}")
+
+    monkeypatch.setattr(stages.subprocess, "Popen", no_subprocess)
+    forked = evaluate("forked")
+    bad = Stage("bad", aqa_argv("score", tmp_path / "nope.json"), [], [], code=[])
+    assert stages.aqa_command(forked.argv)[0] == "evaluate"
+    assert _statuses(run_stages([forked, bad], tmp_path, jobs=2, echo=False)) == {"forked": "ran", "bad": "failed"}
+    monkeypatch.setattr(stages.subprocess, "Popen", subprocess.Popen)
+    assert (tmp_path / "forked" / "predictions.json").read_bytes() == (tmp_path / "fresh" / "predictions.json").read_bytes()
+    log = (tmp_path / "logs" / "bad.log").read_text()
+    assert log.startswith("$ ") and f"error: {tmp_path / 'nope.json'}: no such file" in log
+
+
 def test_code_change_changes_the_key(tmp_path):
     s = Stage("s", ["true"], [], [], code=["aqa_core/study/plan.py"])
     assert s.key({}) == s.key({})

@@ -102,13 +102,14 @@ def test_an_aqa_stage_forked_from_the_stage_server_writes_what_a_fresh_interpret
 
     monkeypatch.setattr(stages.subprocess, "Popen", no_subprocess)
     forked = evaluate("forked")
-    bad = Stage("bad", aqa_argv("score", tmp_path / "nope.json"), [], [], code=[])
-    assert stages.aqa_command(forked.argv)[0] == "evaluate"
+    bad = Stage("bad", aqa_argv("sweep", "--run", tmp_path / "nope", "--data", tmp_path / "x.json"), [], [], code=[])
+    assert stages.forks(forked.argv) and not stages.forks(aqa_argv("mini-data", "--out", tmp_path))
+    assert not stages.forks([sys.executable, "-c", "pass"])
     assert _statuses(run_stages([forked, bad], tmp_path, jobs=2, echo=False)) == {"forked": "ran", "bad": "failed"}
     monkeypatch.setattr(stages.subprocess, "Popen", subprocess.Popen)
     assert (tmp_path / "forked" / "predictions.json").read_bytes() == (tmp_path / "fresh" / "predictions.json").read_bytes()
     log = (tmp_path / "logs" / "bad.log").read_text()
-    assert log.startswith("$ ") and f"error: {tmp_path / 'nope.json'}: no such file" in log
+    assert log.startswith("$ ") and f"error: {tmp_path / 'nope'}: cannot tell the run's prompt" in log
 
 
 def test_code_change_changes_the_key(tmp_path):

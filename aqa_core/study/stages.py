@@ -3,8 +3,9 @@ of its command, config, source files and upstream outputs; a stage reruns only w
 changes, an output is missing, or it is forced. `aqa_core.study.plan` lists the study's stages.
 
 A `python -m aqa_core` stage whose output is not echoed is forked from a stage server
-(`multiprocessing`'s forkserver, started once with torch, transformers, peft and TRL imported:
-PRELOAD), so it starts without those imports; any other command is a subprocess. As with any
+(`multiprocessing`'s forkserver, started once, when the first stage runs, with torch,
+transformers, peft and TRL imported: PRELOAD), so it starts without those imports; the light
+FRESH_COMMANDS and any other command are subprocesses. As with any
 `multiprocessing` start, a script that calls `run_stages` keeps its own top-level code under
 `if __name__ == "__main__":` (`python -m aqa_core study` does).
 """
@@ -41,6 +42,10 @@ NOTEBOOK_ENV = {"MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "HF_
 #: own modules are imported by each stage from the files on disk, which its cache key hashed.
 PRELOAD = ("torch", "transformers", "transformers.trainer", "peft", "trl", "trl.trainer.grpo_trainer",
            "trl.trainer.sft_trainer", "datasets", "accelerate")
+#: Commands that import neither torch nor transformers: a fresh interpreter starts them in a
+#: fraction of a second, without waiting for the server's imports (the study's first stage,
+#: mini-data, runs while the server starts beside it).
+FRESH_COMMANDS = frozenset({"score", "mmau-version", "avqa-convert", "mini-data", "lr-search"})
 _SERVER_LOCK = threading.Lock()
 
 
@@ -114,6 +119,14 @@ def aqa_command(argv: Sequence[str]) -> list[str] | None:
     return argv[3:] if argv[:3] == [sys.executable, "-m", "aqa_core"] else None
 
 
+def forks(argv: Sequence[str]) -> bool:
+    """Whether a stage with this command line is forked from the stage server (when its output
+    is not echoed): an `aqa_core` command other than the FRESH_COMMANDS."""
+    args = aqa_command(argv)
+    command = next((x for x in args if not x.startswith("-")), None) if args is not None else None
+    return command is not None and command not in FRESH_COMMANDS
+
+
 def _stage_server() -> multiprocessing.context.BaseContext:
     """The forkserver context, its server started once with PRELOAD imported and NOTEBOOK_ENV in
     its environment (some libraries read their settings when imported: tqdm, huggingface_hub)."""
@@ -156,17 +169,16 @@ def _forked_stage(args: list[str], log_path: str, env: dict[str, str]) -> None:
 
 
 def _run_logged(argv: list[str], log_path: Path, echo: bool, env: dict | None = None) -> int:
-    """Run a command with its output in `log_path` (and on the console when `echo`). A
-    `python -m aqa_core` command that is not echoed is forked from the stage server (PRELOAD):
-    the same code, arguments, environment and threads as a fresh interpreter, without its imports."""
+    """Run a command with its output in `log_path` (and on the console when `echo`). A command
+    that `forks` and is not echoed is forked from the stage server (PRELOAD): the same code,
+    arguments, environment and threads as a fresh interpreter, without its imports."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **NOTEBOOK_ENV, **(env or {})}
-    args = aqa_command(argv)
     with log_path.open("wb") as log:
         log.write(("$ " + shlex.join(argv) + "\n").encode())
         log.flush()
-        if args is not None and not echo:
-            proc = _stage_server().Process(target=_forked_stage, args=(args, str(log_path), full_env))
+        if forks(argv) and not echo:
+            proc = _stage_server().Process(target=_forked_stage, args=(aqa_command(argv), str(log_path), full_env))
             proc.start()
             proc.join()
             return proc.exitcode
@@ -203,6 +215,8 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
     output_ids: dict[str, str] = {}
     timings: dict[str, Timing] = {}
     lock = threading.Lock()
+    # the stage server starts (its imports in its own process) as soon as any stage really runs
+    serve = not (echo and jobs == 1) and any(forks(s.argv) for s in stages)
 
     def work(stage: Stage) -> Timing:
         dep_ids = {d: output_ids[d] for d in stage.deps}
@@ -213,6 +227,8 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
             with lock:
                 output_ids[stage.name] = stamp["output_id"]
             return Timing(stage.name, "cached", 0.0, stamp.get("seconds"))
+        if serve:
+            _stage_server()
         _clear(stage.clear, out)
         for p in stage.outputs:  # e.g. book/results/ for papermill, which will not create it
             Path(p).parent.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,8 @@ KERNEL_START_ATTEMPTS = 3
 NOTEBOOK_ENV = {"MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "HF_HUB_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
 #: What the stage server (`multiprocessing`'s forkserver) imports once, so that each
-#: `python -m aqa_core` stage forked from it starts with them loaded: about 6 s sooner than a fresh
-#: interpreter on the 2-core machine, for every stage. Third-party libraries only: the package's
+#: `python -m aqa_core` stage forked from it starts with them loaded: about 5 s sooner than a fresh
+#: interpreter on the 2-core machine, for every stage (scripts/bench_stage_server.py). Third-party libraries only: the package's
 #: own modules are imported by each stage from the files on disk, which its cache key hashed.
 PRELOAD = ("torch", "transformers", "transformers.trainer", "peft", "trl", "trl.trainer.grpo_trainer",
            "trl.trainer.sft_trainer", "datasets", "accelerate")
@@ -157,11 +157,14 @@ def _forked_stage(args: list[str], log_path: str, env: dict[str, str]) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    threads = env.get("OMP_NUM_THREADS")
+    if threads != os.environ.get("OMP_NUM_THREADS"):  # the server started with another value (or none)
+        import torch
+
+        n = threads.split(",")[0].strip() if threads else ""
+        torch.set_num_threads(int(n) if n.isdigit() and int(n) > 0 else (os.cpu_count() or 1))
     os.environ.clear()
     os.environ.update(env)
-    import torch
-
-    torch.set_num_threads(int(env.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1))
     sys.argv = [importlib.util.find_spec("aqa_core.__main__").origin, *args]
     from aqa_core.__main__ import run
 

@@ -2,7 +2,8 @@
 
     python -m aqa_core study --out runs/mini [--seeds N] [--jobs J] [--force STAGE ...]
 
-Stages (each a subprocess, so memory stays bounded and a crash names its stage):
+Stages (each its own process, so memory stays bounded and a crash names its stage; those that
+load torch are forked from the stage server of `aqa_core.study.stages`):
 data (mini-data) -> base (mini-base, which keeps its frozen tower's outputs for the base clips) ->
 tower (tower-cache: the frozen tower's output for every train, validation and test clip, which
 every later stage replays) -> eval-base-p2, eval-base-p1 (direct inference),

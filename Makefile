@@ -8,6 +8,8 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 # stages of the study run at once (torch threads are split among them)
 JOBS   ?= 2
+# extra options of the study, e.g. STUDY_ARGS=--prompt3 (GRPO with prompt <3>, opt-in: book/plan.md, Amendment 5)
+STUDY_ARGS ?=
 
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
@@ -37,7 +39,7 @@ test-fast: $(STAMP)
 
 ## The main job: the mini reproduction (cached stage by stage), then the book.
 book: $(STAMP)
-	$(VPY) -m aqa_core study --out runs/mini --jobs $(JOBS)
+	$(VPY) -m aqa_core study --out runs/mini --jobs $(JOBS) $(STUDY_ARGS)
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going
 
 ## Rebuild the book from existing results only.

@@ -16,12 +16,19 @@ ablations` under RESULTS/ablations): OUT.json only, `aqa_core.study.ablations.ar
 which the ablations page shows when a build has not run the plan:
 
     python scripts/archive_results.py runs/mini --ablations --out book/archive/ablations
+
+With `--prompt3` it keeps GRPO <3>'s runs (`study --prompt3`; opt-in since the analysis plan's
+Amendment 5): OUT.json only, `aqa_core.study.secondary.archive_prompt3`, which the pages quote
+when a build has not run them:
+
+    python scripts/archive_results.py runs/mini --prompt3 --out book/archive/grpo-prompt3
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,6 +73,21 @@ def archive(result_dir: Path, n_resamples: int = 10_000) -> dict:
             "values": values, "n_resamples": n_resamples}
 
 
+def archive_prompt3(result_dir: Path, n_resamples: int = 10_000, note: str = "") -> dict:
+    """GRPO <3>'s runs as the pages quote them (`aqa_core.study.secondary.archive_prompt3`), from
+    the report of this results folder alone."""
+    from aqa_core.study.plan import notebook_parameters
+    from aqa_core.study.report import build_report
+    from aqa_core.study.secondary import archive_prompt3 as keep, prompt3_runs
+
+    prompt3_runs(result_dir)  # none: the one-line error before the report's work
+    params = notebook_parameters("report", result_dir)
+    with tempfile.TemporaryDirectory() as figures:
+        report = build_report([result_dir], params["grpo_recipes"], params["sft_recipes"], figures_dir=figures,
+                              n_resamples=n_resamples)
+    return keep(result_dir, report.values, note=note)
+
+
 def markdown(a: dict) -> str:
     import pandas as pd
 
@@ -87,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="OUT.json and OUT.md are written")
     ap.add_argument("--resamples", type=int, default=10_000)
     ap.add_argument("--ablations", action="store_true", help="archive RESULTS/ablations (the ablations page's archive)")
-    ap.add_argument("--note", default="", help="--ablations: how the run was made, where its files do not say (shown on the page)")
+    ap.add_argument("--prompt3", action="store_true",
+                    help="archive the GRPO <3> runs (what a build without `study --prompt3` shows): OUT.json only")
+    ap.add_argument("--note", default="", help="--ablations, --prompt3: how the run was made, where its files do not say (shown on the page)")
     a = ap.parse_args(argv)
     result_dir = Path(a.results)
     if not (result_dir / "data" / "manifest.json").is_file():
@@ -95,16 +119,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if a.ablations:
+    if a.ablations or a.prompt3:
         from aqa_core.study.ablations import archive_ablations
 
+        keep, what = ((archive_ablations, result_dir / "ablations") if a.ablations else
+                      (archive_prompt3, f"GRPO <3> of {result_dir}"))
         try:
-            record = archive_ablations(result_dir, a.resamples, note=a.note)
+            record = keep(result_dir, n_resamples=a.resamples, note=a.note)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         write_atomic(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
-        print(f"archived {result_dir / 'ablations'} -> {out.with_suffix('.json')}")
+        print(f"archived {what} -> {out.with_suffix('.json')}")
         return 0
     record = archive(result_dir, a.resamples)
     record["file"] = out.with_suffix(".json").name

@@ -330,6 +330,7 @@ def test_book_builds_from_fixture_results(tmp_path):
     from aqa_core.study.plan import build_book, execute_notebooks
 
     res = write_fixture_results(tmp_path / "runs")
+    shutil.rmtree(res / "grpo-prompt3")  # opt-in (book/plan.md, Amendment 5): the default build has none
     rec = write_fixture_recipes(tmp_path)
     book = tmp_path / "book"
     shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "results"), symlinks=False)
@@ -364,6 +365,10 @@ def test_book_builds_from_fixture_results(tmp_path):
     # the fixture results have no ablations: the page shows the archived run, its figure and sentences
     assert "archived run of" in abl and "With the prompt the same on both sides" in abl
     assert len(re.findall(r"<img", (html / "ablations.html").read_text(encoding="utf-8"))) >= 1
+    # GRPO <3>: its page and the findings quote the archived run, labelled so
+    p3 = _html_text(html / "results" / "grpo_prompt3.html")
+    assert "archived run of" in p3 and "STUDY_ARGS=--prompt3" in p3 and "converged" in p3
+    assert re.search(r"prompt &lt;3&gt; \( archived run of", found) and "From the archived run of" in found
     titles: dict[str, str] = {}
     for page in sorted(html.rglob("*.html")):
         text = page.read_text(encoding="utf-8")
@@ -414,6 +419,46 @@ def test_archive_results_keeps_a_versions_table_and_its_sentences(tmp_path):
     md = (tmp_path / "v1.md").read_text()
     assert md.startswith("Benchmark v1 (clips: train 90;") and "| GRPO + Prompt <2>" in md and "not decided" in md
     assert mod.main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2  # not a results folder: one line, rc 2
+
+
+def test_grpo_prompt3_is_archived_then_quoted_by_a_build_without_it(tmp_path):
+    """GRPO <3> is opt-in (book/plan.md, Amendment 5): `archive_results.py --prompt3` keeps what the
+    pages quote of it; a results folder without the run gets those values from the archive,
+    labelled; with neither, placeholders that say so; a folder with the run keeps its own."""
+    import importlib.util
+
+    from aqa_core.study.report import build_report
+    from aqa_core.study.secondary import prompt3_table, prompt3_values
+    from aqa_core.study.tables import table_results
+
+    spec = importlib.util.spec_from_file_location("archive_results", ROOT / "scripts" / "archive_results.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = write_fixture_results(tmp_path / "runs")
+    rec = write_fixture_recipes(tmp_path)
+    values = build_report([res], rec["grpo"], rec["sft"], figures_dir=tmp_path / "f", n_resamples=200).values
+    assert values["mini_grpo_p3_origin"] == "this build"
+    assert mod.main([str(res), "--prompt3", "--out", str(tmp_path / "a"), "--resamples", "200"]) == 0
+    kept = json.loads((tmp_path / "a.json").read_text())
+    assert kept["scale"] == "mini" and kept["benchmark_version"] == "1"
+    assert kept["values"]["grpo_p3_avg"] == values["mini_grpo_p3_avg"]
+    assert kept["values"]["think_sentence"] == values["mini_think_sentence"]
+    assert "fig3_grpo_p3_reward_sentence" in kept["values"] and set(kept["convergence"]) == {"grpo-prompt3"}
+    assert not any(k.startswith(("paper_", "grpo_p2_", "sft_")) for k in kept["values"])
+    shutil.rmtree(res / "grpo-prompt3")
+    assert mod.main([str(res), "--prompt3", "--out", str(tmp_path / "b")]) == 2  # nothing to archive: one line
+    without = table_results([res], n_resamples=200).values  # this build's values, before any archive's
+    quoted = prompt3_values(res, without, archive_path=tmp_path / "a.json")
+    assert quoted["mini_grpo_p3_avg"] == kept["values"]["grpo_p3_avg"]
+    assert quoted["mini_grpo_p3_origin"].startswith("archived run of ")
+    assert "the benchmark version this build uses" in quoted["mini_grpo_p3_source"]
+    assert quoted["mini_think_sentence"].startswith(kept["values"]["think_sentence"])
+    assert "mini_grpo_p2_avg" not in quoted  # this build's own values are never replaced
+    none = prompt3_values(res, without, archive_path=tmp_path / "none.json")
+    assert none["mini_grpo_p3_origin"] == "not run" and math.isnan(none["mini_grpo_p3_avg"])
+    assert "STUDY_ARGS=--prompt3" in none["mini_grpo_p3_source"] and "mini_think_sentence" not in none
+    table = prompt3_table(kept)
+    assert list(table.frame["seed"]) == [0] and table.frame["converged"][0] == "n/a"  # 3 checkpoints < 6
 
 
 def test_the_trust_page_counts_the_fingerprinted_mmau_versions():

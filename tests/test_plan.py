@@ -76,11 +76,26 @@ def test_the_sweeps_score_the_plans_validation_subset():
         assert argv[argv.index("--test-at") + 1] == test_at
 
 
+def test_the_default_study_trains_every_run_but_the_plans_opt_in_ones(tmp_path):
+    from aqa_core.study.plan import RUNS, study_stages
+
+    from aqa_core.study.plan import OPT_IN_RUNS
+
+    opt_in = plan_constants()["opt_in_runs"]
+    assert list(OPT_IN_RUNS) == opt_in
+    names = {s.name for s in study_stages(tmp_path / "mini")}
+    for run in RUNS:
+        assert (run in names) == (run not in opt_in), run
+        assert (f"{run}-seed2" in names) == (run not in opt_in), run
+    with_all = {s.name for s in study_stages(tmp_path / "mini", prompt3=True)}
+    assert all(f"{run}-seed2" in with_all and f"sweep-{run}-seed2" in with_all for run in RUNS)
+
+
 def test_pending_constants_are_named():
     consts = plan_constants()
     checked = {"plan_date", "data_version", "sizes", "train_subcategories", "min_checkpoints", "grpo_max_prompts",
                "sft_max_epochs", "warmup_ratio", "learning_rate_factors", "bootstrap_seed", "seeds",
-               "bootstrap_resamples", "validation_items"}
+               "bootstrap_resamples", "validation_items", "opt_in_runs"}
     assert set(consts) == checked | PENDING, "a new plan constant must be checked here or listed as pending"
 
 

@@ -122,7 +122,7 @@ def test_code_change_changes_the_key(tmp_path):
 
 
 def test_study_stages_cover_the_study(tmp_path):
-    stages = study_stages(tmp_path / "mini", seeds=2, book=tmp_path / "book")
+    stages = study_stages(tmp_path / "mini", seeds=2, book=tmp_path / "book", prompt3=True)
     names = [s.name for s in stages]
     for name in ["data", "base", "eval-base-p2", "eval-base-p1", "sft-full", "sft-lora", "grpo-p2", "grpo-p3",
                  "sweep-grpo-p3", "sft-full-seed1", "sweep-grpo-p2-seed1", *[f"nb-{n}" for n in NOTEBOOKS]]:
@@ -140,6 +140,24 @@ def test_study_stages_cover_the_study(tmp_path):
     assert f"--base-test-from {tmp_path / 'mini' / 'eval' / 'base-prompt1' / 'predictions.json'}" in sft
     assert "--base-test-from" not in " ".join(by["sweep-grpo-p3"].argv)
     assert "--ablate-selected" not in " ".join(by["sweep-grpo-p2-seed1"].argv)
+    assert "notebooks/grpo.ipynb" in " ".join(by["nb-grpo_prompt3"].argv)
+
+
+def test_without_prompt3_its_page_shows_the_archive_unless_the_folder_holds_the_run(tmp_path):
+    """GRPO <3> is opt-in (book/plan.md, Amendment 5): the default study trains none of its stages
+    and executes the archived-run page in place of its run notebook, with no dependency on them;
+    a results folder that already holds a swept GRPO <3> run gets its run notebook (record only)."""
+    out = tmp_path / "mini"
+    by = {s.name: s for s in study_stages(out, book=tmp_path / "book")}
+    assert not any("grpo-p3" in name for name in by)
+    page = by["nb-grpo_prompt3"]
+    assert "notebooks/archived_run.ipynb" in " ".join(page.argv) and page.deps == []
+    assert "book/archive/grpo-prompt3.json" in page.code
+    assert not any("p3" in d for d in by["nb-report"].deps)
+    (out / "grpo-prompt3" / "eval").mkdir(parents=True)
+    (out / "grpo-prompt3" / "eval" / "sweep.json").write_text("{}")
+    page = {s.name: s for s in study_stages(out, book=tmp_path / "book")}["nb-grpo_prompt3"]
+    assert "notebooks/grpo.ipynb" in " ".join(page.argv) and page.deps == []
 
 
 def test_the_ablations_plan_adds_its_runs_to_the_main_studys(tmp_path):
@@ -176,7 +194,7 @@ def test_the_ready_stage_with_the_longest_chain_to_the_end_starts_first(tmp_path
 
 
 def test_the_study_weighs_its_stages():
-    stages = {s.name: s for s in study_stages(Path("runs/mini"), jobs=2)}
+    stages = {s.name: s for s in study_stages(Path("runs/mini"), jobs=2, prompt3=True)}
     assert stages["grpo-p3"].weight > stages["sweep-grpo-p3"].weight > stages["nb-report"].weight > 1
 
 

@@ -1,6 +1,6 @@
 """The whole mini study, stage by stage, cached; then the notebooks the book renders.
 
-    python -m aqa_core study --out runs/mini [--seeds N] [--jobs J] [--force STAGE ...]
+    python -m aqa_core study --out runs/mini [--seeds N] [--jobs J] [--prompt3] [--force STAGE ...]
 
 Stages (each its own process, so memory stays bounded and a crash names its stage; those that
 load torch are forked from the stage server of `aqa_core.study.stages`):
@@ -9,7 +9,8 @@ tower (tower-cache: the frozen tower's output for every train, validation and te
 every later stage replays) -> eval-base-p2, eval-base-p1 (direct inference),
 eval-base-p2-silence, eval-base-p2-mismatched and probe (the validity checks of book/plan.md,
 the probe replaying both stores) ->
-sft-full, sft-lora (prompt <1>), grpo-p2, grpo-p3 -> sweep-* (every checkpoint on test and
+sft-full, sft-lora (prompt <1>), grpo-p2 (and grpo-p3 with `--prompt3`: opt-in since the analysis
+plan's Amendment 5, `aqa_core.study.secondary`) -> sweep-* (every checkpoint on test and
 validation) -> nb-* (papermill executes notebooks/*.ipynb into book/results/*.ipynb, which the
 book's _toc.yml reads; the notebooks only record runs that exist, they never retrain).
 
@@ -42,6 +43,7 @@ import yaml
 
 from ..files import hold_output
 from .code import code_files
+from .secondary import PROMPT3_ARCHIVE
 from .stages import NOTEBOOK_ENV, ROOT, Stage, retry_unstarted_kernel, run_stages, write_timings
 
 RECIPES = {
@@ -118,6 +120,11 @@ NOTEBOOKS = {
     "grpo_prompt3": ("grpo.ipynb", "sweep-grpo-p3"),
     "report": ("report.ipynb", "*"),
 }
+#: The plan's secondary run, opt-in since Amendment 5 (`study --prompt3`; `aqa_core.study.secondary`):
+#: a build without it trains none of its stages, and its page shows the archived run
+#: (`ARCHIVED_TEMPLATE`) unless the results folder already holds one.
+OPT_IN_RUNS = ("grpo-p3",)
+ARCHIVED_TEMPLATE = "archived_run.ipynb"
 # ----------------------------------------------------------------------------- stages
 
 
@@ -227,9 +234,9 @@ def _training_stage(name: str, runner: str, recipe: str, rcfg: dict, out: Path, 
 
 def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | None = None, jobs: int = 1,
                  book: str | Path | None = None, data_args: Sequence[str] = (), base_args: Sequence[str] = (),
-                 eval_args: Sequence[str] = (), plan: str = "main") -> list[Stage]:
+                 eval_args: Sequence[str] = (), plan: str = "main", prompt3: bool = False) -> list[Stage]:
     """The study's stages in dependency order, writing under `out` (notebooks under `book`/results).
-    `plan` "lr-search" adds the analysis plan's learning-rate search (`aqa_core.study.lr_search`:
+    `prompt3` adds GRPO <3>'s runs and sweeps (`OPT_IN_RUNS`, the plan's Amendment 5). `plan` "lr-search" adds the analysis plan's learning-rate search (`aqa_core.study.lr_search`:
     the recipe's rate x1/3 and x3 for GRPO <2>, full and LoRA SFT, seed 0, swept on validation
     only, then its summary) to the seed-0 runs, in place of the notebooks."""
     if plan not in PLANS:
@@ -279,6 +286,8 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
         for name, (runner, folder, prompt, rkey) in RUNS.items():
             if plan == "lr-search" and name not in ("grpo-p2", "sft-full", "sft-lora"):
                 continue  # the search's methods only (GRPO <3> takes GRPO <2>'s rate)
+            if name in OPT_IN_RUNS and not prompt3:
+                continue
             recipe = recipes[rkey]
             rcfg = _recipe_config(recipe)
             run_dir = out / (folder + suffix)
@@ -302,9 +311,29 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
         params = notebook_parameters(name, out, recipes=recipes)
         target = book / "results" / f"{name}.ipynb"
         deps = done_before if records == "*" else [records] if isinstance(records, str) else list(records)
+        extra_files = []
+        missing = [d for d in deps if d not in done_before]
+        if missing:  # an opt-in run this build does not train
+            if not _holds_run(out, name):
+                template, params = ARCHIVED_TEMPLATE, archived_parameters(out)
+                extra_files = [str(PROMPT3_ARCHIVE.relative_to(ROOT))] if PROMPT3_ARCHIVE.is_file() else []
+            deps = [d for d in deps if d not in missing]
         stages.append(Stage(f"nb-{name}", papermill_argv(ROOT / "notebooks" / template, target, params, Path.cwd()), deps,
-                            [target], code["notebook"] + [f"notebooks/{template}"]))
+                            [target], code["notebook"] + [f"notebooks/{template}", *extra_files]))
     return _weigh(stages)
+
+
+def _holds_run(out: Path, notebook: str) -> bool:
+    """Whether the results folder holds the (swept) run a run notebook records."""
+    from ..runs import SWEEP_FILE
+
+    params = notebook_parameters(notebook, out)
+    return "run_dir" in params and (Path(params["run_dir"]) / SWEEP_FILE).is_file()
+
+
+def archived_parameters(out: Path) -> dict:
+    """The parameters of `ARCHIVED_TEMPLATE`: the results folder and the archive it shows."""
+    return {"result_dir": str(out), "archive": str(PROMPT3_ARCHIVE)}
 
 
 def _lr_search_stages(out: Path, recipes: dict[str, str], threads: int, eval_args: Sequence[str],
@@ -433,6 +462,8 @@ def execute_notebooks(result_dir: str | Path, results_dir: str | Path, recipes: 
     def one(name: str) -> None:
         template = NOTEBOOKS[name][0]
         params = notebook_parameters(name, Path(result_dir), figures_dir=figures_dir, result_dirs=result_dirs)
+        if NOTEBOOKS[name][1] in {f"sweep-{r}" for r in OPT_IN_RUNS} and not _holds_run(Path(result_dir), name):
+            template, params = ARCHIVED_TEMPLATE, archived_parameters(Path(result_dir))
         if name == "report" and recipes:
             params["grpo_recipes"] = [str(p) for p in recipes["grpo"]]
             params["sft_recipes"] = [str(p) for p in recipes["sft"]]
@@ -478,6 +509,9 @@ def cli(argv: list[str]) -> int:
                          "search (seed-0 runs plus x1/3 and x3 rates, validation only); ablations: the main study's "
                          "runs plus training-set sizes, SFT with prompt <2> and training without listening (three "
                          "seeds each, under OUT/ablations; then make book shows them)")
+    ap.add_argument("--prompt3", action="store_true",
+                    help="also train GRPO with prompt <3> (three seeds), the plan's secondary run, opt-in since its "
+                         "Amendment 5 (about 6 minutes more on 2 cores); without it the book shows the archived run")
     ap.add_argument("--seeds", type=int, default=SEEDS,
                     help=f"training seeds per run (default {SEEDS}, the analysis plan's; extra seeds go to RUN-seedN)")
     ap.add_argument("--jobs", type=int, default=1, help="stages run at once (torch threads are split among them)")
@@ -499,7 +533,7 @@ def cli(argv: list[str]) -> int:
     out = Path(a.out)
     recipes = {"grpo": a.grpo_recipe, "sft-full": a.sft_full_recipe, "sft-lora": a.sft_lora_recipe}
     stages = study_stages(out, 1 if a.plan == "lr-search" else a.seeds, recipes, a.jobs, a.book,
-                          shlex.split(a.data_args), shlex.split(a.base_args), shlex.split(a.eval_args), plan=a.plan)
+                          shlex.split(a.data_args), shlex.split(a.base_args), shlex.split(a.eval_args), plan=a.plan, prompt3=a.prompt3)
     if a.list:
         for s in stages:
             print(f"{s.name:<20} <- {', '.join(s.deps[:4]) + (' ...' if len(s.deps) > 4 else '') or '-'}\n    "

@@ -17,6 +17,7 @@ from .lr_search import lr_search_table
 from .stages import ROOT
 from .display import Figure, Table, glue_safe
 from .figures import figure_budget_curves, figure_grpo_convergence, figure_sft_convergence
+from .secondary import prompt3_values
 from .subcategories import subcategory_tables
 from .tables import table_hyperparameters, table_last_checkpoint, table_results, table_seed_means
 
@@ -96,6 +97,8 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     if ablations is not None:
         values.update(ablations.values)
         paths["figure_ablations"] = str(fig_abl.save(Path(figures_dir) / "figure_ablations.png"))
+    if existing:  # GRPO <3>, opt-in (the plan's Amendment 5): this folder's run, else the archived one
+        values.update(prompt3_values(existing[0], values))
     kept = ROOT / "recipes" / "lr_search.json"
     lr = lr_search_table(kept) if kept.is_file() else None
     if lr is not None:

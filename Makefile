@@ -5,7 +5,9 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 # torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build on CPU machines.
 TORCH  ?= torch==2.13.0
-STAMP  := $(VENV)/.installed
+# what is installed: the project with its book and dev (test) extras, or with its book extras only
+STAMP      := $(VENV)/.installed
+BOOK_STAMP := $(VENV)/.installed-book
 # stages of the study run at once (torch threads are split among them)
 JOBS   ?= 2
 # extra options of the study, e.g. STUDY_ARGS=--prompt3 (GRPO with prompt <3>, opt-in: book/plan.md, Amendment 5)
@@ -25,6 +27,12 @@ $(VPY):
 $(STAMP): pyproject.toml | $(VPY)
 	@$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install --quiet $(TORCH)
 	$(VPY) -m pip install --quiet -e ".[book,dev]"
+	@touch $@ $(BOOK_STAMP)
+
+# `make book` needs no test tool (pytest, DeepSpeed for the ZeRO-3 test): a fresh clone installs less
+$(BOOK_STAMP): pyproject.toml | $(VPY)
+	@$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install --quiet $(TORCH)
+	$(VPY) -m pip install --quiet -e ".[book]"
 	@touch $@
 
 install: $(STAMP)
@@ -38,12 +46,12 @@ test-fast: $(STAMP)
 	$(VPY) -m pytest -q -m "not slow"
 
 ## The main job: the mini reproduction (cached stage by stage), then the book.
-book: $(STAMP)
+book: $(BOOK_STAMP)
 	$(VPY) -m aqa_core study --out runs/mini --jobs $(JOBS) $(STUDY_ARGS)
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going
 
 ## Rebuild the book from existing results only.
-book-only: $(STAMP)
+book-only: $(BOOK_STAMP)
 	$(VENV)/bin/jupyter-book build book
 
 clean-book:

@@ -386,9 +386,9 @@ def test_book_builds_from_fixture_results(tmp_path):
 
 def test_study_notebook_paths_exist():
     """Every notebook the study executes exists and has a `parameters` cell."""
-    from aqa_core.study.plan import NOTEBOOKS
+    from aqa_core.study.plan import ARCHIVED_TEMPLATE, NOTEBOOKS
 
-    for nb_name in {nb for nb, _ in NOTEBOOKS.values()}:
+    for nb_name in {nb for nb, _ in NOTEBOOKS.values()} | {ARCHIVED_TEMPLATE}:
         nb = json.loads((ROOT / "notebooks" / nb_name).read_text())
         tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, nb_name
@@ -428,7 +428,7 @@ def test_grpo_prompt3_is_archived_then_quoted_by_a_build_without_it(tmp_path):
     import importlib.util
 
     from aqa_core.study.report import build_report
-    from aqa_core.study.secondary import prompt3_table, prompt3_values
+    from aqa_core.study.secondary import prompt3_summary, prompt3_table, prompt3_values
     from aqa_core.study.tables import table_results
 
     spec = importlib.util.spec_from_file_location("archive_results", ROOT / "scripts" / "archive_results.py")
@@ -459,6 +459,9 @@ def test_grpo_prompt3_is_archived_then_quoted_by_a_build_without_it(tmp_path):
     assert "STUDY_ARGS=--prompt3" in none["mini_grpo_p3_source"] and "mini_think_sentence" not in none
     table = prompt3_table(kept)
     assert list(table.frame["seed"]) == [0] and table.frame["converged"][0] == "n/a"  # 3 checkpoints < 6
+    summary = prompt3_summary(res, kept)
+    assert "archived run of" in summary and kept["values"]["think_sentence"] in summary and "Against full SFT" in summary
+    assert "No archive" in prompt3_summary(res, None) and "no archived run" in prompt3_table(None).html()
 
 
 def test_the_trust_page_counts_the_fingerprinted_mmau_versions():

@@ -133,13 +133,40 @@ def prompt3_values(result_dir: str | Path, values: Mapping[str, Any], archive_pa
     return {k: v for k, v in out.items() if k not in values or k.endswith("think_sentence")}
 
 
-def prompt3_table(archive: Mapping[str, Any]):
+def prompt3_summary(result_dir: str | Path, archive: Mapping[str, Any] | None) -> str:
+    """The GRPO <3> page of a build without it, in Markdown: where the numbers come from, then the
+    archived run's mean over seeds, its comparisons (seed 0) and each seed's convergence verdict."""
+    if archive is None:
+        return (f"No archive: neither this build nor `{'/'.join(PROMPT3_ARCHIVE.parts[-3:])}` holds GRPO <3>; "
+                f"`{PROMPT3_COMMAND}` trains it.")
+    v = archive["values"]
+    lines = [f"From {prompt3_provenance(result_dir, archive)}. How it was made: {archive.get('note') or 'not recorded'}.",
+             ""]
+    if "grpo_p3_seed_mean" in v:
+        lines.append(f"- Across the seeds: {v['grpo_p3_seed_mean']:.1f}% [{v['grpo_p3_seed_lo']:.1f}, "
+                     f"{v['grpo_p3_seed_hi']:.1f}] (the mean of {v['grpo_p3_seeds']} seeds, the plan's interval).")
+    if "think_sentence" in v:
+        lines.append(f"- Thinking against answering directly (seed 0): {v['think_sentence']}")
+    if "fig3_grpo_p3_reward_sentence" in v:
+        lines.append(f"- {v['fig3_grpo_p3_reward_sentence']}")
+    lines += [f"- Against {other} (seed 0): {v[f'{ROW}_vs_{key}_diff']:+.1f} points "
+              f"[{v[f'{ROW}_vs_{key}_lo']:+.1f}, {v[f'{ROW}_vs_{key}_hi']:+.1f}], "
+              f"McNemar p = {v[f'{ROW}_vs_{key}_p_mcnemar']:.3f}."
+              for key, other in (("sft_full", "full SFT"), ("sft_lora", "LoRA SFT")) if f"{ROW}_vs_{key}_diff" in v]
+    lines += [f"- {run}: {c['reason']}." for run, c in archive.get("convergence", {}).items() if c.get("reason")]
+    return "\n".join(lines)
+
+
+def prompt3_table(archive: Mapping[str, Any] | None):
     """The archived run, seed by seed (the GRPO <3> page of a build without it): checkpoint
-    chosen on validation, test accuracy with its interval and by task, and the convergence verdict."""
+    chosen on validation, test accuracy with its interval and by task, and the convergence verdict
+    (one row saying so when there is no archive)."""
     import pandas as pd
 
     from .display import Table
 
+    if archive is None:
+        return Table(pd.DataFrame([{"seed": "-", "test average": "no archived run"}]), caption="GRPO + Prompt <3>")
     v = archive["values"]
     rows = []
     for seed, (suffix, run) in enumerate((("", "grpo-prompt3"), ("_seed1", "grpo-prompt3-seed1"),

@@ -314,10 +314,11 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
         extra_files = []
         missing = [d for d in deps if d not in done_before]
         if missing:  # an opt-in run this build does not train
-            if not _holds_run(out, name):
+            deps = [d for d in deps if d not in missing]
+            if not _holds_run(out, name):  # the archived run, beside this build's benchmark version
                 template, params = ARCHIVED_TEMPLATE, archived_parameters(out)
                 extra_files = [str(PROMPT3_ARCHIVE.relative_to(ROOT))] if PROMPT3_ARCHIVE.is_file() else []
-            deps = [d for d in deps if d not in missing]
+                deps = ["data"]
         stages.append(Stage(f"nb-{name}", papermill_argv(ROOT / "notebooks" / template, target, params, Path.cwd()), deps,
                             [target], code["notebook"] + [f"notebooks/{template}", *extra_files]))
     return _weigh(stages)
@@ -332,8 +333,13 @@ def _holds_run(out: Path, notebook: str) -> bool:
 
 
 def archived_parameters(out: Path) -> dict:
-    """The parameters of `ARCHIVED_TEMPLATE`: the results folder and the archive it shows."""
-    return {"result_dir": str(out), "archive": str(PROMPT3_ARCHIVE)}
+    """The parameters of `ARCHIVED_TEMPLATE`: the results folder and the archive it shows (relative
+    to the folder the study runs from when it lies inside it, as the other pages' paths are)."""
+    try:
+        archive = PROMPT3_ARCHIVE.relative_to(Path.cwd())
+    except ValueError:
+        archive = PROMPT3_ARCHIVE
+    return {"result_dir": str(out), "archive": str(archive)}
 
 
 def _lr_search_stages(out: Path, recipes: dict[str, str], threads: int, eval_args: Sequence[str],

@@ -94,9 +94,8 @@ def prompt3_provenance(result_dir: str | Path, archive: Mapping[str, Any]) -> st
             else f"benchmark version {version}; this build's is {current}")
     minutes = sum(archive.get("stage_seconds", {}).values()) / 60
     return (f"the archived run of {archive['date']} (code {str(archive['commit'])[:7]}, {same}; "
-            f"{'/'.join(PROMPT3_ARCHIVE.parts[-3:])}): GRPO <3> is not in the default build since the analysis plan's "
-            f"Amendment 5, and `{PROMPT3_COMMAND}` trains it ({minutes:.0f} minutes of stage time in that run, two "
-            "stages at a time)")
+            f"{'/'.join(PROMPT3_ARCHIVE.parts[-3:])}), not this build: {PROMPT3_COMMAND} trains it again "
+            f"({minutes:.0f} minutes of stage time in that run)")
 
 
 def prompt3_values(result_dir: str | Path, values: Mapping[str, Any], archive_path: str | Path = PROMPT3_ARCHIVE) -> dict:
@@ -124,7 +123,7 @@ def prompt3_values(result_dir: str | Path, values: Mapping[str, Any], archive_pa
         out[f"{scale}_{ROW}_source"] = prompt3_provenance(result_dir, archive)
     else:
         out[f"{scale}_{ROW}_origin"] = "not run"
-        out[f"{scale}_{ROW}_source"] = (f"no run: neither this build nor an archive holds GRPO <3>; `{PROMPT3_COMMAND}` "
+        out[f"{scale}_{ROW}_source"] = (f"no run: neither this build nor an archive holds GRPO <3>; {PROMPT3_COMMAND} "
                                         "trains it")
     for key, value in PAGE_VALUES.items():
         out.setdefault(f"{scale}_{key}", value)

@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablations", action="store_true", help="archive RESULTS/ablations (the ablations page's archive)")
     ap.add_argument("--prompt3", action="store_true",
                     help="archive the GRPO <3> runs (what a build without `study --prompt3` shows): OUT.json only")
-    ap.add_argument("--note", default="", help="--ablations, --prompt3: how the run was made, where its files do not say (shown on the page)")
+    ap.add_argument("--note", default="",
+                    help="--ablations, --prompt3: how the run was made, where its files do not say (shown on the page)")
     a = ap.parse_args(argv)
     result_dir = Path(a.results)
     if not (result_dir / "data" / "manifest.json").is_file():

@@ -236,7 +236,8 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
                  book: str | Path | None = None, data_args: Sequence[str] = (), base_args: Sequence[str] = (),
                  eval_args: Sequence[str] = (), plan: str = "main", prompt3: bool = False) -> list[Stage]:
     """The study's stages in dependency order, writing under `out` (notebooks under `book`/results).
-    `prompt3` adds GRPO <3>'s runs and sweeps (`OPT_IN_RUNS`, the plan's Amendment 5). `plan` "lr-search" adds the analysis plan's learning-rate search (`aqa_core.study.lr_search`:
+    `prompt3` adds GRPO <3>'s runs and sweeps (`OPT_IN_RUNS`, the plan's Amendment 5). `plan`
+    "lr-search" adds the analysis plan's learning-rate search (`aqa_core.study.lr_search`:
     the recipe's rate x1/3 and x3 for GRPO <2>, full and LoRA SFT, seed 0, swept on validation
     only, then its summary) to the seed-0 runs, in place of the notebooks."""
     if plan not in PLANS:
@@ -539,7 +540,8 @@ def cli(argv: list[str]) -> int:
     out = Path(a.out)
     recipes = {"grpo": a.grpo_recipe, "sft-full": a.sft_full_recipe, "sft-lora": a.sft_lora_recipe}
     stages = study_stages(out, 1 if a.plan == "lr-search" else a.seeds, recipes, a.jobs, a.book,
-                          shlex.split(a.data_args), shlex.split(a.base_args), shlex.split(a.eval_args), plan=a.plan, prompt3=a.prompt3)
+                          shlex.split(a.data_args), shlex.split(a.base_args), shlex.split(a.eval_args), plan=a.plan,
+                          prompt3=a.prompt3)
     if a.list:
         for s in stages:
             print(f"{s.name:<20} <- {', '.join(s.deps[:4]) + (' ...' if len(s.deps) > 4 else '') or '-'}\n    "

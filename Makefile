@@ -24,14 +24,17 @@ $(VPY):
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
 
+# torch first, pinned, unless present (either install below)
+INSTALL_TORCH = @$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install --quiet $(TORCH)
+
 $(STAMP): pyproject.toml | $(VPY)
-	@$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install --quiet $(TORCH)
+	$(INSTALL_TORCH)
 	$(VPY) -m pip install --quiet -e ".[book,dev]"
 	@touch $@ $(BOOK_STAMP)
 
 # `make book` needs no test tool (pytest, DeepSpeed for the ZeRO-3 test): a fresh clone installs less
 $(BOOK_STAMP): pyproject.toml | $(VPY)
-	@$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install --quiet $(TORCH)
+	$(INSTALL_TORCH)
 	$(VPY) -m pip install --quiet -e ".[book]"
 	@touch $@
 

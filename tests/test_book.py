@@ -403,13 +403,19 @@ if __name__ == "__main__":  # write fixtures for a manual look: python tests/tes
     subprocess.run(["ls", "-R", str(out)], check=False)
 
 
-def test_archive_results_keeps_a_versions_table_and_its_sentences(tmp_path):
-    """scripts/archive_results.py: what the benchmark-versions page shows of a past version."""
+def _archive_script():
+    """scripts/archive_results.py, imported as a module."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("archive_results", ROOT / "scripts" / "archive_results.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_archive_results_keeps_a_versions_table_and_its_sentences(tmp_path):
+    """scripts/archive_results.py: what the benchmark-versions page shows of a past version."""
+    mod = _archive_script()
     res = write_fixture_results(tmp_path / "runs")
     assert mod.main([str(res), "--out", str(tmp_path / "v1"), "--resamples", "200"]) == 0
     record = json.loads((tmp_path / "v1.json").read_text())
@@ -425,15 +431,11 @@ def test_grpo_prompt3_is_archived_then_quoted_by_a_build_without_it(tmp_path):
     """GRPO <3> is opt-in (book/plan.md, Amendment 5): `archive_results.py --prompt3` keeps what the
     pages quote of it; a results folder without the run gets those values from the archive,
     labelled; with neither, placeholders that say so; a folder with the run keeps its own."""
-    import importlib.util
-
     from aqa_core.study.report import build_report
     from aqa_core.study.secondary import prompt3_summary, prompt3_table, prompt3_values
     from aqa_core.study.tables import table_results
 
-    spec = importlib.util.spec_from_file_location("archive_results", ROOT / "scripts" / "archive_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _archive_script()
     res = write_fixture_results(tmp_path / "runs")
     rec = write_fixture_recipes(tmp_path)
     values = build_report([res], rec["grpo"], rec["sft"], figures_dir=tmp_path / "f", n_resamples=200).values

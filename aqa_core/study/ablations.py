@@ -22,8 +22,8 @@ from pathlib import Path
 from ..runs import SWEEP_FILE, chosen_on_validation, predictions_name, read_sweep
 from .display import Figure, Table
 from .plan import ABLATION_DIR, RUNS, TRAIN_FRACTIONS, ablation_runs, plan_train_size
-from .results import code_commit, convergence, score_predictions_file
-from .stages import ROOT
+from .results import benchmark_version_clause, code_commit, convergence, score_predictions_file
+from .stages import ROOT, read_stage_seconds
 
 COMMAND = "python -m aqa_core study --plan ablations --jobs 2"
 #: Ablation values quoted outside the ablations page (the trust page), present in every build.
@@ -200,10 +200,7 @@ def ablation_sentences(records: list[dict]) -> dict[str, str]:
 
 def stage_seconds(result_dir: Path) -> dict[str, float]:
     """Each ablation stage's measured seconds (its last real run; RESULTS/ablations/timings.json)."""
-    timings_file = result_dir / ABLATION_DIR / "timings.json"
-    stages = json.loads(timings_file.read_text(encoding="utf-8"))["stages"] if timings_file.is_file() else []
-    return {t["stage"]: t.get("last_run_seconds") or t["seconds"] for t in stages
-            if t["stage"].startswith(("abl-", "sweep-abl-"))}
+    return read_stage_seconds(result_dir / ABLATION_DIR, ("abl-", "sweep-abl-"))
 
 
 def _kind_seconds(seconds: dict[str, float], prefix: str) -> float:
@@ -246,11 +243,7 @@ def ablation_source(result_dir: str | Path, n_resamples: int = 10_000) -> tuple[
 def _provenance(result_dir: Path, archive: dict | None) -> str:
     if archive is None:
         return "this build's runs (" + str(result_dir / ABLATION_DIR) + ")"
-    version = archive.get("benchmark_version")
-    manifest = result_dir / "data" / "manifest.json"
-    current = json.loads(manifest.read_text(encoding="utf-8")).get("version") if manifest.is_file() else None
-    same = ("the benchmark version this build uses" if current == version
-            else f"benchmark version {version}; this build's is {current}")
+    same = benchmark_version_clause(result_dir, archive.get("benchmark_version"))
     return (f"the archived run of {archive['date']} (code {str(archive['commit'])[:7]}, {same}; "
             f"{'/'.join(ARCHIVE.parts[-3:])}): this build has not run the plan")
 

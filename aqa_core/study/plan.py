@@ -42,6 +42,7 @@ from typing import Sequence
 import yaml
 
 from ..files import hold_output
+from ..runs import SWEEP_FILE
 from .code import code_files
 from .secondary import PROMPT3_ARCHIVE
 from .stages import NOTEBOOK_ENV, ROOT, Stage, retry_unstarted_kernel, run_stages, write_timings
@@ -312,25 +313,23 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
         params = notebook_parameters(name, out, recipes=recipes)
         target = book / "results" / f"{name}.ipynb"
         deps = done_before if records == "*" else [records] if isinstance(records, str) else list(records)
+        deps = [d for d in deps if d in done_before]  # an opt-in run this build does not train: none
         extra_files = []
-        missing = [d for d in deps if d not in done_before]
-        if missing:  # an opt-in run this build does not train
-            deps = [d for d in deps if d not in missing]
-            if not _holds_run(out, name):  # the archived run, beside this build's benchmark version
-                template, params = ARCHIVED_TEMPLATE, archived_parameters(out)
-                extra_files = [str(PROMPT3_ARCHIVE.relative_to(ROOT))] if PROMPT3_ARCHIVE.is_file() else []
-                deps = ["data"]
+        if shows_archive(name, out) and records not in done_before:
+            # the archived run, beside this build's benchmark version
+            template, params, deps = ARCHIVED_TEMPLATE, archived_parameters(out), ["data"]
+            extra_files = [str(PROMPT3_ARCHIVE.relative_to(ROOT))] if PROMPT3_ARCHIVE.is_file() else []
         stages.append(Stage(f"nb-{name}", papermill_argv(ROOT / "notebooks" / template, target, params, Path.cwd()), deps,
                             [target], code["notebook"] + [f"notebooks/{template}", *extra_files]))
     return _weigh(stages)
 
 
-def _holds_run(out: Path, notebook: str) -> bool:
-    """Whether the results folder holds the (swept) run a run notebook records."""
-    from ..runs import SWEEP_FILE
-
-    params = notebook_parameters(notebook, out)
-    return "run_dir" in params and (Path(params["run_dir"]) / SWEEP_FILE).is_file()
+def shows_archive(notebook: str, out: Path) -> bool:
+    """Whether a notebook's page shows the archived run (`ARCHIVED_TEMPLATE`): it records an
+    opt-in run (`OPT_IN_RUNS`) that the results folder does not hold (swept)."""
+    if NOTEBOOKS[notebook][1] not in {f"sweep-{r}" for r in OPT_IN_RUNS}:
+        return False
+    return not (Path(notebook_parameters(notebook, out)["run_dir"]) / SWEEP_FILE).is_file()
 
 
 def archived_parameters(out: Path) -> dict:
@@ -469,7 +468,7 @@ def execute_notebooks(result_dir: str | Path, results_dir: str | Path, recipes: 
     def one(name: str) -> None:
         template = NOTEBOOKS[name][0]
         params = notebook_parameters(name, Path(result_dir), figures_dir=figures_dir, result_dirs=result_dirs)
-        if NOTEBOOKS[name][1] in {f"sweep-{r}" for r in OPT_IN_RUNS} and not _holds_run(Path(result_dir), name):
+        if shows_archive(name, Path(result_dir)):
             template, params = ARCHIVED_TEMPLATE, archived_parameters(Path(result_dir))
         if name == "report" and recipes:
             params["grpo_recipes"] = [str(p) for p in recipes["grpo"]]

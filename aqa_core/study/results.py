@@ -88,6 +88,15 @@ def code_commit(folder: str | Path) -> str:
     return "unknown"
 
 
+def benchmark_version_clause(result_dir: str | Path, version: object) -> str:
+    """How an archive's benchmark version compares with that of the results folder (its
+    data/manifest.json), as the archived pages say it."""
+    manifest = Path(result_dir) / "data" / "manifest.json"
+    current = json.loads(manifest.read_text(encoding="utf-8")).get("version") if manifest.is_file() else None
+    return ("the benchmark version this build uses" if current == version
+            else f"benchmark version {version}; this build's is {current}")
+
+
 def score_predictions_file(path: str | Path) -> tuple[dict[str, bool], dict[str, str]]:
     """Per-item correctness and task, by the official MMAU rule (aqa_core.eval.mmau), for one file."""
     from ..eval.mmau import score_file

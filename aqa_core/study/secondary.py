@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from .stages import ROOT
+from ..runs import SWEEP_FILE, read_sweep
+from .results import benchmark_version_clause, code_commit, convergence
+from .stages import ROOT, read_stage_seconds
 
 PROMPT3_ARCHIVE = ROOT / "book" / "archive" / "grpo-prompt3.json"
 ROW = "grpo_p3"
@@ -41,8 +43,6 @@ def _kept(key: str) -> bool:
 def prompt3_runs(result_dir: str | Path) -> list[Path]:
     """The GRPO <3> run folders (every seed) of a results folder that have a sweep; a ValueError
     saying how to make them when there is none."""
-    from ..runs import SWEEP_FILE
-
     result_dir = Path(result_dir)
     runs = sorted(p for p in result_dir.glob("grpo-prompt3*") if (p / SWEEP_FILE).is_file())
     if not runs:
@@ -56,17 +56,11 @@ def archive_prompt3(result_dir: str | Path, values: Mapping[str, Any], note: str
     `result_dir`) that name it, with the scale prefix taken off; each seed's convergence verdict;
     the benchmark's version and sizes, the commit of the code that trained the runs, their stages'
     seconds (the folder's timings.json) and the date."""
-    from ..runs import read_sweep
-    from .results import code_commit, convergence
-
     result_dir = Path(result_dir)
     scale = result_dir.name
     runs = prompt3_runs(result_dir)
     manifest = json.loads((result_dir / "data" / "manifest.json").read_text(encoding="utf-8"))
-    timings = result_dir / "timings.json"
-    stages = json.loads(timings.read_text(encoding="utf-8"))["stages"] if timings.is_file() else []
-    seconds = {t["stage"]: t.get("last_run_seconds") or t["seconds"] for t in stages
-               if t["stage"].startswith(("grpo-p3", "sweep-grpo-p3"))}
+    seconds = read_stage_seconds(result_dir, ("grpo-p3", "sweep-grpo-p3"))
     prefix = f"{scale}_"
     return {"date": time.strftime("%Y-%m-%d"), "scale": scale, "commit": code_commit(result_dir), "note": note,
             "benchmark_version": manifest.get("version"), "sizes": manifest.get("sizes"),
@@ -81,17 +75,9 @@ def read_archive(path: str | Path = PROMPT3_ARCHIVE) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _version(result_dir: Path) -> Any:
-    manifest = result_dir / "data" / "manifest.json"
-    return json.loads(manifest.read_text(encoding="utf-8")).get("version") if manifest.is_file() else None
-
-
 def prompt3_provenance(result_dir: str | Path, archive: Mapping[str, Any]) -> str:
     """Where the shown GRPO <3> numbers come from, as a sentence's clause."""
-    result_dir = Path(result_dir)
-    version, current = archive.get("benchmark_version"), _version(result_dir)
-    same = ("the benchmark version this build uses" if current == version
-            else f"benchmark version {version}; this build's is {current}")
+    same = benchmark_version_clause(result_dir, archive.get("benchmark_version"))
     minutes = sum(archive.get("stage_seconds", {}).values()) / 60
     return (f"the archived run of {archive['date']} (code {str(archive['commit'])[:7]}, {same}; "
             f"{'/'.join(PROMPT3_ARCHIVE.parts[-3:])}), not this build: {PROMPT3_COMMAND} trains it again "

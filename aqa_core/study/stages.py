@@ -310,6 +310,14 @@ def critical_path(stages: Sequence[Stage], seconds: Mapping[str, float | None]) 
     return {s.name: chain(s.name) for s in stages}
 
 
+def read_stage_seconds(folder: Path, prefixes: tuple[str, ...]) -> dict[str, float]:
+    """Each stage's measured seconds (its last real run) from FOLDER/timings.json (`write_timings`),
+    for the stages whose names start with one of `prefixes`; {} when the folder has no timings."""
+    path = folder / "timings.json"
+    stages = json.loads(path.read_text(encoding="utf-8"))["stages"] if path.is_file() else []
+    return {t["stage"]: t.get("last_run_seconds") or t["seconds"] for t in stages if t["stage"].startswith(prefixes)}
+
+
 def write_timings(timings: list[Timing], out: Path, wall: float, jobs: int) -> Path:
     """Print the per-stage table and write OUT/timings.json."""
     print(f"\n{'stage':<22}{'status':<9}{'seconds':>9}{'last run':>10}")

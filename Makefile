@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM = false
 # DeepSpeed (a test dependency) installs as pure Python; its ops compile on first use
 export DS_BUILD_OPS = 0
 
-.PHONY: install test test-fast book book-only clean-book clean
+.PHONY: install lint test test-fast book book-only clean-book clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,12 +40,16 @@ $(BOOK_STAMP): pyproject.toml | $(VPY)
 
 install: $(STAMP)
 
-## The whole test suite, smoke runs of every pipeline stage included (what CI runs).
-test: $(STAMP)
+## The linter (ruff, pinned in the dev extras; its rules in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+## The whole test suite, smoke runs of every pipeline stage included (what CI runs), after the linter.
+test: lint
 	$(VPY) -m pytest -q
 
 ## The fast subset for the edit loop (no model training).
-test-fast: $(STAMP)
+test-fast: lint
 	$(VPY) -m pytest -q -m "not slow"
 
 ## The main job: the mini reproduction (cached stage by stage), then the book.

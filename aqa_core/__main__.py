@@ -18,15 +18,18 @@ import sys
 
 COMMANDS = {
     "score": ("aqa_core.eval.mmau", "Score an MMAU predictions file as the official evaluation.py does."),
-    "mmau-version": ("aqa_core.eval.mmau_versions", "Name the MMAU test-mini version of a question or predictions file."),
+    "mmau-version": ("aqa_core.eval.mmau_versions",
+                     "Name the MMAU test-mini version of a question or predictions file."),
     "avqa-convert": ("aqa_core.data", "Convert official AVQA question JSON + wavs into the R1-AQA JSONL form."),
     "mini-data": ("aqa_core.mini.data", "Generate the synthetic mini audio-QA benchmark."),
     "mini-base": ("aqa_core.mini.model", "Build and briefly train the mini Qwen2-Audio base model."),
-    "mini-probe": ("aqa_core.mini.probe", "Linear probes on the frozen audio tower, per sub-category (a validity check)."),
+    "mini-probe": ("aqa_core.mini.probe",
+                   "Linear probes on the frozen audio tower, per sub-category (a validity check)."),
     "tower-cache": ("aqa_core.tower_cache", "Encode clips once with a frozen audio tower, for every later stage."),
     "grpo": ("aqa_core.train.grpo", "Train with GRPO (audio in every pass)."),
     "sft": ("aqa_core.train.sft", "Supervised fine-tuning, full or LoRA."),
-    "preflight": ("aqa_core.train.preflight", "Memory, disk and time a recipe needs, and its inputs checked, before any GPU hour."),
+    "preflight": ("aqa_core.train.preflight",
+                  "Memory, disk and time a recipe needs, and its inputs checked, before any GPU hour."),
     "evaluate": ("aqa_core.eval.evaluate", "Batched MMAU-style inference, scored as the official scorer."),
     "sweep": ("aqa_core.eval.sweep", "Evaluate every checkpoint of a run."),
     "study": ("aqa_core.study.plan", "Run the whole mini study, stage by stage, cached."),
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         debug, argv = True, argv[1:]
     try:
         return _dispatch(argv)
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - sorted into user mistakes and bugs below
+    except (Exception, KeyboardInterrupt) as exc:  # sorted into user mistakes and bugs below
         message = user_error_message(exc)
         if debug or message is None:
             raise

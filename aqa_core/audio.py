@@ -9,8 +9,8 @@ counts the clips longer than the model's window, of which the model hears only t
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import soundfile as sf
@@ -25,7 +25,7 @@ SILENT_PEAK = 1e-4
 WINDOW_SECONDS = 30.0
 
 
-def whisper_feature_extractor(num_mel_bins: int = 128, seconds: float = WINDOW_SECONDS):  # noqa: ANN201
+def whisper_feature_extractor(num_mel_bins: int = 128, seconds: float = WINDOW_SECONDS):
     """Qwen2-Audio's feature extractor: Whisper log-mel features (25 ms windows every 10 ms) over a
     `seconds` window, with the attention mask the model needs. The 7B model's: 128 mels, 30 s;
     the mini model's: 80 mels over its clip length."""

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 
-def audio_tower(model) -> Any:  # noqa: ANN001 - a Qwen2AudioForConditionalGeneration, maybe wrapped
+def audio_tower(model) -> Any:  # a Qwen2AudioForConditionalGeneration, maybe wrapped
     """The audio encoder module of a model in any wrapping (PEFT, DDP, DeepSpeed): the one module
     whose main input is `input_features` and which has encoder layers (Qwen2AudioEncoder)."""
     found = [m for m in model.modules() if getattr(m, "main_input_name", None) == "input_features"
@@ -27,7 +28,7 @@ def audio_tower(model) -> Any:  # noqa: ANN001 - a Qwen2AudioForConditionalGener
     return found[0]
 
 
-def tower_fingerprint(model) -> str:  # noqa: ANN001
+def tower_fingerprint(model) -> str:
     """SHA-256 (first 16 hex digits) of the tower's parameters and buffers, names and bytes."""
     import torch
 
@@ -39,7 +40,7 @@ def tower_fingerprint(model) -> str:  # noqa: ANN001
     return h.hexdigest()[:16]
 
 
-def wrap_forward(tower, wrapper: Callable[..., Any], name: str) -> Callable[[], None]:  # noqa: ANN001
+def wrap_forward(tower, wrapper: Callable[..., Any], name: str) -> Callable[[], None]:
     """Make `tower.forward(*args, **kwargs)` call `wrapper(inner, *args, **kwargs)`, where `inner`
     is the forward in place before (the class's own, or an earlier wrapper). Returns the undo,
     which restores that previous forward; undoing out of order is an error (it would drop the
@@ -69,7 +70,7 @@ def wrap_forward(tower, wrapper: Callable[..., Any], name: str) -> Callable[[], 
 
 
 @contextmanager
-def wrapped_forward(tower, wrapper: Callable[..., Any], name: str) -> Iterator[None]:  # noqa: ANN001
+def wrapped_forward(tower, wrapper: Callable[..., Any], name: str) -> Iterator[None]:
     """`wrap_forward` for the duration of a block."""
     undo = wrap_forward(tower, wrapper, name)
     try:
@@ -78,7 +79,7 @@ def wrapped_forward(tower, wrapper: Callable[..., Any], name: str) -> Iterator[N
         undo()
 
 
-def wrappers(tower) -> list[str]:  # noqa: ANN001
+def wrappers(tower) -> list[str]:
     """Names of the wrappers around the tower's forward, outermost first."""
     names, fn = [], vars(tower).get("forward")
     while fn is not None and hasattr(fn, "_aqa_wrapper"):

@@ -38,7 +38,7 @@ class RecipeError(ValueError):
 def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
     """Check (and gently convert) a value against a dataclass field annotation."""
     if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing) | {"Path": Path})  # noqa: S307 - our own annotations
+        annotation = eval(annotation, vars(typing) | {"Path": Path})  # our own annotations
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):

@@ -12,8 +12,9 @@ import json
 import logging
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .files import atomic_writer, input_it_would_overwrite
 from .prompts import avqa_question
@@ -146,7 +147,8 @@ def load_mmau(path: str | Path, audio_dir: str | Path | None = None, check_audio
             raise DataError(f"{where}: expected an object, got {type(item).__name__}")
         absent = [f for f in MMAU_FIELDS if f not in item]
         if absent:
-            raise DataError(f"{where} (id {item.get('id', '?')}): missing field(s) {absent}; expected {list(MMAU_FIELDS)}")
+            raise DataError(f"{where} (id {item.get('id', '?')}): missing field(s) {absent}; "
+                            f"expected {list(MMAU_FIELDS)}")
         if not isinstance(item["choices"], list) or not item["choices"]:
             raise DataError(f"{where} (id {item['id']}): 'choices' must be a non-empty list")
         _check_text(f"{where} (id {item['id']})", "question", item["question"])
@@ -233,7 +235,8 @@ def convert_avqa(
         raise DataError(f"{questions}: expected a JSON list of AVQA question records")
     clash = input_it_would_overwrite(out, questions)
     if clash is not None:
-        raise DataError(f"{out}: --out is the input question file; choose another path (the input is never overwritten)")
+        raise DataError(f"{out}: --out is the input question file; choose another path "
+                        "(the input is never overwritten)")
     from .audio import check_audio_files
 
     kept, missing = [], []
@@ -261,7 +264,7 @@ def convert_avqa(
     written = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(out) as fh:  # on an error no partial JSONL is left, and an existing --out is untouched
-        for where, item, wav_name in kept:
+        for _where, item, wav_name in kept:
             if str(audio_dir / wav_name) in bad:
                 continue
             rec = dict(item)

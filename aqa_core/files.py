@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 
 def update_hash(h: Any, path: str | Path) -> Any:

@@ -6,15 +6,18 @@ Prompts <2> and <3> are the official R1-AQA user texts, character for character;
 so we keep the question and the choices and drop the output-format instruction.
 
 >>> rec = {"question": "What is heard?", "choices": ["a dog", "a cat"], "audio_path": "x.wav"}
->>> user_text(rec["question"], rec["choices"], Prompt.ANSWER_ONLY)
-"What is heard? Please choose the answer from the following options: ['a dog', 'a cat']. Output the final answer in <answer> </answer>."
+>>> user_text(rec["question"], rec["choices"], Prompt.ANSWER_ONLY) == (
+...     "What is heard? Please choose the answer from the following options: ['a dog', 'a cat']."
+...     " Output the final answer in <answer> </answer>.")
+True
 >>> build_messages(rec, 1)[0]["content"][1]["text"]
 "What is heard? Please choose the answer from the following options: ['a dog', 'a cat']."
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
-from typing import Any, Mapping
+from typing import Any
 
 
 class Prompt(IntEnum):

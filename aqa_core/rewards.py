@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .answers import extract_answer
 
@@ -53,7 +54,7 @@ def _math_verify_equal(content: str, sol: str) -> bool:
 
     try:
         return float(verify(parse(content), parse(sol))) > 0
-    except Exception as exc:  # noqa: BLE001 - the official code ignores every math-verify error
+    except Exception as exc:  # the official code ignores every math-verify error
         MATH_VERIFY_ERRORS["count"] += 1
         log.debug("math-verify failed (%s); falling back to the string rule", exc)
         return False
@@ -66,7 +67,7 @@ def accuracy_reward(
     if len(completions) != len(solution):
         raise ValueError(f"accuracy_reward: {len(completions)} completions but {len(solution)} solutions")
     rewards = []
-    for completion, sol in zip(completions, solution):
+    for completion, sol in zip(completions, solution, strict=True):
         content = completion_text(completion)
         if not isinstance(sol, str):
             raise TypeError(f"accuracy_reward: solution must be a string, got {sol!r}")
@@ -109,7 +110,7 @@ def get_reward_funcs(names: Sequence[str], math_verify: bool = False) -> list[Ca
             raise ValueError(f"unknown reward {name!r}; valid: {', '.join(sorted(REWARDS))}")
         fn = REWARDS[key]
         if key == "accuracy" and math_verify:
-            def accuracy_reward_math_verify(completions, solution, **kwargs):  # noqa: ANN001
+            def accuracy_reward_math_verify(completions, solution, **kwargs):
                 return accuracy_reward(completions, solution, math_verify=True, **kwargs)
 
             accuracy_reward_math_verify.__name__ = "accuracy_reward"

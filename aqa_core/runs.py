@@ -38,8 +38,9 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import yaml
 
@@ -275,7 +276,8 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, resume: bool = False) -> Path
             now = to_dict(cfg)
             defaults = to_dict(type(cfg)())
             saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
-            differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+            differ = sorted(k for k in set(saved) | set(now)
+                            if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
             schedule = now.get("lr_scheduler_type", saved.get("lr_scheduler_type"))
             longer = isinstance(now.get("max_steps"), int) and isinstance(saved.get("max_steps"), int) \
                 and now["max_steps"] > saved["max_steps"] > 0
@@ -313,7 +315,8 @@ def _git_commit(repo: Path) -> dict[str, Any] | None:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
     top = git("rev-parse", "--show-toplevel")
-    if top is None or Path(top).resolve() != repo.resolve() or git("ls-files", "aqa_core/__init__.py") != "aqa_core/__init__.py":
+    if (top is None or Path(top).resolve() != repo.resolve()
+            or git("ls-files", "aqa_core/__init__.py") != "aqa_core/__init__.py"):
         return None
     commit = git("rev-parse", "HEAD")
     if commit is None:

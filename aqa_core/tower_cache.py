@@ -22,9 +22,10 @@ replayed output is a constant: exact for a frozen tower, whose output needs no g
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator, Sequence
+from typing import Any
 
 from .audio_tower import audio_tower, tower_fingerprint, wrap_forward, wrapped_forward
 
@@ -32,13 +33,13 @@ TRAINING_CACHE = "frozen_tower_cache"  # the training wrapper's name on the towe
 DROPOUT_KEYS = ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop")
 
 
-def content_keys(input_features, attention_mask=None) -> list[str]:  # noqa: ANN001 - tensors
+def content_keys(input_features, attention_mask=None) -> list[str]:  # tensors
     """One key per row: a hash of the row's features and attention mask (a mask shared by the
     whole batch counts for every row), dtype and shape. Identical inputs get the same key
     whatever file or prompt they came from."""
     import torch
 
-    def raw(t) -> bytes:  # noqa: ANN001 - any dtype, bf16 included (numpy has none)
+    def raw(t) -> bytes:  # any dtype, bf16 included (numpy has none)
         return t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
     n = input_features.shape[0]
@@ -54,12 +55,12 @@ def content_keys(input_features, attention_mask=None) -> list[str]:  # noqa: ANN
     return keys
 
 
-def tower_is_frozen(model) -> bool:  # noqa: ANN001
+def tower_is_frozen(model) -> bool:
     """True when no parameter of the tower is trained."""
     return not any(p.requires_grad for p in audio_tower(model).parameters())
 
 
-def tower_is_deterministic(model) -> bool:  # noqa: ANN001
+def tower_is_deterministic(model) -> bool:
     """True when the tower's forward has no randomness: in eval mode, or every dropout and
     layer-drop probability of its config is zero (the Qwen2-Audio default)."""
     tower = audio_tower(model)
@@ -88,7 +89,7 @@ class TowerCache:
         self.misses = 0
         self.stores: set[str] = set()  # stores loaded into `outputs` (load_store)
 
-    def bind(self, model) -> bool:  # noqa: ANN001
+    def bind(self, model) -> bool:
         """Tie the cache to this model's tower; True when its outputs carry over."""
         tid = tower_fingerprint(model)
         kept = tid == self.tower_id
@@ -98,8 +99,8 @@ class TowerCache:
             self.tower_id = tid
         return kept
 
-    def replay(self, original: Callable, keys: Sequence[Hashable] | None, input_features,  # noqa: ANN001
-               attention_mask=None, **kwargs):  # noqa: ANN001, ANN201
+    def replay(self, original: Callable, keys: Sequence[Hashable] | None, input_features,
+               attention_mask=None, **kwargs):
         """The tower's output for a batch: cached rows replayed, the others encoded by
         `original` (the forward underneath) and stored."""
         import torch
@@ -120,7 +121,7 @@ class TowerCache:
                 mask = mask.index_select(0, rows.to(mask.device))
             with torch.no_grad():
                 out = original(input_features.index_select(0, rows), attention_mask=mask, **kwargs)
-            for j, hidden in zip(todo, out.last_hidden_state):
+            for j, hidden in zip(todo, out.last_hidden_state, strict=True):
                 self.outputs[keys[j]] = hidden.detach().to(self.device or hidden.device)
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
@@ -128,22 +129,22 @@ class TowerCache:
         return BaseModelOutput(last_hidden_state=hidden)
 
     @contextmanager
-    def replaying(self, model, keys: Sequence[Hashable] | None = None) -> Iterator[None]:  # noqa: ANN001
+    def replaying(self, model, keys: Sequence[Hashable] | None = None) -> Iterator[None]:
         keys = None if keys is None else list(keys)
 
-        def replay(original, input_features, attention_mask=None, **kwargs):  # noqa: ANN001, ANN202
+        def replay(original, input_features, attention_mask=None, **kwargs):
             return self.replay(original, keys, input_features, attention_mask, **kwargs)
 
         with wrapped_forward(audio_tower(model), replay, "tower_cache"):
             yield
 
-    def forward(self, model, batch: dict, keys: Sequence[Hashable] | None = None):  # noqa: ANN001, ANN201
+    def forward(self, model, batch: dict, keys: Sequence[Hashable] | None = None):
         """`model(**batch)` with the tower's outputs taken from (and added to) the cache."""
         with self.replaying(model, keys):
             return model(**batch)
 
 
-def cache_frozen_tower(model, cache: TowerCache | None = None,  # noqa: ANN001
+def cache_frozen_tower(model, cache: TowerCache | None = None,
                        store: str | Path | None = None) -> TowerCache | None:
     """For training: replay the tower's output for every clip it has encoded before (or that
     `store`, a `tower-cache` file of this tower, holds), for as long as the tower is frozen and
@@ -162,7 +163,7 @@ def cache_frozen_tower(model, cache: TowerCache | None = None,  # noqa: ANN001
     if store:
         load_store(cache, store, model)
 
-    def replay(original, input_features, attention_mask=None, **kwargs):  # noqa: ANN001, ANN202
+    def replay(original, input_features, attention_mask=None, **kwargs):
         if not (tower_is_frozen(model) and tower_is_deterministic(model)):
             cache.outputs.clear()  # whatever the tower does next, the stored outputs may be stale
             return original(input_features, attention_mask=attention_mask, **kwargs)
@@ -196,7 +197,7 @@ def save_store(cache: TowerCache, path: str | Path) -> Path:
     return path
 
 
-def load_store(cache: TowerCache, path: str | Path, model) -> int:  # noqa: ANN001
+def load_store(cache: TowerCache, path: str | Path, model) -> int:
     """Add a store's outputs to `cache` (bound to `model` first) when the store was made by a tower
     byte-identical to the model's; returns how many were added. A store of another tower adds
     nothing and says so (a warning): replaying it would feed the model another tower's outputs."""
@@ -289,6 +290,6 @@ def cli(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summary = encode_store(a.model, paths, a.out, a.batch_size, progress=not a.quiet)
-    print(f"tower-cache: {summary['outputs']} outputs of {summary['clips']} clips (tower {summary['tower_fingerprint']}) "
-          f"in {summary['seconds']} s -> {a.out}")
+    print(f"tower-cache: {summary['outputs']} outputs of {summary['clips']} clips "
+          f"(tower {summary['tower_fingerprint']}) in {summary['seconds']} s -> {a.out}")
     return 0

@@ -78,7 +78,8 @@ def archive_prompt3(result_dir: Path, n_resamples: int = 10_000, note: str = "")
     the report of this results folder alone."""
     from aqa_core.study.plan import notebook_parameters
     from aqa_core.study.report import build_report
-    from aqa_core.study.secondary import archive_prompt3 as keep, prompt3_runs
+    from aqa_core.study.secondary import archive_prompt3 as keep
+    from aqa_core.study.secondary import prompt3_runs
 
     prompt3_runs(result_dir)  # none: the one-line error before the report's work
     params = notebook_parameters("report", result_dir)
@@ -97,7 +98,7 @@ def markdown(a: dict) -> str:
              "code's book printed.", ""]
     for name in ("table2", "comparisons", "base_by_subcategory"):
         lines += [pd.DataFrame(a[name]).to_markdown(index=False), ""]
-    for k, v in a["values"].items():
+    for _k, v in a["values"].items():
         if isinstance(v, str):
             lines += [f"- {v}"]
     return "\n".join(lines) + "\n"

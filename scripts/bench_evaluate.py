@@ -133,10 +133,10 @@ def bench(args: argparse.Namespace, tmp: Path) -> int:
         t_tower_only, t_both = t_tower_only + t1 - t0, t_both + time.perf_counter() - t1
 
     n = len(records)
-    same_inputs = sum(a["raw_output"] == b["raw_output"] for a, b in zip(both, replayed))
-    same_replay = sum(a["raw_output"] == b["raw_output"] for a, b in zip(replayed, batched))
-    same_raw = sum(b["raw_output"] == p for b, p in zip(batched, plain))
-    same_pred = sum(b["model_prediction"] == extract_answer(p) for b, p in zip(batched, plain))
+    same_inputs = sum(a["raw_output"] == b["raw_output"] for a, b in zip(both, replayed, strict=True))
+    same_replay = sum(a["raw_output"] == b["raw_output"] for a, b in zip(replayed, batched, strict=True))
+    same_raw = sum(b["raw_output"] == p for b, p in zip(batched, plain, strict=True))
+    same_pred = sum(b["model_prediction"] == extract_answer(p) for b, p in zip(batched, plain, strict=True))
     gen_tokens = sum(len(processor.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in plain)
     figures = {
         "model": str(model_path), "data": str(data_path), "items": n, "batch_size": args.batch_size,

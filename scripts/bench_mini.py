@@ -56,7 +56,7 @@ def greedy_check(model_dir: Path, test_json: Path, prompt: int, batch_size: int 
         with torch.no_grad():
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         outs = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        for r, o in zip(batch, outs):
+        for r, o in zip(batch, outs, strict=False):
             ok = mmau_string_match(r["answer"], extract_answer(o), r["choices"])
             by_task[r["task"]].append((ok, 1 / len(r["choices"])))
             by_task["total"].append((ok, 1 / len(r["choices"])))
@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
-    from aqa_core.mini import data as mini_data, model as mini_model
+    from aqa_core.mini import data as mini_data
+    from aqa_core.mini import model as mini_model
 
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -146,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data generation: {figures['data_seconds']} s ({figures['data_clips']} clips)")
     print(f"base build:      {figures['base_seconds']} s (training {figures['base_train_seconds']} s, "
           f"{figures['steps']} steps x batch {figures['batch_size']}, {figures['seconds_per_step']} s/step)")
-    print(f"total:           {figures['total_seconds']} s (budget 300 s); peak RSS {figures['peak_rss_mib']['self']:.0f} MiB"
-          f" (children {figures['peak_rss_mib']['children']:.0f} MiB); load average {figures['machine']['loadavg_1min']:.1f}")
+    print(f"total:           {figures['total_seconds']} s (budget 300 s); "
+          f"peak RSS {figures['peak_rss_mib']['self']:.0f} MiB"
+          f" (children {figures['peak_rss_mib']['children']:.0f} MiB); "
+          f"load average {figures['machine']['loadavg_1min']:.1f}")
     print(f"model:           {figures['parameters']} parameters, tokenizer {figures['tokenizer_size']} tokens")
     figures["sft_step"] = time_sft_steps(out / "base", out / "data" / "train.jsonl")
     print(f"SFT step:        {figures['sft_step']['seconds_per_step']} s (batch {figures['sft_step']['batch_size']}, "

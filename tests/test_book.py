@@ -34,12 +34,13 @@ MODELS = {
 STEPS = (20, 40, 60)
 SUBCATEGORY = {"sound": "Sound Source", "music": "Instrument Identification", "speech": "Spoken Digit"}
 # the validity checks (aqa_core.study.validity): the base model with the audio replaced, near chance
-ABLATIONS = {"eval/base-prompt2-silence": (2, (0.30, 0.25, 0.25)), "eval/base-prompt2-mismatched": (2, (0.30, 0.30, 0.20))}
+ABLATIONS = {"eval/base-prompt2-silence": (2, (0.30, 0.25, 0.25)),
+             "eval/base-prompt2-mismatched": (2, (0.30, 0.30, 0.20))}
 
 
 def _questions() -> list[dict]:
     out = []
-    for t, task in enumerate(TASKS):
+    for _t, task in enumerate(TASKS):
         for i in range(N_PER_TASK):
             choices = [f"{task} answer {k}" for k in range(4)]
             out.append({"id": f"{task}-{i:03d}", "audio_id": f"./test-mini-audios/{task}-{i:03d}.wav",
@@ -89,7 +90,7 @@ def write_fixture_results(root: Path) -> Path:
         "parameters": {"total": 3_000_000, "audio_tower": 2_000_000}, "tokenizer_size": 1024,
         "audio_tokens_per_clip": 75, "spec": {"num_hidden_layers": 4, "hidden_size": 256, "audio_seconds": 3},
         "hyperparameters": {"steps": 90}, "train_seconds": 30.0}))
-    for seed, (folder, (prompt, acc)) in enumerate(ABLATIONS.items(), start=50):
+    for seed, (folder, (_prompt, acc)) in enumerate(ABLATIONS.items(), start=50):
         (res / folder).mkdir(parents=True)
         (res / folder / "predictions.json").write_text(json.dumps(_predictions(questions, acc, seed)))
     (res / "validity").mkdir()
@@ -107,14 +108,18 @@ def write_fixture_results(root: Path) -> Path:
         is_grpo = folder.startswith("grpo")
         (d / "config.yaml").write_text(yaml.safe_dump({"prompt": prompt, "max_steps": STEPS[-1], "seed": 42,
                                                         "learning_rate": 1e-3, "use_peft": folder == "sft-lora",
-                                                        "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
-                                                        **({"num_generations": 4, "num_processes": 1} if is_grpo else {})}))
+                                                        "per_device_train_batch_size": 16,
+                                                        "gradient_accumulation_steps": 1,
+                                                        **({"num_generations": 4, "num_processes": 1}
+                                                           if is_grpo else {})}))
         metrics = []
         for step in range(1, STEPS[-1] + 1):
             x = step / STEPS[-1]
             if is_grpo:
-                metrics.append({"step": step, "loss": 0.01 * math.sin(step), "reward": 0.6 + 0.8 * x + 0.1 * math.sin(3 * step),
-                                "rewards/accuracy_reward/mean": 0.3 + 0.3 * x, "kl": 0.001 * step, "learning_rate": 1e-3})
+                metrics.append({"step": step, "loss": 0.01 * math.sin(step),
+                                "reward": 0.6 + 0.8 * x + 0.1 * math.sin(3 * step),
+                                "rewards/accuracy_reward/mean": 0.3 + 0.3 * x, "kl": 0.001 * step,
+                                "learning_rate": 1e-3})
             elif step % 5 == 0:
                 metrics.append({"step": step, "loss": 2.0 * math.exp(-3 * x) + 0.05, "learning_rate": 1e-3})
         metrics.append({"step": STEPS[-1], "train_runtime": 12.0, "summary": True})
@@ -131,7 +136,7 @@ def write_fixture_results(root: Path) -> Path:
                          **{f"test_{t}": rep["task"][t]["accuracy"] for t in TASKS},
                          "test_ci95": rep["total"]["ci95"], "test_n": rep["total"]["total"],
                          "validation": 50.0 + 10 * k - 15 * (k == 2), "validation_n": 30})
-        pick = lambda key: max(rows, key=lambda r: (r[key], -r["step"]))  # noqa: E731
+        pick = lambda key, rows=rows: max(rows, key=lambda r: (r[key], -r["step"]))  # noqa: E731
         sel = {name: {k: pick(key)[k] for k in ("checkpoint", "step", "test", "validation")}
                for name, key in (("best_on_test", "test"), ("best_on_validation", "validation"))}
         (d / "eval" / "sweep.json").write_text(json.dumps({"run": str(d), "prompt": prompt, "rows": rows,
@@ -149,8 +154,8 @@ def write_fixture_recipes(root: Path) -> dict[str, list[Path]]:
     g.mkdir(parents=True)
     s.mkdir(parents=True)
     (g / "paper.yaml").write_text("per_device_train_batch_size: 8\nnum_generations: 8\ngradient_accumulation_steps: 2\n"
-                                  "max_steps: 500\nlearning_rate: 1.0e-6\ntemperature: 1.0\nmax_completion_length: 512\n"
-                                  "beta: 0.04\n")
+                                  "max_steps: 500\nlearning_rate: 1.0e-6\ntemperature: 1.0\n"
+                                  "max_completion_length: 512\nbeta: 0.04\n")
     (g / "official-code.yaml").write_text("_base: paper.yaml\nmax_steps: 1000\nmax_completion_length: 256\n"
                                           "save_steps: 100\nmath_verify: true\n")
     (g / "mini.yaml").write_text("_base: paper.yaml\nper_device_train_batch_size: 4\nnum_generations: 4\n"
@@ -201,11 +206,13 @@ def test_the_last_checkpoint_table_is_the_plans_secondary_comparison(tmp_path):
         return 100 * sum(correct.values()) / len(correct)
 
     last = sweep["rows"][-1]["checkpoint"]
-    assert v["mini_last_grpo_p2_change"] == pytest.approx(acc("grpo-prompt2", last) - acc("grpo-prompt2", first["checkpoint"]))
+    assert v["mini_last_grpo_p2_change"] == pytest.approx(
+        acc("grpo-prompt2", last) - acc("grpo-prompt2", first["checkpoint"]))
     assert v["mini_last_grpo_p2_change_lo"] <= v["mini_last_grpo_p2_change"] <= v["mini_last_grpo_p2_change_hi"]
     chosen = json.loads((res / "sft-full" / "eval" / "sweep.json").read_text())["selection"]["best_on_validation"]
     assert chosen["checkpoint"] != last  # the fixture's runs choose a middle checkpoint
-    assert v["mini_last_sft_full_change"] == pytest.approx(acc("sft-full", last) - acc("sft-full", chosen["checkpoint"]))
+    assert v["mini_last_sft_full_change"] == pytest.approx(
+        acc("sft-full", last) - acc("sft-full", chosen["checkpoint"]))
     assert v["mini_last_sentence"].startswith("At the last checkpoints, GRPO + Prompt <2> against ")
     assert list(t.frame["model, method"])[:2] == ["Full + Prompt <1>", "LoRA + Prompt <1>"]
 
@@ -309,11 +316,15 @@ def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypa
     assert len(fig.fig.axes) == 2 and len(fig.fig.axes[1].get_yticklabels()) == 2  # prompt <2>, silent GRPO
     # archived, then read back by a build that has not run the plan
     archive = archive_ablations(res, n_resamples=200)
-    assert archive["benchmark_version"] and len([r for r in archive["records"] if r["group"] != "same prompt"]) == len(after.frame)
+    assert (archive["benchmark_version"]
+            and len([r for r in archive["records"] if r["group"] != "same prompt"]) == len(after.frame))
     # GRPO <2> against SFT trained with prompt <2> too: the comparison without the prompt confound
-    assert v["mini_abl_grpo-p2_vs_sft-full_prompt2_lo"] <= v["mini_abl_grpo-p2_vs_sft-full_prompt2"] <= v["mini_abl_grpo-p2_vs_sft-full_prompt2_hi"]
-    assert "With the prompt the same on both sides, GRPO + Prompt <2> minus Full + Prompt <2>" in v["mini_ablation_prompt_sentence"]
-    assert "1 of the 1 intervals" not in v["mini_ablation_size_sentence"] and "150 questions" in v["mini_ablation_size_sentence"]
+    assert (v["mini_abl_grpo-p2_vs_sft-full_prompt2_lo"] <= v["mini_abl_grpo-p2_vs_sft-full_prompt2"]
+            <= v["mini_abl_grpo-p2_vs_sft-full_prompt2_hi"])
+    assert ("With the prompt the same on both sides, GRPO + Prompt <2> minus Full + Prompt <2>"
+            in v["mini_ablation_prompt_sentence"])
+    assert ("1 of the 1 intervals" not in v["mini_ablation_size_sentence"]
+            and "150 questions" in v["mini_ablation_size_sentence"])
     monkeypatch.setattr(ablations, "ARCHIVE", tmp_path / "book" / "archive" / "ablations.json")
     ablations.ARCHIVE.parent.mkdir(parents=True)
     ablations.ARCHIVE.write_text(json.dumps(archive), encoding="utf-8")
@@ -462,7 +473,8 @@ def test_grpo_prompt3_is_archived_then_quoted_by_a_build_without_it(tmp_path):
     table = prompt3_table(kept)
     assert list(table.frame["seed"]) == [0] and table.frame["converged"][0] == "n/a"  # 3 checkpoints < 6
     summary = prompt3_summary(res, kept)
-    assert "archived run of" in summary and kept["values"]["think_sentence"] in summary and "Against full SFT" in summary
+    assert ("archived run of" in summary and kept["values"]["think_sentence"] in summary
+            and "Against full SFT" in summary)
     assert "No archive" in prompt3_summary(res, None) and "no archived run" in prompt3_table(None).html()
 
 

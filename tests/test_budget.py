@@ -33,7 +33,8 @@ def _run(root, name, runner, steps, validation):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "eval").mkdir()
     sweep_rows = [{"checkpoint": "base", "step": 0, "validation": 40.0, "validation_n": 400}]
-    sweep_rows += [{"checkpoint": f"checkpoint-{10 * (i + 1)}", "step": 10 * (i + 1), "validation": v, "validation_n": 400}
+    sweep_rows += [{"checkpoint": f"checkpoint-{10 * (i + 1)}", "step": 10 * (i + 1), "validation": v,
+                    "validation_n": 400}
                    for i, v in enumerate(validation)]
     (run / "eval" / "sweep.json").write_text(json.dumps({"rows": sweep_rows, "selection": {}}))
     return run
@@ -63,7 +64,7 @@ def test_budget_counts_questions_steps_seconds_and_flops(tmp_path):
                                                ((99.5, 100, 100, 100, 100, 100), True)])  # saturated: nothing to gain
 def test_convergence_rule(curve, converged, tmp_path):
     sweep = {"rows": [{"checkpoint": f"checkpoint-{s}", "step": s, "validation": v, "validation_n": 400}
-                      for s, v in zip(range(10, 70, 10), curve)]}
+                      for s, v in zip(range(10, 70, 10), curve, strict=True)]}
     c = convergence(sweep)
     assert c["converged"] is converged and c["checkpoints"] == 6
     assert c["last_third"] == pytest.approx(sum(curve[-2:]) / 2)

@@ -226,7 +226,8 @@ def test_a_second_evaluation_into_one_out_refuses(tmp_path, capsys):
     data = tmp_path / "q.json"
     data.write_text("[]")
     with hold_output(tmp_path / "p.json"):
-        code = entry.main(["evaluate", "--model", str(tmp_path), "--data", str(data), "--out", str(tmp_path / "p.json")])
+        code = entry.main(["evaluate", "--model", str(tmp_path), "--data", str(data),
+                           "--out", str(tmp_path / "p.json")])
     err = capsys.readouterr().err
     assert code == 1 and "in use by pid" in err and err.count("\n") == 1
 

@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 
 from aqa_core.mini import model as mini_model
-from aqa_core.train.collate import IGNORE_INDEX, SFTCollator
 from aqa_core.prompts import Prompt, user_text
+from aqa_core.train.collate import IGNORE_INDEX, SFTCollator
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_the_encoding_cache_replays_the_same_tensors_within_its_budget(tiny, wav
     recs = [_question(wavs), dict(_question(wavs), question="Which instrument is playing here?")]
     plain = SFTCollator(processor)(recs)
     cached = SFTCollator(processor, cache_bytes=1 << 30)
-    for epoch in range(3):
+    for _epoch in range(3):
         batch = cached(recs)
         assert batch.keys() == plain.keys() and all(torch.equal(batch[k], plain[k]) for k in plain)
     assert cached.encoded == 2  # the first epoch only

@@ -1,6 +1,6 @@
 """Recipe parsing: defaults < recipe < overrides; unknown keys and bad types fail clearly."""
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 import yaml
@@ -14,7 +14,7 @@ class Demo:
     max_steps: int = 500
     prompt: Literal[1, 2, 3] = 2
     rewards: list[str] = field(default_factory=lambda: ["accuracy", "format"])
-    bf16: Optional[bool] = None
+    bf16: bool | None = None
     output_dir: str = "runs/x"
 
 

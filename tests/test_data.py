@@ -17,7 +17,8 @@ def _jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-ROW = {"id": 1, "question_text": "What is in the video?", "multi_choice": ["a", "b"], "answer": 1, "audio_path": "x_1.wav"}
+ROW = {"id": 1, "question_text": "What is in the video?", "multi_choice": ["a", "b"], "answer": 1,
+       "audio_path": "x_1.wav"}
 
 
 def test_avqa_record_is_canonical(tmp_path):
@@ -53,7 +54,8 @@ def test_avqa_missing_wavs_are_counted_and_skipped_or_fail(tmp_path):
         ('{"id": 1, "question_text": "q"', r"q.jsonl:1: invalid JSON"),
         ('[1, 2]', r"q.jsonl:1: expected a JSON object"),
         ('{"id": 1, "question_text": "q", "answer": 0, "audio_path": "x"}', r"missing field\(s\) \['multi_choice'\]"),
-        ('{"question_text": "q", "multi_choice": ["a"], "answer": 3, "audio_path": "x"}', r"index 3 out of range for 1 choices"),
+        ('{"question_text": "q", "multi_choice": ["a"], "answer": 3, "audio_path": "x"}',
+         r"index 3 out of range for 1 choices"),
         ('{"question_text": "q", "multi_choice": ["a"], "answer": "a", "audio_path": "x"}', r"0-based int index"),
         ('{"question_text": "q", "multi_choice": [], "answer": 0, "audio_path": "x"}', r"non-empty list of strings"),
     ],
@@ -85,7 +87,8 @@ def test_avqa_wav_name():
 
 def test_convert_avqa_round_trips_through_the_loader(tmp_path, shared_data):
     example = json.loads((shared_data / "avqa" / "r1aqa_readme_example_record.json").read_text())
-    official = {k: example[k] for k in ("id", "video_name", "video_id", "question_text", "multi_choice", "answer", "question_relation", "question_type")}
+    official = {k: example[k] for k in ("id", "video_name", "video_id", "question_text", "multi_choice", "answer",
+                                        "question_relation", "question_type")}
     other = dict(official, id=184, video_name="zzz_000001")
     (tmp_path / "avqa.json").write_text(json.dumps([official, other]))
     _wav(tmp_path / "wavs" / "-HG3Omg_89c_30.wav")
@@ -112,7 +115,8 @@ def test_mmau_loader_resolves_audio_against_the_json_folder(tmp_path):
 
 
 def test_mmau_loader_reports_missing_audio_with_count_and_ids(tmp_path):
-    (tmp_path / "m.json").write_text(json.dumps([MMAU_ITEM, dict(MMAU_ITEM, id="q2", audio_id="./test-mini-audios/q2.wav")]))
+    (tmp_path / "m.json").write_text(json.dumps([MMAU_ITEM,
+                                                 dict(MMAU_ITEM, id="q2", audio_id="./test-mini-audios/q2.wav")]))
     with pytest.raises(DataError, match=r"2 of 2 wav file\(s\) missing .*first ids: q1, q2"):
         load_mmau(tmp_path / "m.json", check_audio=True)
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from aqa_core.eval import evaluate as ev
-from aqa_core.eval import sweep as sw
-from aqa_core.eval import mmau
 from aqa_core.answers import extract_answer
+from aqa_core.eval import evaluate as ev
+from aqa_core.eval import mmau
+from aqa_core.eval import sweep as sw
 
 TASKS = ("sound", "music", "speech")
 DIFFICULTIES = ("easy", "medium", "hard")
@@ -106,7 +106,7 @@ def test_predictions_round_trip_through_the_scorer(tmp_path, tiny_model, scripte
     rows = json.loads(out.read_text(encoding="utf-8"))
     originals = json.loads(data.read_text(encoding="utf-8"))
     assert len(rows) == len(originals)
-    for row, orig in zip(rows, originals):  # question order and every original field kept as is
+    for row, orig in zip(rows, originals, strict=True):  # question order and every original field kept as is
         assert {k: v for k, v in row.items() if k not in ("model_prediction", "model_output", "raw_output")} == orig
         assert row["model_prediction"] == row["model_output"] == extract_answer(row["raw_output"])
     # the official scorer reads model_output; the README key is model_prediction: same result
@@ -319,7 +319,8 @@ def test_sweep_ablates_the_audio_of_the_checkpoint_chosen_on_validation(tmp_path
     monkeypatch.setattr(ev, "_generate", gen)
     fed = []
     real_generate = ev._generate
-    monkeypatch.setattr(ev, "_generate", lambda m, p, t, recs, *a, **k: fed.extend(recs) or real_generate(m, p, t, recs, *a, **k))
+    monkeypatch.setattr(ev, "_generate",
+                        lambda m, p, t, recs, *a, **k: fed.extend(recs) or real_generate(m, p, t, recs, *a, **k))
     data, val = write_mmau(tmp_path / "d", n=9), write_avqa(tmp_path / "v", n=6)
     res = sw.sweep(run_dir, data, validation=val, validation_audio_dir=tmp_path / "v" / "val-audios",
                    test_at="selected", ablate_selected=["silence", "mismatched"], batch_size=4, max_new_tokens=8,
@@ -441,7 +442,7 @@ def test_left_padding_matches_batch_size_one(tmp_path, tiny_model):
     one = ev.evaluate_records(model, processor, records, 2, batch_size=1, max_new_tokens=24, sort_by_length=False,
                               progress=False)
     batched = ev.evaluate_records(model, processor, records, 2, batch_size=8, max_new_tokens=24, progress=False)
-    same = sum(a["model_prediction"] == b["model_prediction"] for a, b in zip(one, batched))
+    same = sum(a["model_prediction"] == b["model_prediction"] for a, b in zip(one, batched, strict=True))
     assert same / len(records) >= 0.99
     assert [r["id"] for r in batched] == [r["id"] for r in records]  # input order kept despite sorting
     assert all(len(r["raw_output"]) > 0 for r in batched)
@@ -453,8 +454,8 @@ def test_tower_cache_replays_an_identical_tower_only(tmp_path, tiny_model):
     whose tower differs empties the cache and encodes every clip again."""
     import torch
 
-    from aqa_core.data import load_mmau
     from aqa_core.audio_tower import audio_tower
+    from aqa_core.data import load_mmau
     from aqa_core.tower_cache import TowerCache
 
     torch.set_num_threads(1)

@@ -66,7 +66,7 @@ class RecordingProcessor:
 
     def __call__(self, *args, text, audio, **kwargs):
         out = self.inner(*args, text=text, audio=audio, **kwargs)
-        for t, wav, frames in zip(text, audio, out["feature_attention_mask"].sum(-1).tolist()):
+        for t, wav, frames in zip(text, audio, out["feature_attention_mask"].sum(-1).tolist(), strict=True):
             self.fed["q" + re.search(r"Question (\d+):", t).group(1)] = (t, np.asarray(wav), frames)
         return out
 
@@ -85,7 +85,8 @@ def evaluate(model_and_processor, tiny_model, data, out, **kw):
 def records(subs: str, paths: str | None = None) -> list[dict]:
     """Literal records: one sub-category letter (and one wav name) per item."""
     paths = paths or "".join(chr(ord("A") + i) for i in range(len(subs)))
-    return [{"id": f"r{i}", "audio_path": f"{p}.wav", "sub-category": s} for i, (s, p) in enumerate(zip(subs, paths))]
+    return [{"id": f"r{i}", "audio_path": f"{p}.wav", "sub-category": s}
+            for i, (s, p) in enumerate(zip(subs, paths, strict=True))]
 
 
 # ----------------------------------------------------------------------------- the pairing
@@ -154,7 +155,7 @@ def test_each_choice_feeds_the_audio_it_names(tmp_path, tiny_model, model_and_pr
     _, silence = evaluate(model_and_processor, tiny_model, data, tmp_path / "silence.json", audio="silence")
     _, mismatched = evaluate(model_and_processor, tiny_model, data, tmp_path / "mis.json", audio="mismatched")
     assert set(real) == set(silence) == set(mismatched) == set(own)
-    partner = {r["id"]: recs[j]["id"] for r, j in zip(recs, ev.mismatched_partners(recs, seed=0))}
+    partner = {r["id"]: recs[j]["id"] for r, j in zip(recs, ev.mismatched_partners(recs, seed=0), strict=True)}
     for i, wav in own.items():
         assert np.array_equal(real[i][1], wav)
         assert silence[i][1].shape == wav.shape and not np.any(silence[i][1])  # zeros, same length

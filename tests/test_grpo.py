@@ -95,12 +95,14 @@ def test_official_code_and_mini_recipes():
 
 
 def test_trl_args_pass_through_checked_against_grpo_config():
-    cfg = load_recipe(GRPORecipe, REPO / "recipes/grpo/paper.yaml", ["trl_args={log_completions: true, num_completions_to_print: 2}"])
+    cfg = load_recipe(GRPORecipe, REPO / "recipes/grpo/paper.yaml",
+                      ["trl_args={log_completions: true, num_completions_to_print: 2}"])
     args = grpo_args(cfg, "/tmp/unused", CPU)
     assert args.log_completions is True and args.num_completions_to_print == 2
     assert args.beta == 0.04  # the recipe's own mapping is untouched
     bad = load_recipe(GRPORecipe, REPO / "recipes/grpo/paper.yaml", ["trl_args={log_completion: true}"])
-    with pytest.raises(RecipeError, match=r"'log_completion' is not a GRPOConfig field \(did you mean log_completions.*valid fields: .*beta"):
+    with pytest.raises(RecipeError, match=r"'log_completion' is not a GRPOConfig field "
+                                          r"\(did you mean log_completions.*valid fields: .*beta"):
         grpo_args(bad, "/tmp/unused", CPU)
     mapped = load_recipe(GRPORecipe, REPO / "recipes/grpo/paper.yaml", ["trl_args={beta: 0.1}"])
     with pytest.raises(RecipeError, match="'beta' is set by the runner from the recipe"):
@@ -120,7 +122,7 @@ def test_bad_trl_args_fail_before_the_run_folder_is_written(tmp_path):
 
 
 def test_group_advantages_on_a_reward_table():
-    rewards = [1, 0, 0, 0,   2, 2, 2, 2,   2, 1, 1, 0]  # noqa: E241 - three groups of G=4
+    rewards = [1, 0, 0, 0,   2, 2, 2, 2,   2, 1, 1, 0]  # three groups of G=4
     adv = group_advantages(rewards, 4).tolist()
     # group 1: mean 0.25, sample std 0.5; group 2: std 0 -> 0 (the 1e-4 keeps it finite);
     # group 3: mean 1, sample std sqrt(2/3)
@@ -258,8 +260,8 @@ def test_shared_audio_encoding_is_exact_and_encodes_each_clip_once(tiny):
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
     from aqa_core.audio import load_audio
-    from aqa_core.data import load_avqa_jsonl
     from aqa_core.audio_tower import audio_tower
+    from aqa_core.data import load_avqa_jsonl
     from aqa_core.prompts import build_messages
     from aqa_core.train.grpo_trainer import share_audio_encoding
 

@@ -93,7 +93,7 @@ def test_no_import_cycles():
     assert cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _defined(module: str) -> frozenset[str]:
     """Names a module defines at its top level (functions, classes, assignments)."""
     out: set[str] = set()
@@ -106,7 +106,7 @@ def _defined(module: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _package_imports(path, tree):  # noqa: ANN001, ANN202
+def _package_imports(path, tree):
     """(line, module, name, bound name) for every `from <aqa_core module> import name` in a file."""
     rel = path.relative_to(REPO)
     package = ".".join(rel.parent.parts) if rel.parts[0] == "aqa_core" else ""

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from aqa_core.mini import synth as S
 from aqa_core.answers import extract_answer
 from aqa_core.data import load_avqa_jsonl, load_mmau
+from aqa_core.mini import synth as S
 from aqa_core.mini.data import MiniSizes, cli, generate
 from aqa_core.mini.tasks import NUMS, SUBCATS, TRAIN_SUBCATS, sample_clip, shift_table
 

@@ -27,7 +27,8 @@ def tiny(tiny_dir):
 
 def _inputs(processor, seconds=(3.0, 1.0)):
     rng = np.random.default_rng(0)
-    msgs = [{"role": "user", "content": [{"type": "audio", "audio_url": "x.wav"}, {"type": "text", "text": "What is it?"}]}]
+    msgs = [{"role": "user", "content": [{"type": "audio", "audio_url": "x.wav"},
+                                         {"type": "text", "text": "What is it?"}]}]
     text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
     audio = [(0.1 * rng.standard_normal(int(16000 * s))).astype(np.float32) for s in seconds]
     return processor(text=[text] * len(audio), audio=audio, sampling_rate=16000, return_tensors="pt", padding=True)
@@ -301,9 +302,9 @@ def test_converted_whisper_transcribes_speech():
 @pytest.mark.slow
 def test_mini_base_end_to_end_on_generated_data(tmp_path):
     """mini-data at tiny sizes -> mini-base (Whisper encoder, 3 steps) -> load -> greedy answer."""
-    from aqa_core.mini import data as mini_data
     from aqa_core.audio import load_audio
     from aqa_core.data import load_mmau
+    from aqa_core.mini import data as mini_data
     from aqa_core.prompts import build_messages
 
     mini_data.generate(tmp_path / "data", sizes=mini_data.MiniSizes(train=4, validation=2, test=4, base=12),
@@ -315,7 +316,8 @@ def test_mini_base_end_to_end_on_generated_data(tmp_path):
     assert info["audio_tower"].startswith("Whisper tiny.en") and info["audio_tower"].endswith("frozen")
     model, processor = mini_model.load(out)
     ct = mini_model.read_ctranslate2(mini_model.whisper_tiny_path(), prefix="encoder/conv2/weight")
-    assert torch.equal(model.model.audio_tower.conv2.weight, torch.from_numpy(ct["encoder/conv2/weight"].astype(np.float32)))
+    assert torch.equal(model.model.audio_tower.conv2.weight,
+                       torch.from_numpy(ct["encoder/conv2/weight"].astype(np.float32)))
     rec = load_mmau(tmp_path / "data" / "test-mini.json")[0]
     text = processor.apply_chat_template(build_messages(rec, 2), add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], audio=[load_audio(rec["audio_path"])], sampling_rate=16000, return_tensors="pt")

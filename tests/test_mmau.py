@@ -18,8 +18,14 @@ import pytest
 
 from aqa_core.eval import mmau
 from aqa_core.eval.mmau import cli_score, format_report, mmau_string_match, score_file, score_predictions
-from aqa_core.eval.mmau_versions import (VERSIONS_FILE, MMAUInputError, build_fingerprints, cli_mmau_version,
-                                         identify_version, load_version_table)
+from aqa_core.eval.mmau_versions import (
+    VERSIONS_FILE,
+    MMAUInputError,
+    build_fingerprints,
+    cli_mmau_version,
+    identify_version,
+    load_version_table,
+)
 
 DATA = Path(__file__).parent / "data"
 HANDMADE = DATA / "mmau_handmade_predictions.json"
@@ -425,13 +431,13 @@ def _expected_official(records: list[dict], outcome: list[bool]) -> str:
     """Tallies by hand-known outcomes, in the official order and format (see ../shared/data/README.md)."""
     groups: list[dict] = [{t: [0, 0] for t in ("sound", "music", "speech")},
                           {d: [0, 0] for d in ("easy", "hard", "medium")}, {}]
-    for r, ok in zip(records, outcome):
-        for g, name in zip(groups, (r["task"], r["difficulty"].lower(), r["sub-category"])):
+    for r, ok in zip(records, outcome, strict=True):
+        for g, name in zip(groups, (r["task"], r["difficulty"].lower(), r["sub-category"]), strict=True):
             g.setdefault(name, [0, 0])
             g[name][0] += ok
             g[name][1] += 1
     lines = []
-    for title, g in zip(("Task", "Difficulty", "Sub-category"), groups):
+    for title, g in zip(("Task", "Difficulty", "Sub-category"), groups, strict=True):
         lines += ["*" * 30, f"{title}-wise Accuracy:"]
         lines += [f"{k} : {(c / n) * 100 if n else 0:.2f}% over {n} samples" for k, (c, n) in g.items()]
     correct = sum(outcome)

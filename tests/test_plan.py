@@ -77,9 +77,7 @@ def test_the_sweeps_score_the_plans_validation_subset():
 
 
 def test_the_default_study_trains_every_run_but_the_plans_opt_in_ones(tmp_path):
-    from aqa_core.study.plan import RUNS, study_stages
-
-    from aqa_core.study.plan import OPT_IN_RUNS
+    from aqa_core.study.plan import OPT_IN_RUNS, RUNS, study_stages
 
     opt_in = plan_constants()["opt_in_runs"]
     assert list(OPT_IN_RUNS) == opt_in

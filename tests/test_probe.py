@@ -63,7 +63,7 @@ def test_the_probe_replays_the_stores_of_base_training_and_the_study_with_the_sa
     encoded = []
     real_replay = tc.TowerCache.replay
 
-    def counting(self, *args, **kwargs):  # noqa: ANN001, ANN202
+    def counting(self, *args, **kwargs):
         misses = self.misses
         out = real_replay(self, *args, **kwargs)
         encoded.append(self.misses - misses)

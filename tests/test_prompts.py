@@ -1,9 +1,10 @@
 """The prompts are the official R1-AQA texts, character for character."""
 import pytest
 
-from aqa_core.prompts import Prompt, as_prompt, avqa_question, build_messages, solution_text, sft_target, user_text
+from aqa_core.prompts import Prompt, as_prompt, avqa_question, build_messages, sft_target, solution_text, user_text
 
-REC = {"question": "What happened in the audio?", "choices": ["motorboat", "Yacht consignment"], "audio_path": "/a/x.wav"}
+REC = {"question": "What happened in the audio?", "choices": ["motorboat", "Yacht consignment"],
+       "audio_path": "/a/x.wav"}
 
 
 def test_prompt_2_is_the_official_text():
@@ -23,7 +24,8 @@ def test_prompt_3_is_the_official_text():
 
 def test_prompt_1_drops_the_format_instruction():
     text = user_text(REC["question"], REC["choices"], 1)
-    assert text == "What happened in the audio? Please choose the answer from the following options: ['motorboat', 'Yacht consignment']."
+    assert text == ("What happened in the audio? Please choose the answer from the following options: "
+                    "['motorboat', 'Yacht consignment'].")
     assert "<answer>" not in text
 
 

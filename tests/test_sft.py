@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from aqa_core.train import sft
 from aqa_core.config import RecipeError, load_recipe
 from aqa_core.runs import RunDirError, model_dir, read_metrics
+from aqa_core.train import sft
 from aqa_core.train.sft import SFTRecipe, check_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,8 @@ def test_one_lora_builder_keeps_each_recipes_targets():
     # either form in either recipe: an SFT recipe may state the regex, names may come as one string
     as_regex = load_recipe(SFTRecipe, RECIPES / "paper-lora.yaml", [f"lora_target_modules={grpo.lora_target_modules}"])
     as_names = load_recipe(GRPORecipe, RECIPES.parent / "grpo" / "paper.yaml",
-                           ["use_peft=true", "lora_target_modules=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"])
+                           ["use_peft=true",
+                            "lora_target_modules=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"])
     for cfg in (as_regex, as_names):
         assert {n for n in names if re.fullmatch(lora_config(cfg).target_modules, n)} == chosen[0]
     with pytest.raises(RecipeError, match="a list holds module names"):
@@ -121,7 +122,8 @@ def test_cli_reports_recipe_errors(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     """A tiny random Qwen2-Audio and an 8-question mini train split (R1-AQA JSONL + wavs)."""
-    from aqa_core.mini import data as mini_data, model as mini_model
+    from aqa_core.mini import data as mini_data
+    from aqa_core.mini import model as mini_model
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sft")
@@ -194,7 +196,7 @@ def test_full_sft_end_to_end(tiny_setup, monkeypatch):
     answers = {r["multi_choice"][r["answer"]] for r in rows}
     assert len(seen) == 6
     for batch in seen:
-        for ids, labels in zip(batch["input_ids"], batch["labels"]):
+        for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
             kept = labels != -100
             assert kept.any() and (labels[kept] == ids[kept]).all()
             first = int(kept.nonzero().min())
@@ -236,7 +238,8 @@ def test_lora_sft_keeps_base_and_saves_merged(tiny_setup):
     assert model_dir(ckpt) == ckpt / "merged"
     merged = _weights(model_dir(ckpt))
     reference = PeftModel.from_pretrained(
-        Qwen2AudioForConditionalGeneration.from_pretrained(cfg.model_name_or_path), ckpt).merge_and_unload().state_dict()
+        Qwen2AudioForConditionalGeneration.from_pretrained(cfg.model_name_or_path),
+        ckpt).merge_and_unload().state_dict()
     assert set(merged) == set(base) == set(reference)
     for key in base:
         torch.testing.assert_close(merged[key], reference[key])
@@ -299,7 +302,6 @@ def test_a_kill_at_each_point_of_a_save_resumes_to_the_same_weights(tiny_setup, 
     import transformers
     from transformers import TrainerCallback
 
-    from aqa_core.train import common
 
     ref_dir = tiny_setup["root"] / "kill-reference"
     if not (ref_dir / "final").is_dir():
@@ -354,7 +356,8 @@ def test_a_kill_at_each_point_of_a_save_resumes_to_the_same_weights(tiny_setup, 
     assert (run / "final" / "model.safetensors").stat().st_mtime_ns == stamp
     if keep == "newest":  # weights in every checkpoint, the optimizer state in the newest only
         assert (run / "checkpoint-2" / "model.safetensors").is_file()
-        assert not (run / "checkpoint-2" / "optimizer.pt").exists() and (run / "checkpoint-4" / "optimizer.pt").is_file()
+        assert (not (run / "checkpoint-2" / "optimizer.pt").exists()
+                and (run / "checkpoint-4" / "optimizer.pt").is_file())
 
 
 @pytest.mark.slow

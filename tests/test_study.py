@@ -107,7 +107,8 @@ def test_an_aqa_stage_forked_from_the_stage_server_writes_what_a_fresh_interpret
     assert not stages.forks([sys.executable, "-c", "pass"])
     assert _statuses(run_stages([forked, bad], tmp_path, jobs=2, echo=False)) == {"forked": "ran", "bad": "failed"}
     monkeypatch.setattr(stages.subprocess, "Popen", subprocess.Popen)
-    assert (tmp_path / "forked" / "predictions.json").read_bytes() == (tmp_path / "fresh" / "predictions.json").read_bytes()
+    assert ((tmp_path / "forked" / "predictions.json").read_bytes()
+            == (tmp_path / "fresh" / "predictions.json").read_bytes())
     log = (tmp_path / "logs" / "bad.log").read_text()
     assert log.startswith("$ ") and f"error: {tmp_path / 'nope'}: cannot tell the run's prompt" in log
 
@@ -169,9 +170,11 @@ def test_the_ablations_plan_adds_its_runs_to_the_main_studys(tmp_path):
     argv = lambda name: " ".join(map(str, by[name].argv))  # noqa: E731
     small = argv("abl-sft-full-train150-seed2")
     assert "max_train_samples=150" in small and "max_steps=300" in small and "seed=44" in small
-    assert "max_train_samples=600" in argv("abl-grpo-prompt2-train600") and "prompt=2" in argv("abl-grpo-prompt2-train600")
+    assert ("max_train_samples=600" in argv("abl-grpo-prompt2-train600")
+            and "prompt=2" in argv("abl-grpo-prompt2-train600"))
     assert "prompt=2" in argv("abl-sft-lora-prompt2") and "sft_tagged=true" in argv("abl-sft-lora-prompt2")
-    assert "train_audio=silence" in argv("abl-grpo-prompt2-silent") and "train_audio=silence" in argv("abl-sft-full-silent")
+    assert ("train_audio=silence" in argv("abl-grpo-prompt2-silent")
+            and "train_audio=silence" in argv("abl-sft-full-silent"))
     sweep = argv("sweep-abl-sft-full-silent")
     assert "--test-at chosen" in sweep and "--validation-limit 200" in sweep and "--include-base" not in sweep
     assert str(tmp_path / "mini" / "ablations" / "sft-full-silent") in sweep

@@ -41,11 +41,11 @@ def test_no_table_without_a_mini_test_file(tmp_path):
 
 
 def test_table2_across_seeds_is_the_mean_of_the_seed_rows(tmp_path):
+    import shutil
+
     from aqa_core.study.findings import seed_runs
     from aqa_core.study.results import load_result_dir
     from aqa_core.study.tables import table_seed_means
-
-    import shutil
 
     res = write_fixture_results(tmp_path / "runs")
     shutil.copytree(Path(res) / "grpo-prompt2", Path(res) / "grpo-prompt2-seed1")  # a second seed

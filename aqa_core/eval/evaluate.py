@@ -55,9 +55,10 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -186,12 +187,12 @@ class InputCache:
         self.misses = 0
         self.processor_key = ""  # the bound processor's fingerprint
 
-    def bind(self, processor) -> None:  # noqa: ANN001
+    def bind(self, processor) -> None:
         """Key the next batches by this processor's fingerprint (computed once per evaluation)."""
         self.processor_key = self.fingerprint(processor)
 
     @staticmethod
-    def fingerprint(processor) -> str:  # noqa: ANN001
+    def fingerprint(processor) -> str:
         """A hash of what the processor computes with: its feature extractor's settings, its
         tokenizer's model, vocabulary and special tokens, and the padding side. (The fast
         tokenizer's own padding and truncation state is left out: each call sets it anew.)"""
@@ -210,7 +211,7 @@ class InputCache:
             h.update(part.encode() + b"\0")
         return h.hexdigest()[:16]
 
-    def encode(self, processor, texts: list[str], records: Sequence[dict]) -> dict:  # noqa: ANN001
+    def encode(self, processor, texts: list[str], records: Sequence[dict]) -> dict:
         """The batch's tensors, from the cache when the bound processor made them before."""
         key = (self.processor_key, tuple(texts), tuple((str(r["audio_path"]), r.get(ABLATION)) for r in records))
         hit = self.batches.get(key)
@@ -226,7 +227,7 @@ class InputCache:
         return encoded
 
 
-def _encode_batch(processor, texts: list[str], records: Sequence[dict]) -> dict:  # noqa: ANN001
+def _encode_batch(processor, texts: list[str], records: Sequence[dict]) -> dict:
     """The processor's tensors for one batch (read, never written, by `_generate`)."""
     return dict(processor(text=texts, audio=_load_batch_audio(records), sampling_rate=SAMPLE_RATE,
                           return_tensors="pt", padding=True))
@@ -316,7 +317,7 @@ def evaluate_records(
                 raw = _generate(model, processor, [texts[i] for i in idx], [records[i] for i in idx], gen_cfg,
                                 tower_cache, input_cache)
                 done = []
-                for i, text in zip(idx, raw):
+                for i, text in zip(idx, raw, strict=False):
                     answer = extract_answer(text)
                     results[i] = {**records[i], "model_prediction": answer, "model_output": answer,
                                   "raw_output": text}
@@ -418,7 +419,7 @@ def ablate_audio(records: Sequence[dict], audio: str = "real", seed: int = 0) ->
         return [{**r, ABLATION: "silence"} for r in records]
     partners = mismatched_partners(records, seed)
     return [{**r, "audio_path": records[j]["audio_path"], "audio_of": records[j].get("id"), ABLATION: "mismatched"}
-            for r, j in zip(records, partners)]
+            for r, j in zip(records, partners, strict=True)]
 
 
 # ----------------------------------------------------------------------------- resumable file
@@ -551,7 +552,8 @@ def evaluate_file(model_path: str | Path, data: str | Path, out: str | Path, *ar
     `aqa_core.files.hold_output`): a second evaluation into the same `out` refuses at once,
     naming the first; so does a second sweep of the same run. See `_evaluate_file`."""
     out = Path(out)
-    for written in (out, *(out.with_name(out.name + x) for x in (SCORE_JSON_SUFFIX, SCORE_TXT_SUFFIX, PROGRESS_SUFFIX))):
+    for written in (out, *(out.with_name(out.name + x)
+                           for x in (SCORE_JSON_SUFFIX, SCORE_TXT_SUFFIX, PROGRESS_SUFFIX))):
         if input_it_would_overwrite(written, data) is not None:  # refused before the lock is even taken
             raise EvalError(f"{written}: would overwrite the question file --data {data}; choose another --out "
                             "(an input is never overwritten, not even with --overwrite)")
@@ -637,7 +639,7 @@ def _evaluate_file(
     ids = [str(r["id"]) for r in records]
     usable = [i for i in range(len(records)) if ids[i] not in bad]
     try:  # after the check: it looked at the real files; the model hears these
-        fed = dict(zip(usable, ablate_audio([records[i] for i in usable], audio, seed)))
+        fed = dict(zip(usable, ablate_audio([records[i] for i in usable], audio, seed), strict=True))
     except ValueError as exc:
         raise EvalError(f"{data}: {exc}") from exc
 

@@ -21,9 +21,10 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..data import TASKS
 from .mmau_versions import MMAUInputError, VersionInfo, identify_version, read_json

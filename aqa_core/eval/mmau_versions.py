@@ -14,10 +14,11 @@ import hashlib
 import json
 import re
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 VERSIONS_FILE = Path(__file__).with_name("mmau_versions.json")
 

@@ -17,8 +17,8 @@ Two tests, both on the per-item correctness vectors:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 

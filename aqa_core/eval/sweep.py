@@ -10,8 +10,8 @@ Each checkpoint is one `aqa_core.eval.evaluate.evaluate_file` (cached and resuma
 While the audio tower's weights do not change (the mini recipes freeze it) each clip is encoded
 once for the whole sweep (`aqa_core.tower_cache`), as is each batch's processor output (the
 wavs read, the mel features, the token ids: `aqa_core.eval.evaluate.InputCache`); a `final/`
-holding the last checkpoint's tensors is not evaluated twice. The result is `RUN/eval/sweep.json` (layout: `aqa_core.runs`);
-an audio ablation (`--audio silence|mismatched`) goes to `RUN/eval/audio-<choice>/` instead.
+holding the last checkpoint's tensors is not evaluated twice. The result is `RUN/eval/sweep.json` (layout:
+`aqa_core.runs`); an audio ablation (`--audio silence|mismatched`) goes to `RUN/eval/audio-<choice>/` instead.
 On every GPU of a node: `torchrun --nproc_per_node 8 -m aqa_core sweep --run-dir RUN_DIR ...`:
 each evaluation is split across the processes (`aqa_core.eval.evaluate`), rank 0 writes.
 """
@@ -22,18 +22,35 @@ import csv
 import gc
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..data import TASKS
 from ..files import write_atomic
 from ..prompts import as_prompt
-from ..runs import (FINAL_DIR, MERGED_DIR, SWEEP_FILE, checkpoint_problem, checkpoint_step, checkpoints, model_dir,
-                    predictions_name, read_config)
-from .evaluate import (AUDIO_ABLATIONS, EvalError, InputCache, add_eval_arguments, eval_world, evaluate_file, exit_code,
-                       load_model)
+from ..runs import (
+    FINAL_DIR,
+    MERGED_DIR,
+    SWEEP_FILE,
+    checkpoint_problem,
+    checkpoint_step,
+    checkpoints,
+    model_dir,
+    predictions_name,
+    read_config,
+)
 from ..tower_cache import TowerCache
-
+from .evaluate import (
+    AUDIO_ABLATIONS,
+    EvalError,
+    InputCache,
+    add_eval_arguments,
+    eval_world,
+    evaluate_file,
+    exit_code,
+    load_model,
+)
 
 TEST_AT = ("all", "alternate", "selected", "chosen")
 
@@ -195,8 +212,9 @@ def sweep(
         raise EvalError(f"--ablate-selected takes {', '.join(a for a in AUDIO_ABLATIONS if a != 'real')} with a test "
                         f"file (--data) and the real audio, got {list(ablate_selected)}")
 
-    def evaluate(folder: Path, name: str, which: str, path, audio_dir_, ablation: str | None = None) -> dict:  # noqa: ANN001
-        kwargs = {**eval_kwargs, "limit": validation_limit} if which == "validation" and validation_limit else eval_kwargs
+    def evaluate(folder: Path, name: str, which: str, path, audio_dir_, ablation: str | None = None) -> dict:
+        kwargs = ({**eval_kwargs, "limit": validation_limit} if which == "validation" and validation_limit
+                  else eval_kwargs)
         if ablation:
             kwargs = {**kwargs, "audio": ablation}
         cache: list = []
@@ -215,7 +233,7 @@ def sweep(
     if base_test_from and include_base and data is not None:
         _seed_base_test(Path(base_test_from), out_dir / predictions_name("base"))
     results: dict[str, dict] = {}
-    for name, step, folder in models:  # validation everywhere; test everywhere when test_at="all"
+    for name, _step, folder in models:  # validation everywhere; test everywhere when test_at="all"
         results[name] = {}
         if data is not None and test_at == "all":
             results[name]["test"] = evaluate(folder, name, "test", data, audio_dir)
@@ -229,7 +247,7 @@ def sweep(
         chosen |= {trained[-1][0]} if trained and test_at != "chosen" else set()
         if test_at == "alternate":
             chosen |= {n for n, _ in trained[::-1][::2]} | {n for n, _, _ in models if n == "base"}
-        for name, step, folder in models:
+        for name, _step, folder in models:
             if name in chosen:
                 results[name]["test"] = evaluate(folder, name, "test", data, audio_dir)
     rows = []
@@ -286,7 +304,8 @@ def _seed_base_test(src: Path, dst: Path) -> None:
     reuses it if its settings match and evaluates again (overwriting it) if they do not."""
     from .evaluate import SCORE_JSON_SUFFIX, SCORE_TXT_SUFFIX
 
-    pairs = [(src.with_name(src.name + x), dst.with_name(dst.name + x)) for x in ("", SCORE_JSON_SUFFIX, SCORE_TXT_SUFFIX)]
+    pairs = [(src.with_name(src.name + x), dst.with_name(dst.name + x))
+             for x in ("", SCORE_JSON_SUFFIX, SCORE_TXT_SUFFIX)]
     if dst.exists() or not all(a.is_file() for a, _ in pairs):
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -352,7 +371,8 @@ def cli_sweep(argv: list[str]) -> int:
                                    a.out_dir, a.include_base, batch_size=a.batch_size,
                                    max_new_tokens=a.max_new_tokens, decoding=a.decoding, seed=a.seed,
                                    test_at=a.test_at, validation_limit=a.validation_limit,
-                                   ablate_selected=a.ablate_selected, base_test_from=a.base_test_from, limit=a.limit, skip_missing=a.skip_missing, audio=a.audio,
+                                   ablate_selected=a.ablate_selected, base_test_from=a.base_test_from, limit=a.limit,
+                                   skip_missing=a.skip_missing, audio=a.audio,
                                    tower_store=a.tower_cache_file))
 
 

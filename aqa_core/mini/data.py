@@ -122,7 +122,8 @@ def _plan(split: str, n: int, seed: int) -> list[dict]:
             item["id"] = str(uuid.UUID(bytes=rng.bytes(16), version=4))
             item["difficulty"] = difficulty(key, params)
         elif split == "base":
-            item["kind"] = str(rng.choice(["caption", "open", "mc_tagged", "mc_think", "mc_plain"], p=[.2, .15, .3, .15, .2]))
+            item["kind"] = str(rng.choice(["caption", "open", "mc_tagged", "mc_think", "mc_plain"],
+                                          p=[.2, .15, .3, .15, .2]))
             item["prompt"], item["response"] = _base_text(key, item["kind"], item["choices"], answer, caption, rng)
         else:
             item["question"] = pick(rng, sub.train_q)
@@ -213,7 +214,7 @@ def generate(out_dir: str | Path, seed: int = 0, sizes: MiniSizes = MiniSizes(),
     plans = {s: _plan(s, getattr(sizes, s), seed) for s in SPLITS}
     specs = list(dict.fromkeys(speech_spec(it["params"]) for s in SPLITS for it in plans[s]
                                if it["key"] in ("digit", "speaker")))
-    speech = dict(zip(specs, S.speak(specs)))
+    speech = dict(zip(specs, S.speak(specs), strict=True))
     t_speech = time.perf_counter() - t0
     files: dict[str, str] = {}
     params_rows = []
@@ -270,7 +271,8 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--seed", type=int, default=0)
     for split in SPLITS:
-        ap.add_argument(f"--{split}", type=int, default=getattr(d, split), help=f"clips in {split} (default {getattr(d, split)})")
+        ap.add_argument(f"--{split}", type=int, default=getattr(d, split),
+                        help=f"clips in {split} (default {getattr(d, split)})")
     ap.add_argument("--force", action="store_true", help="regenerate even when the folder is up to date")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     a = ap.parse_args(argv)

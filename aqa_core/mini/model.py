@@ -31,8 +31,8 @@ import numpy as np
 from ..audio import whisper_feature_extractor
 from ..audio_tower import audio_tower
 from ..data import iter_jsonl
-from ..tower_cache import TowerCache, save_store
 from ..files import update_hash
+from ..tower_cache import TowerCache, save_store
 
 CODE_VERSION = "mini-model-3"  # bump when a change here alters what gets built
 CORPUS_PATH = Path(__file__).with_name("tokenizer_corpus.txt")
@@ -193,7 +193,8 @@ def read_ctranslate2(path: str | Path, prefix: str = "") -> dict[str, np.ndarray
         if var.startswith(prefix):
             if dtype not in _CT2_DTYPES:
                 raise ValueError(f"{path}: variable {var} has unsupported CTranslate2 dtype code {dtype}")
-            out[var] = np.frombuffer(buf, dtype=_CT2_DTYPES[dtype], count=nbytes // np.dtype(_CT2_DTYPES[dtype]).itemsize,
+            out[var] = np.frombuffer(buf, dtype=_CT2_DTYPES[dtype],
+                                     count=nbytes // np.dtype(_CT2_DTYPES[dtype]).itemsize,
                                      offset=pos).reshape(shape)
         pos += nbytes
     return out
@@ -343,7 +344,8 @@ def load_base_rows(data_dir: str | Path) -> list[dict]:
     data = Path(data_dir)
     path = data / "base.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: base corpus not found; make it with `python -m aqa_core mini-data --out {data}`")
+        raise FileNotFoundError(f"{path}: base corpus not found; "
+                                f"make it with `python -m aqa_core mini-data --out {data}`")
     rows = []
     for lineno, row in iter_jsonl(path):
         missing = [f for f in BASE_FIELDS if f not in row]

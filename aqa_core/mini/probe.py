@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def tower_features(model_dir: str | Path, paths: list[str], threads: int | None 
         load_store(cache, store, model)
     hidden: list = []
 
-    def capture(original, *args, **kwargs):  # noqa: ANN001, ANN202 - the tower's forward, replayed
+    def capture(original, *args, **kwargs):  # the tower's forward, replayed
         result = original(*args, **kwargs)
         hidden.append(result.last_hidden_state)  # (batch, positions, width)
         return result
@@ -91,7 +91,7 @@ def tower_features(model_dir: str | Path, paths: list[str], threads: int | None 
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = L2):  # noqa: ANN201 - a predict function
+def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = L2):  # a predict function
     """A multinomial logistic regression on standardised features; returns `predict(x) -> labels`."""
     import torch
 
@@ -102,7 +102,7 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float = L2):  # 
     b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=300, line_search_fn="strong_wolfe")
 
-    def closure():  # noqa: ANN202
+    def closure():
         opt.zero_grad()
         loss = torch.nn.functional.cross_entropy(xt @ w + b, yt) + l2 * (w * w).sum()
         loss.backward()
@@ -138,14 +138,15 @@ def run_probe(data_dir: str | Path, model_dir: str | Path, threads: int | None =
                             "answers": len(labels), "accuracy": round(100 * hits / n, 2),
                             "chance": round(100 * majority / n, 2), "ci95": [round(100 * lo, 2), round(100 * hi, 2)],
                             "above_chance": bool(100 * lo > 100 * majority / n)}
-    return {"probe": "linear (multinomial logistic, L2 %g) on %d segment means of the frozen tower" % (L2, SEGMENTS),
+    return {"probe": f"linear (multinomial logistic, L2 {L2:g}) on {SEGMENTS:d} segment means of the frozen tower",
             "train_split": "base", "test_split": "test-mini", "segments": SEGMENTS,
             "sub-categories": result, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def cli(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m aqa_core mini-probe", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True, help="mini benchmark folder (params.jsonl, base-audios/, test-mini-audios/)")
+    ap.add_argument("--data", required=True,
+                    help="mini benchmark folder (params.jsonl, base-audios/, test-mini-audios/)")
     ap.add_argument("--model", required=True, help="the base model folder (its frozen tower is probed)")
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--threads", type=int, default=None)
@@ -164,6 +165,7 @@ def cli(argv: list[str]) -> int:
     write_atomic(Path(a.out), json.dumps(result, indent=1) + "\n")
     for name, r in result["sub-categories"].items():
         flag = "" if r["above_chance"] else "   <- not above chance"
-        print(f"{name:<28} probe {r['accuracy']:5.1f}% [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]  chance {r['chance']:5.1f}%{flag}")
+        print(f"{name:<28} probe {r['accuracy']:5.1f}% [{r['ci95'][0]:.1f}, {r['ci95'][1]:.1f}]  "
+              f"chance {r['chance']:5.1f}%{flag}")
     print(f"mini-probe: {a.out} ({result['seconds']} s)")
     return 0

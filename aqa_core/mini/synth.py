@@ -193,7 +193,8 @@ def bell(f0: float, strikes: int, decay: float, spacing: float = 0.9) -> np.ndar
     n = int(min(CLIP_SECONDS, decay * 4) * SR)
     t = _t(n)
     one = sum(a * np.sin(2 * np.pi * r * f0 * t) * np.exp(-t / (decay / (1 + 0.6 * i)))
-              for i, (r, a) in enumerate(zip(BELL_PARTIALS, (1.0, 0.6, 0.5, 0.35, 0.25))) if r * f0 < SR / 2 - 500)
+              for i, (r, a) in enumerate(zip(BELL_PARTIALS, (1.0, 0.6, 0.5, 0.35, 0.25), strict=True))
+              if r * f0 < SR / 2 - 500)
     one = one * ramp(n, 0.002, 0.05) / (np.max(np.abs(one)) + 1e-12)
     out = np.zeros(int((strikes - 1) * spacing * SR) + n)
     for i in range(strikes):

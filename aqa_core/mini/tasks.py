@@ -103,7 +103,8 @@ SUBCATS = {s.key: s for s in [
            "half of them arpeggiated",
            "+1 root < 52 or > 68, +1 duration < 1.5 s, +1 SNR < 18 dB"),
     SubCat("tempo", "music", "Tempo", "Information Extraction", ("fast", "slow"), (),
-           ("How fast is the beat?", "Is the pace of the notes quick or slow?", "Is the rhythm in the video fast or slow?",
+           ("How fast is the beat?", "Is the pace of the notes quick or slow?",
+            "Is the rhythm in the video fast or slow?",
             "What is the tempo of the beat?", "Is the pulse fast or slow?"),
            "How would you describe the tempo of the music in the audio?",
            "woodblock clicks, fast 160-220 / slow 50-80 BPM -> plucked notes or clicks, fast 125-180 / slow 60-100 BPM",
@@ -238,7 +239,8 @@ def draw_params(key: str, rng: np.random.Generator, regime: str) -> tuple[dict, 
         inst = pick(rng, SUBCATS[key].choices)
         n = int(rng.integers(2, 5)) if test else int(rng.integers(1, 4))
         notes = [int(x) for x in (rng.integers(50, 85, n) if test else rng.integers(57, 77, n))]
-        p.update(timbre=inst, notes=notes, note_dur=_u(rng, .3, min(.7, 2.6 / n)) if test else _u(rng, .6, .9), start=_u(rng, .05, .2))
+        p.update(timbre=inst, notes=notes, note_dur=_u(rng, .3, min(.7, 2.6 / n)) if test else _u(rng, .6, .9),
+                 start=_u(rng, .05, .2))
         return p, inst, f"A {inst} playing {'a single note' if n == 1 else 'a few notes'}."
     if key in ("digit", "speaker"):
         gender = pick(rng, ("male", "female"))
@@ -334,7 +336,8 @@ def _points(key: str, p: dict) -> int:
            "sweep": lambda: (p["span"] < 1) + (p["dur"] < 1.2),
            "sound_type": lambda: (p["dur"] < .5) + ((p["kind"] == "noise burst" and p["smooth"] > 8)
                                                     or (p["kind"] == "click train" and not 6 <= p["rate"] <= 25)),
-           "melody": lambda: (min(abs(a - b) for a, b in zip(p["notes"], p["notes"][1:])) == 1) + (len(p["notes"]) == 3),
+           "melody": lambda: (min(abs(a - b) for a, b in zip(p["notes"], p["notes"][1:], strict=False)) == 1)
+                             + (len(p["notes"]) == 3),
            "chord": lambda: (not 52 <= p["root"] <= 68) + (p["dur"] < 1.5),
            "tempo": lambda: (abs(p["bpm"] - 112) < 25) + (p["sound"] == "pluck"),
            "instrument": lambda: any(not 55 <= x <= 79 for x in p["notes"]) + (p["note_dur"] < .4),

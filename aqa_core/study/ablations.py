@@ -71,7 +71,7 @@ def expected_minutes(result_dir: str | Path, jobs: int = 2) -> float:
     if timings.is_file():
         seconds = {t["stage"]: t.get("last_run_seconds") or t["seconds"]
                    for t in json.loads(timings.read_text(encoding="utf-8"))["stages"]}
-    def mean(prefixes: tuple[str, ...], default: float) -> float:  # noqa: E306
+    def mean(prefixes: tuple[str, ...], default: float) -> float:
         vals = [v for k, v in seconds.items() if k.startswith(prefixes) and v]
         return sum(vals) / len(vals) if vals else default
 
@@ -173,8 +173,8 @@ def ablation_sentences(records: list[dict]) -> dict[str, str]:
                 parts.append(f"{label}: " + ", ".join(f"{r['questions']:,} questions {_interval(r, 'change')}"
                                                        for r in rs))
         clear = [r for r in size if _excludes_zero(r, "change")]
-        out["size"] = ("Change in test accuracy from the main run (all of train) when trained on fewer questions, points "
-                       "with the plan's 95% interval: " + "; ".join(parts) + ". "
+        out["size"] = ("Change in test accuracy from the main run (all of train) when trained on fewer questions, "
+                       "points with the plan's 95% interval: " + "; ".join(parts) + ". "
                        + (f"{len(clear)} of the {len(size)} intervals exclude zero: "
                           + ", ".join(f"{r['run']} ({r['change']:+.1f})" for r in clear) + "."
                           if clear else f"None of the {len(size)} intervals excludes zero."))
@@ -190,8 +190,8 @@ def ablation_sentences(records: list[dict]) -> dict[str, str]:
                                else "not every interval excludes zero") + ")." if same else ""))
     listening = [r for r in records if r["group"] == "listening" and "change" in r]
     if listening:
-        out["listening"] = ("Trained with every clip replaced by silence and evaluated with the real audio, change from "
-                            "the same method trained with the audio: "
+        out["listening"] = ("Trained with every clip replaced by silence and evaluated with the real audio, "
+                            "change from the same method trained with the audio: "
                             + "; ".join(f"{r['run'].split(',')[0]} {_interval(r, 'change')} points"
                                         + ("" if _excludes_zero(r, "change") else " (the interval contains zero)")
                                         for r in listening) + ".")
@@ -265,7 +265,8 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
         values[f"{scale}_abl_{key}"] = float("nan")
     sentences = ablation_sentences(records)
     for group in ("size", "prompt", "listening"):
-        values[f"{scale}_ablation_{group}_sentence"] = sentences.get(group, "No results yet (the command above runs them).")
+        values[f"{scale}_ablation_{group}_sentence"] = sentences.get(group,
+                                                                     "No results yet (the command above runs them).")
     for r in records:
         if r["group"] == "same prompt":
             key = f"{scale}_abl_{r['key']}"
@@ -294,8 +295,8 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
                                         "Its stage times were measured as it ran, two stages at a time.")
     if not records:
         rows = [{"ablation": "not run yet", "run": f"{COMMAND} (about {minutes:.0f} minutes on this machine, after the "
-                                                   "main study)", "seeds": 0, "converged": "", "test accuracy [95% interval]": "—",
-                 "change from the main run [95%]": ""}]
+                                                   "main study)", "seeds": 0, "converged": "",
+                 "test accuracy [95% interval]": "—", "change from the main run [95%]": ""}]
     provenance = f" From {values[f'{scale}_ablation_source']}." if records else ""
     return Table(pd.DataFrame(rows), values=values, caption=(
         "The ablations (opt-in: " + COMMAND + "): test accuracy at the checkpoint chosen on validation, the mean over "
@@ -331,10 +332,11 @@ def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000,
                      if r["group"] == "training-set size" and r["method"] == name)
         if not pts:
             continue
-        x, y, lo, hi = zip(*pts)
+        x, y, lo, hi = zip(*pts, strict=True)
         x = [q * 2 ** (0.05 * (i - 1)) for q in x]  # side by side at each size
         color, marker = STYLE.get(style_key[name], ("black", "o"))
-        top.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]], color=color,
+        top.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo, strict=True)],
+                                 [b - a for a, b in zip(y, hi, strict=True)]], color=color,
                      marker=marker or "o", markersize=8, linewidth=2, capsize=5, label=label)
     top.set_xscale("log", base=2)
     sizes = sorted({r["questions"] for r in records if r["group"] == "training-set size"})
@@ -354,8 +356,9 @@ def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000,
                         color=color, marker="o", markersize=9, capsize=5, linewidth=2.5)
     bottom.axvline(0, color="black", linewidth=1)
     short = {"sft-full": "full SFT", "sft-lora": "LoRA SFT", "grpo-p2": "GRPO <2>"}
-    bottom.set_yticks(range(len(changes)), [f"{short[r['method']]}, " + ("trained with prompt <2>" if r["group"] == "prompt"
-                                                                          else "silent training audio")
+    bottom.set_yticks(range(len(changes)), [f"{short[r['method']]}, "
+                                            + ("trained with prompt <2>" if r["group"] == "prompt"
+                                               else "silent training audio")
                                             for r in changes], fontsize=12)
     bottom.invert_yaxis()
     bottom.tick_params(axis="x", labelsize=12)

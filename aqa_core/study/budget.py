@@ -82,7 +82,7 @@ def _train_size(config: dict) -> int:
     return len(json.loads(path.read_text(encoding="utf-8")))
 
 
-def runs_table(result_dir: str | Path):  # noqa: ANN201 - a display.Table
+def runs_table(result_dir: str | Path):  # a display.Table
     """Every run and seed of a results folder: budget and convergence (a `display.Table`, with
     glue values `budget_<row>_*` for the main seed and `runs_converged`/`runs_total`)."""
     import pandas as pd

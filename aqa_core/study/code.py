@@ -10,9 +10,9 @@ False
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 PACKAGE = "aqa_core"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]

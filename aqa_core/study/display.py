@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 # Every notebook of the book imports this module: tqdm.auto's warning that a kernel lacks
 # ipywidgets ("IProgress not found") would print the build machine's paths on a page.

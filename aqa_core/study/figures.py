@@ -10,13 +10,13 @@ book's glue).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..runs import METRICS_FILE, SWEEP_FILE, read_metrics, read_sweep, tenth_means
 from .display import Figure, glue_safe
 from .results import PREDICTIONS_FILE, ROWS, score_predictions_file
-
 
 #: One colour and marker per method, in every figure.
 STYLE = {
@@ -97,7 +97,7 @@ def _accuracy_panel(ax, runs: Mapping[str, tuple[str, Path]], baseline: tuple[st
         if s["test"]:
             values[f"{key}_first_test"], values[f"{key}_last_test"] = float(s["test"][0]), float(s["test"][-1])
             values[f"{key}_first_step"], values[f"{key}_last_step"] = int(s["step"][0]), int(s["step"][-1])
-            trained = [t for st, t in zip(s["step"], s["test"]) if st > 0] or s["test"]
+            trained = [t for st, t in zip(s["step"], s["test"], strict=True) if st > 0] or s["test"]
             values[f"{key}_max_test"] = float(max(trained))  # over the run's checkpoints (not the base)
     name, base = baseline
     if base is not None:
@@ -140,7 +140,8 @@ def _new_figure(width: float, height: float):
     return MplFigure(figsize=(width, height), layout="tight")
 
 
-def _runs_arg(runs: Mapping[str, str | Path] | Sequence[str | Path], keys: Sequence[str]) -> dict[str, tuple[str, Path]]:
+def _runs_arg(runs: Mapping[str, str | Path] | Sequence[str | Path],
+              keys: Sequence[str]) -> dict[str, tuple[str, Path]]:
     """Normalise `runs` to {label: (row key, folder)}: a mapping row key -> folder, or a results
     folder (then the standard folders for `keys` inside it), skipping folders without data."""
     if isinstance(runs, (str, Path)):
@@ -206,7 +207,7 @@ def _convergence_figure(name: str, runs: Mapping[str, str | Path] | str | Path, 
     return fig, values
 
 
-def _validation_panel(ax, runs: Mapping[str, tuple[str, Path]]) -> dict:  # noqa: ANN001 - a matplotlib Axes
+def _validation_panel(ax, runs: Mapping[str, tuple[str, Path]]) -> dict:  # a matplotlib Axes
     """Validation accuracy at every checkpoint (and the base, step 0) of each run: the paper's
     Figure 4 argument (SFT fits the training set while test accuracy falls) needs both sides."""
     values = {}
@@ -217,7 +218,8 @@ def _validation_panel(ax, runs: Mapping[str, tuple[str, Path]]) -> dict:  # noqa
         if not rows:
             continue
         ax.plot([r["step"] for r in rows], [r["validation"] for r in rows], color=color, marker=marker, label=label)
-        values[f"{key}_first_validation"], values[f"{key}_last_validation"] = rows[0]["validation"], rows[-1]["validation"]
+        values[f"{key}_first_validation"] = rows[0]["validation"]
+        values[f"{key}_last_validation"] = rows[-1]["validation"]
     ax.set_xlabel("training step")
     ax.set_ylabel("validation accuracy (%)")
     return values
@@ -262,7 +264,7 @@ def figure_training_curves(run_dir: str | Path, keys: Sequence[str] = ("reward",
     axes = fig.subplots(nrows, cols, squeeze=False).ravel()
     for ax in axes[len(series):]:
         ax.set_visible(False)
-    for ax, (key, (steps, vals)) in zip(axes, series.items()):
+    for ax, (key, (steps, vals)) in zip(axes, series.items(), strict=False):
         ax.plot(steps, vals, alpha=0.35, color="#1f77b4")
         ax.plot(steps, _smooth(vals, max(1, len(steps) // 15)), color="#1f77b4", linewidth=2)
         ax.set_xlabel("training step")
@@ -308,11 +310,12 @@ def figure_budget_curves(result_dir: str | Path) -> Figure:
                 pts = [(total * r["step"] / budget["steps"], r[split]) for r in rows
                        if r.get(split) is not None and r["step"] > 0]
                 if pts:
-                    axes[row_i][col].plot(*zip(*sorted(pts)), color=color, marker=marker, markersize=8,
+                    axes[row_i][col].plot(*zip(*sorted(pts), strict=True), color=color, marker=marker, markersize=8,
                                           linewidth=2, label=spec.method)
         values[f"{spec.key}_questions_seen"] = budget["questions_seen"]
     for row_i, (_, label) in enumerate(BUDGET_AXES):
-        for col, split in enumerate(("validation accuracy (%), training distribution", "test accuracy (%), out of distribution")):
+        for col, split in enumerate(("validation accuracy (%), training distribution",
+                                     "test accuracy (%), out of distribution")):
             ax = axes[row_i][col]
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: the minor labels collide

@@ -5,7 +5,8 @@ optimism of choosing checkpoints on the test set.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .results import ModelResult
 
@@ -50,7 +51,7 @@ def plan_verdict(by_key: Mapping[str, ModelResult], n_resamples: int = 10_000) -
         c = convergence(read_sweep(r.run_dir)) if r.run_dir is not None else {"converged": None}
         (not_converged if c["converged"] is False else unknown if c["converged"] is None else []).append(r.method)
     mcnemar = [mcnemar_test([ra.correct[i] for i in ids], [rb.correct[i] for i in ids]).p_value
-               for ra, rb in zip(a_runs, b_runs)]
+               for ra, rb in zip(a_runs, b_runs, strict=False)]
     seeds = min(len(a_runs), len(b_runs))
     a_name, b_name = a_runs[0].method, b_runs[0].method
     sentence = (f"{a_name} against {b_name} (the better SFT on validation), pooled over {len(a_runs)} and "
@@ -78,8 +79,8 @@ def plan_verdict(by_key: Mapping[str, ModelResult], n_resamples: int = 10_000) -
     if vals and min(vals) >= 99.0:
         level = "100%" if min(vals) >= 99.95 else f"at least {min(vals):.1f}%"
         sentence += (f" Every compared run scored {level} on the validation split (the training distribution) at its "
-                     "chosen checkpoint: the checkpoint choice and the convergence rule rest on a saturated signal, and "
-                     "say little about out-of-distribution accuracy (plan amendment 2).")
+                     "chosen checkpoint: the checkpoint choice and the convergence rule rest on a saturated signal, "
+                     "and say little about out-of-distribution accuracy (plan amendment 2).")
     sig = [p < 0.05 for p in mcnemar]
     sentence += " McNemar's test per seed: " + ", ".join(f"p = {p:.3g}" for p in mcnemar) + "."
     excludes = not (lo <= 0 <= hi)
@@ -112,7 +113,8 @@ def findings(scale: str, by_key: Mapping[str, ModelResult], values: Mapping[str,
         p = f"{scale}_{a}_vs_{b}"
         if f"{p}_diff" not in values:
             return None
-        return paired_sentence(by_key[a].method, by_key[b].method, values[f"{p}_diff"], values[f"{p}_lo"], values[f"{p}_hi"])
+        return paired_sentence(by_key[a].method, by_key[b].method, values[f"{p}_diff"], values[f"{p}_lo"],
+                               values[f"{p}_hi"])
 
     sft = [k for k in ("sft_full", "sft_lora") if k in by_key]
     if "grpo_p2" not in by_key or not sft:
@@ -128,12 +130,13 @@ def findings(scale: str, by_key: Mapping[str, ModelResult], values: Mapping[str,
     chance = values.get(f"{scale}_chance")
     if chance is not None and "direct_p2" in by_key:
         acc, lo, hi = by_key["direct_p2"].accuracy()
-        where = ("above chance" if lo > chance else "below chance" if hi < chance else "not distinguishable from chance")
+        where = ("above chance" if lo > chance else "below chance" if hi < chance
+                 else "not distinguishable from chance")
         room = ("so fine-tuning has room to help or to hurt, as with the real base model"
                 if lo > chance and hi < 95 else
                 "unlike the real base model, which starts well above chance")
-        out[f"{scale}_base_sentence"] = (f"With prompt <2> the base model answers {acc:.1f}% [{lo:.1f}, {hi:.1f}] of the "
-                                         f"test questions correctly, {where} ({chance:.1f}%): {room}.")
+        out[f"{scale}_base_sentence"] = (f"With prompt <2> the base model answers {acc:.1f}% [{lo:.1f}, {hi:.1f}] "
+                                         f"of the test questions correctly, {where} ({chance:.1f}%): {room}.")
     else:
         out[f"{scale}_base_sentence"] = "(The base model's direct inference has no results yet.)"
     gaps = [r.test_selected_average - r.accuracy()[0] for r in by_key.values() if r.test_selected_average is not None]

@@ -36,7 +36,7 @@ def not_a_choice(path: Path) -> float:
     return 100 * sum(str(r.get("model_prediction", "")).strip() not in r["choices"] for r in rows) / max(1, len(rows))
 
 
-def _files(result_dir: Path, spec) -> dict[str, Path] | None:  # noqa: ANN001 - a RowSpec
+def _files(result_dir: Path, spec) -> dict[str, Path] | None:  # a RowSpec
     """{real, silence, mismatched: predictions file} of one Table 2 row (seed 0), or None."""
     if spec.kind == "eval":
         if spec.key != "direct_p2":  # the validity stages ablate prompt <2> only
@@ -48,7 +48,8 @@ def _files(result_dir: Path, spec) -> dict[str, Path] | None:  # noqa: ANN001 - 
     chosen = chosen_on_validation(folder)
     if not chosen:
         return None
-    return {a: folder / SWEEP_FILE.parent / predictions_name(chosen["checkpoint"], audio=a) for a in ("real", *ABLATIONS)}
+    return {a: folder / SWEEP_FILE.parent / predictions_name(chosen["checkpoint"], audio=a)
+            for a in ("real", *ABLATIONS)}
 
 
 def table_listening(result_dir: str | Path, n_resamples: int = 10_000) -> Table | None:

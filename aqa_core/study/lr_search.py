@@ -89,7 +89,8 @@ def summarize(results: str | Path) -> dict:
 def cli(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m aqa_core lr-search", description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", default="runs/mini", help="the study's results folder (after --plan lr-search)")
-    ap.add_argument("--out", required=True, help="the summary JSON to write (the repository keeps recipes/lr_search.json)")
+    ap.add_argument("--out", required=True,
+                    help="the summary JSON to write (the repository keeps recipes/lr_search.json)")
     a = ap.parse_args(argv)
     summary = summarize(a.results)
     write_atomic(Path(a.out), json.dumps(summary, indent=1) + "\n")
@@ -102,7 +103,7 @@ def cli(argv: list[str]) -> int:
     return 0
 
 
-def lr_search_table(path: str | Path):  # noqa: ANN201 - a display.Table
+def lr_search_table(path: str | Path):  # a display.Table
     """The kept summary (recipes/lr_search.json) as a table for the book: every method's rates,
     their last-third validation means, the chosen one."""
     import pandas as pd

@@ -10,12 +10,23 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ..runs import (CONFIG_FILE, METRICS_FILE, SWEEP_FILE, last_checkpoint, predictions_name, read_config, read_metrics,
-                    read_sweep, run_finished, tenth_means)
+from ..runs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SWEEP_FILE,
+    last_checkpoint,
+    predictions_name,
+    read_config,
+    read_metrics,
+    read_sweep,
+    run_finished,
+    tenth_means,
+)
 from .display import Table
 from .plan import aqa_argv, sweep_argv
 from .stages import NOTEBOOK_ENV, read_json_or_none
@@ -59,7 +70,8 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
         _run_or_fail(aqa_argv("mini-data", "--out", data_dir, "--seed", seed, "--quiet", *data_args))
         ran = True
     if not (base_dir / "build_info.json").is_file():
-        _run_or_fail(aqa_argv("mini-base", "--data", data_dir, "--out", base_dir, "--seed", seed, "--quiet", *base_args))
+        _run_or_fail(aqa_argv("mini-base", "--data", data_dir, "--out", base_dir, "--seed", seed, "--quiet",
+                              *base_args))
         ran = True
     man = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
     info = read_json_or_none(base_dir / "build_info.json") or {}
@@ -98,7 +110,7 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
                   values=values, ran=ran)
 
 
-def sample_outputs(run_dir: str | Path, sweep: dict, n_items: int = 3):  # noqa: ANN201 - a DataFrame or None
+def sample_outputs(run_dir: str | Path, sweep: dict, n_items: int = 3):  # a DataFrame or None
     """The raw outputs of a few test items (the file's first `n_items`) at every swept checkpoint:
     what the model says as training goes on."""
     import pandas as pd

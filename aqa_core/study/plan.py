@@ -35,9 +35,9 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
@@ -269,8 +269,9 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
                  "--tower-cache-file", str(store), *eval_args]
     for p in (2, 1):
         pred = out / "eval" / f"base-prompt{p}" / "predictions.json"
-        stages.append(Stage(f"eval-base-p{p}", aqa_argv("evaluate", "--model", base, "--data", test, "--audio-dir", data,
-                                                   "--out", pred, "--prompt", p, "--overwrite", *eval_args),
+        stages.append(Stage(f"eval-base-p{p}",
+                            aqa_argv("evaluate", "--model", base, "--data", test, "--audio-dir", data, "--out", pred,
+                                     "--prompt", p, "--overwrite", *eval_args),
                             ["base", "tower"], [pred], code["eval"], clear=[pred.parent]))
     for p, audio in VALIDITY_ABLATIONS:
         pred = out / "eval" / f"base-prompt{p}-{audio}" / "predictions.json"
@@ -319,8 +320,8 @@ def study_stages(out: str | Path, seeds: int = SEEDS, recipes: dict[str, str] | 
             # the archived run, beside this build's benchmark version
             template, params, deps = ARCHIVED_TEMPLATE, archived_parameters(out), ["data"]
             extra_files = [str(PROMPT3_ARCHIVE.relative_to(ROOT))] if PROMPT3_ARCHIVE.is_file() else []
-        stages.append(Stage(f"nb-{name}", papermill_argv(ROOT / "notebooks" / template, target, params, Path.cwd()), deps,
-                            [target], code["notebook"] + [f"notebooks/{template}", *extra_files]))
+        stages.append(Stage(f"nb-{name}", papermill_argv(ROOT / "notebooks" / template, target, params, Path.cwd()),
+                            deps, [target], code["notebook"] + [f"notebooks/{template}", *extra_files]))
     return _weigh(stages)
 
 
@@ -350,7 +351,7 @@ def _lr_search_stages(out: Path, recipes: dict[str, str], threads: int, eval_arg
 
     data = out / "data"
     stages, deps = [], []
-    for name, (runner, folder, prompt, rkey) in RUNS.items():
+    for name, (runner, _folder, prompt, rkey) in RUNS.items():
         if name not in ("grpo-p2", "sft-full", "sft-lora"):
             continue
         rcfg = _recipe_config(recipes[rkey])
@@ -386,7 +387,8 @@ def _ablation_stages(out: Path, recipes: dict[str, str], threads: int, eval_args
         rcfg = _recipe_config(recipes[rkey])
         sets = [*overrides, *([f"prompt={prompt}"] if runner == "grpo" else [])]
         if runner == "sft" and int(rcfg.get("max_steps", -1)) <= 0:  # the main runs' steps, whatever the set's size
-            sets.append(f"max_steps={int(float(rcfg['num_train_epochs']) * train_size) // int(rcfg['per_device_train_batch_size'])}")
+            max_steps = int(float(rcfg['num_train_epochs']) * train_size) // int(rcfg['per_device_train_batch_size'])
+            sets.append(f"max_steps={max_steps}")
         for seed in range(seeds):
             suffix = f"-seed{seed}" if seed else ""
             run_dir = out / ABLATION_DIR / (folder + suffix)
@@ -418,7 +420,8 @@ def notebook_parameters(name: str, out: Path, recipes: dict[str, str] | None = N
         return {"model": str(base), "data": str(data / "test-mini.json"), "audio_dir": str(data), "prompt": p,
                 "out": str(out / "eval" / f"base-prompt{p}" / "predictions.json")}
     if name in ("sft_full", "sft_lora", "grpo_prompt2", "grpo_prompt3"):
-        key = {"sft_full": "sft-full", "sft_lora": "sft-lora", "grpo_prompt2": "grpo-p2", "grpo_prompt3": "grpo-p3"}[name]
+        key = {"sft_full": "sft-full", "sft_lora": "sft-lora", "grpo_prompt2": "grpo-p2",
+               "grpo_prompt3": "grpo-p3"}[name]
         runner, folder, prompt, rkey = RUNS[key]
         overrides = [f"model_name_or_path={base}", f"train_data={data / 'train.jsonl'}",
                      f"train_audio_dir={data / 'train-audios'}"] + ([f"prompt={prompt}"] if runner == "grpo" else [])
@@ -484,7 +487,8 @@ def execute_notebooks(result_dir: str | Path, results_dir: str | Path, recipes: 
         retry_unstarted_kernel(attempt, f"papermill {template}")
         proc = procs[-1]
         if proc.returncode != 0:
-            raise RuntimeError(f"papermill {template} -> {name}.ipynb failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            raise RuntimeError(f"papermill {template} -> {name}.ipynb failed:\n{proc.stdout[-3000:]}\n"
+                               f"{proc.stderr[-3000:]}")
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for fut in [pool.submit(one, name) for name in NOTEBOOKS]:

@@ -5,19 +5,20 @@ memory, disk and time estimate comes from the preflight (`aqa_core.train.preflig
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..train.preflight import book_values
 from .ablations import ablation_source, figure_ablations, table_ablations
-from .listening import table_listening
 from .budget import runs_table
-from .lr_search import lr_search_table
-from .stages import ROOT
 from .display import Figure, Table, glue_safe
 from .figures import figure_budget_curves, figure_grpo_convergence, figure_sft_convergence
+from .listening import table_listening
+from .lr_search import lr_search_table
 from .secondary import prompt3_values
+from .stages import ROOT
 from .subcategories import subcategory_tables
 from .tables import table_hyperparameters, table_last_checkpoint, table_results, table_seed_means
 
@@ -37,7 +38,8 @@ class Report:
     subcategories: Table | None  # per test sub-category, seen or unseen in train (the first results folder)
     seen_unseen: Table | None  # per method: the change from the base on seen and on unseen kinds
     listening: Table | None  # every model with the real audio, silence and another item's clip (seed 0)
-    ablations: Table | None  # the opt-in ablations plan's results (this build's or the archived run's), or how to run it
+    # the opt-in ablations plan's results (this build's or the archived run's), or how to run it
+    ablations: Table | None
     figure_ablations: Figure | None  # the same results as a figure
     figure3: Figure | None
     figure4: Figure | None
@@ -75,7 +77,8 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     values["figure_scale"] = figure_dir.name if figure_dir else "none"
     values["n_resamples"] = int(n_resamples)
     values.update(book_values(ROOT))  # the preflight's estimate of the paper recipes (full-scale page)
-    comparisons = Table(t2.extra["comparisons"], css_class="aqa-table aqa-compare", caption="Paired comparisons on the same test items: accuracy "
+    comparisons = Table(t2.extra["comparisons"], css_class="aqa-table aqa-compare",
+                        caption="Paired comparisons on the same test items: accuracy "
                         "difference A − B with its paired-bootstrap 95% interval, and the exact McNemar test.")
     seed_means = table_seed_means(existing[0], selection, n_resamples) if existing else None
     if seed_means is not None:
@@ -103,5 +106,6 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     lr = lr_search_table(kept) if kept.is_file() else None
     if lr is not None:
         values.update(lr.values)
-    return Report(t1, t1_sft, t2, comparisons, runs, lr, seed_means, last, subcats[0] if subcats else None, subcats[1] if subcats else None,
-                  listening, ablations, fig_abl, fig3, fig4, fig5, {k: glue_safe(v) for k, v in values.items()}, paths)
+    return Report(t1, t1_sft, t2, comparisons, runs, lr, seed_means, last, subcats[0] if subcats else None,
+                  subcats[1] if subcats else None, listening, ablations, fig_abl, fig3, fig4, fig5,
+                  {k: glue_safe(v) for k, v in values.items()}, paths)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..runs import SWEEP_FILE, read_sweep
 from .results import benchmark_version_clause, code_commit, convergence
@@ -84,7 +85,8 @@ def prompt3_provenance(result_dir: str | Path, archive: Mapping[str, Any]) -> st
             f"({minutes:.0f} minutes of stage time in that run)")
 
 
-def prompt3_values(result_dir: str | Path, values: Mapping[str, Any], archive_path: str | Path = PROMPT3_ARCHIVE) -> dict:
+def prompt3_values(result_dir: str | Path, values: Mapping[str, Any],
+                   archive_path: str | Path = PROMPT3_ARCHIVE) -> dict:
     """The glue values the pages quote about GRPO <3> that `values` (this build's report) lacks:
     the archive's when this build has no GRPO <3> run, else placeholders, and always
     `{scale}_grpo_p3_origin` ("this build", "archived run" or "not run") and `{scale}_grpo_p3_source`
@@ -125,7 +127,8 @@ def prompt3_summary(result_dir: str | Path, archive: Mapping[str, Any] | None) -
         return (f"No archive: neither this build nor `{'/'.join(PROMPT3_ARCHIVE.parts[-3:])}` holds GRPO <3>; "
                 f"`{PROMPT3_COMMAND}` trains it.")
     v = archive["values"]
-    lines = [f"From {prompt3_provenance(result_dir, archive)}. How it was made: {archive.get('note') or 'not recorded'}.",
+    lines = [f"From {prompt3_provenance(result_dir, archive)}. "
+             f"How it was made: {archive.get('note') or 'not recorded'}.",
              ""]
     if "grpo_p3_seed_mean" in v:
         lines.append(f"- Across the seeds: {v['grpo_p3_seed_mean']:.1f}% [{v['grpo_p3_seed_lo']:.1f}, "

@@ -4,7 +4,7 @@ from a results notebook are rebuilt whenever that notebook changes.
 from __future__ import annotations
 
 
-def _outdated_quoting_pages(app, env, added, changed, removed):  # noqa: ANN001 - Sphinx event signature
+def _outdated_quoting_pages(app, env, added, changed, removed):  # Sphinx event signature
     """Pages quote glued numbers from `results/*.ipynb` (cross-document glue), which Sphinx does
     not track: when a results notebook changed, rebuild every other page too."""
     if any(doc.startswith("results/") for doc in set(added) | set(changed)):
@@ -12,7 +12,7 @@ def _outdated_quoting_pages(app, env, added, changed, removed):  # noqa: ANN001 
     return []
 
 
-def setup(app):  # noqa: ANN001, ANN201 - Sphinx extension entry point
+def setup(app):  # Sphinx extension entry point
     """Sphinx extension (book/_config.yml `extra_extensions`): see `_outdated_quoting_pages`."""
     app.connect("env-get-outdated", _outdated_quoting_pages)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

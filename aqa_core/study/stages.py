@@ -23,10 +23,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: `Stage.code` paths are relative to it
 STAMPS = ".stamps"
@@ -38,8 +39,8 @@ NOTEBOOK_ENV = {"MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "HF_
                 "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
 #: What the stage server (`multiprocessing`'s forkserver) imports once, so that each
 #: `python -m aqa_core` stage forked from it starts with them loaded: about 5 s sooner than a fresh
-#: interpreter on the 2-core machine, for every stage (scripts/bench_stage_server.py). Third-party libraries only: the package's
-#: own modules are imported by each stage from the files on disk, which its cache key hashed.
+#: interpreter on the 2-core machine, for every stage (scripts/bench_stage_server.py). Third-party libraries only:
+#: the package's own modules are imported by each stage from the files on disk, which its cache key hashed.
 PRELOAD = ("torch", "transformers", "transformers.trainer", "peft", "trl", "trl.trainer.grpo_trainer",
            "trl.trainer.sft_trainer", "datasets", "accelerate")
 #: Commands that import neither torch nor transformers: a fresh interpreter starts them in a
@@ -239,7 +240,8 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
         log_path = logs / f"{stage.name}.log"
         if echo:
             print(f"\n=== study: {stage.name} ===", flush=True)
-        env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // jobs))} if jobs > 1 and not stage.exclusive else {}
+        env = ({"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // jobs))} if jobs > 1 and not stage.exclusive
+               else {})
 
         def attempt() -> tuple[int, str]:
             rc = _run_logged(stage.argv + stage.runtime_args, log_path, echo=echo and jobs == 1, env=env)

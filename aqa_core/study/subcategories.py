@@ -72,8 +72,8 @@ def subcategory_tables(result_dir: str | Path, n_resamples: int = 10_000) -> tup
         row = {"items": f"{kind} ({kinds} kind{'s' if kinds != 1 else ''}, {len(subset)} items)",
                BASE[1]: f"{acc([base], subset):.1f}"}
         for key, label, runs in methods:
-            boot = seeds_items_bootstrap([[r.correct[i] for i in subset] for r in runs], [[base.correct[i] for i in subset]],
-                                         n_resamples, seed=0)
+            boot = seeds_items_bootstrap([[r.correct[i] for i in subset] for r in runs],
+                                         [[base.correct[i] for i in subset]], n_resamples, seed=0)
             d, lo, hi = 100 * boot.difference, 100 * boot.ci_low, 100 * boot.ci_high
             row[label] = f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}]"
             values.update({f"{kind}_{key}_change": d, f"{kind}_{key}_lo": lo, f"{kind}_{key}_hi": hi,
@@ -85,7 +85,8 @@ def subcategory_tables(result_dir: str | Path, n_resamples: int = 10_000) -> tup
         "Accuracy (%) per test sub-category: the base model with prompt <2>, and each method's mean over its "
         "seeds at the checkpoint chosen on validation; seen = a kind of question train asks."), values=values)
     change = Table(pd.DataFrame(change_rows).rename(columns={"items": "test items"}), css_class="aqa-table aqa-compare",
-                   caption=("Change from the base model (points), pooled over seeds, with the analysis plan's 95% interval "
-                            "(seeds, then items): the gain on seen kinds, the change (forgetting when negative) on unseen kinds."),
+                   caption=("Change from the base model (points), pooled over seeds, with the analysis plan's 95% "
+                            "interval (seeds, then items): the gain on seen kinds, the change (forgetting when "
+                            "negative) on unseen kinds."),
                    values=values)
     return per_sub, change

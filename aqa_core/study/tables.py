@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from ..data import TASKS
 from .display import Table, glue_safe
 from .findings import better_sft, findings, seed_runs
 from .paper import paper_results, paper_values
-from ..data import TASKS
 from .results import COMPARISONS, ROWS, ModelResult, load_result_dir
 
 #: Recipe-derived settings that are not recipe fields: name -> (function of the resolved recipe).
@@ -61,7 +62,8 @@ def recipe_values(path: str | Path) -> tuple[dict[str, Any], set[str]]:
         except (KeyError, TypeError, ZeroDivisionError):
             pass
     # a derived value counts as "from the file" when both of its inputs are set there
-    derived_from_file = {n for n in DERIVED if n in resolved and {"per_device_train_batch_size", "num_generations"} <= set(in_file)}
+    derived_from_file = {n for n in DERIVED
+                         if n in resolved and {"per_device_train_batch_size", "num_generations"} <= set(in_file)}
     return resolved, set(in_file) | derived_from_file
 
 
@@ -231,8 +233,9 @@ def table_last_checkpoint(result_dir: str | Path, n_resamples: int = 10_000) -> 
         ids = sorted(set.intersection(*(set(r.correct) for r in at_last + at_chosen)))
         mean, lo, hi = (100 * x for x in seeds_items_interval(vectors(at_last, ids), n_resamples))
         ch = seeds_items_bootstrap(vectors(at_last, ids), vectors(at_chosen, ids), n_resamples)
+        chosen_accuracy = 100 * sum(map(sum, vectors(at_chosen, ids))) / (len(at_chosen) * len(ids))
         rows.append({"model, method": spec.method, "seeds": len(at_last),
-                     "chosen on validation": f"{100 * sum(map(sum, vectors(at_chosen, ids))) / (len(at_chosen) * len(ids)):.1f}",
+                     "chosen on validation": f"{chosen_accuracy:.1f}",
                      "last checkpoint [95% interval]": f"{mean:.1f} [{lo:.1f}, {hi:.1f}]",
                      "last minus chosen [95%]": f"{100 * ch.difference:+.1f} [{100 * ch.ci_low:+.1f}, "
                                                 f"{100 * ch.ci_high:+.1f}]"})

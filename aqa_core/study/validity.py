@@ -66,7 +66,8 @@ def validity_report(result_dir: str | Path) -> dict:
     if not probe_path.is_file():
         missing.append(str(probe_path))
     seen = {SUBCATS[k].name for k in TRAIN_SUBCATS}
-    order = sorted(SUBCATS.values(), key=lambda s: (("sound", "music", "speech").index(s.task), s.name not in seen, s.name))
+    order = sorted(SUBCATS.values(),
+                   key=lambda s: (("sound", "music", "speech").index(s.task), s.name not in seen, s.name))
     rows, flags, plot = [], [], []
     values: dict = {"validity_missing": ", ".join(missing) or "none"}
     for sub in order:

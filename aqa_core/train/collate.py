@@ -19,7 +19,8 @@ fields; encodings beyond the byte budget are computed every time, as without it.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

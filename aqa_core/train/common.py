@@ -28,9 +28,10 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 try:  # transformers is a hard dependency of the runners; keep this module importable without it
     from transformers import TrainerCallback
@@ -39,9 +40,23 @@ except ImportError:  # pragma: no cover
 
 from ..config import RecipeError
 from ..files import replace_folder
-from ..runs import (FINAL_DIR, FINAL_PARTIAL_DIR, METRICS_FILE, TRAINER_STATE_FILE, RunDirError, check_model_folder,
-                    checkpoint_problem, checkpoint_step, checkpoints, final_complete, last_checkpoint, prune_optimizer_state,
-                    read_metrics, training_done, write_run_record)
+from ..runs import (
+    FINAL_DIR,
+    FINAL_PARTIAL_DIR,
+    METRICS_FILE,
+    TRAINER_STATE_FILE,
+    RunDirError,
+    check_model_folder,
+    checkpoint_problem,
+    checkpoint_step,
+    checkpoints,
+    final_complete,
+    last_checkpoint,
+    prune_optimizer_state,
+    read_metrics,
+    training_done,
+    write_run_record,
+)
 from .lora import save_merged
 
 
@@ -62,7 +77,7 @@ class Precision:
         """Keywords for `TrainingArguments`/`GRPOConfig`/`SFTConfig`."""
         return {"bf16": self.bf16, "fp16": False, "use_cpu": self.device == "cpu"}
 
-    def torch_dtype(self):  # noqa: ANN201 - torch imported lazily
+    def torch_dtype(self):  # torch imported lazily
         import torch
 
         return getattr(torch, self.model_dtype)
@@ -114,7 +129,7 @@ def choose_precision(device: str = "auto", trains_all_weights: bool = True,
 
 
 def load_for_training(model_name_or_path: str, precision: Precision, freeze_audio_tower: bool = False,
-                      padding_side: str | None = None):  # noqa: ANN201 - transformers imported lazily
+                      padding_side: str | None = None):  # transformers imported lazily
     """(model, processor) a run starts from: any Qwen2AudioForConditionalGeneration folder (the
     real 7B or the mini model: the code does not know which), weights in `precision`'s dtype,
     the audio tower frozen when asked. A local path that is not a model folder is a RecipeError."""
@@ -155,7 +170,7 @@ def check_trl_args(trl_args: Mapping[str, Any], config_cls: type, mapped: set[st
                               f"instead, or leave {key!r} out of trl_args")
 
 
-def trainer_config(config_cls: type, mapped: dict[str, Any], trl_args: Mapping[str, Any] | None = None):  # noqa: ANN201
+def trainer_config(config_cls: type, mapped: dict[str, Any], trl_args: Mapping[str, Any] | None = None):
     """`config_cls(**mapped, **trl_args)` after `check_trl_args`: the one place a recipe becomes
     the trainer's arguments. A value the class rejects is a `RecipeError` naming the class."""
     trl_args = dict(trl_args or {})
@@ -166,7 +181,7 @@ def trainer_config(config_cls: type, mapped: dict[str, Any], trl_args: Mapping[s
         raise RecipeError(f"{config_cls.__name__} rejected the recipe: {exc}") from exc
 
 
-def record_run(trainer, run_dir: str | Path) -> None:  # noqa: ANN001 - a transformers Trainer
+def record_run(trainer, run_dir: str | Path) -> None:  # a transformers Trainer
     """The effective trainer arguments (`trainer.args.to_dict()`) and the run's provenance,
     written into the run folder before training (main process only)."""
     if trainer.accelerator.is_main_process:
@@ -197,14 +212,15 @@ class MetricsCallback(TrainerCallback):
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / METRICS_FILE
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
+    def on_train_begin(self, args, state, control, **kwargs):  # TrainerCallback signature
         if not state.is_world_process_zero or not self.path.exists():
             return
         # Resumed at global_step: rows logged after that checkpoint belong to the lost history.
-        rows = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= state.global_step and not r.get("summary")]
+        rows = [r for r in read_metrics(self.path.parent)
+                if r.get("step", 0) <= state.global_step and not r.get("summary")]
         self._write(rows, mode="w")
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+    def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         row = {"step": state.global_step, **{k: _plain(v) for k, v in logs.items()}}
@@ -231,7 +247,7 @@ class PretrainedResumeMixin:
     the weights on CPU while loading.)
     """
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):  # noqa: ANN001 - Trainer signature
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):  # Trainer signature
         from accelerate.utils import is_peft_model
 
         model = self.model if model is None else model
@@ -246,7 +262,7 @@ class PretrainedResumeMixin:
         return None
 
 
-def save_final(trainer, run_dir: str | Path) -> Path:  # noqa: ANN001 - a transformers Trainer
+def save_final(trainer, run_dir: str | Path) -> Path:  # a transformers Trainer
     """`<run_dir>/final`: model + processor, loadable with `from_pretrained` like the base model.
     A LoRA run writes the merged weights there and its adapter in `final/adapter`."""
     from accelerate.utils import is_peft_model
@@ -281,7 +297,7 @@ def resume_point(run_dir: str | Path, resume: bool, max_steps: int | None) -> tu
     return checkpoint, "nothing" if final_complete(run_dir) else "final"
 
 
-def finish_from_checkpoint(trainer, checkpoint: str | Path, run_dir: str | Path) -> None:  # noqa: ANN001
+def finish_from_checkpoint(trainer, checkpoint: str | Path, run_dir: str | Path) -> None:
     """A run interrupted after its last checkpoint: that checkpoint's weights and state into the
     trainer, `final/` written from them, and the summary row `metrics.jsonl` lacks; no training."""
     from transformers import TrainerState
@@ -316,7 +332,7 @@ class PruneOptimizerState(TrainerCallback):
     older checkpoint is deleted; never before, so a kill or a full disk during a save leaves the
     previous checkpoint resumable. One process per node deletes (each node's own files)."""
 
-    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
+    def on_save(self, args, state, control, **kwargs):  # TrainerCallback signature
         if not state.is_local_process_zero:
             return
         run_dir = Path(args.output_dir)
@@ -329,13 +345,13 @@ class PruneOptimizerState(TrainerCallback):
                   f"before {newest.name}")
 
 
-def parameter_count(p) -> int:  # noqa: ANN001 - a torch Parameter
+def parameter_count(p) -> int:  # a torch Parameter
     """A parameter's true size: under ZeRO-3 a sharded parameter reports `numel() == 0` and
     DeepSpeed keeps the size in `ds_numel` (an SFT run under ZeRO-3 printed "0 of 0 parameters")."""
     return int(getattr(p, "ds_numel", 0) or p.numel())
 
 
-def release_distributed(trainer=None, destroy_group: bool = True) -> None:  # noqa: ANN001 - a Trainer
+def release_distributed(trainer=None, destroy_group: bool = True) -> None:  # a Trainer
     """End a multi-process run cleanly: the DeepSpeed engine released first (`free_memory`, which
     destroys it), then garbage collection, a barrier and the process group destroyed. Without
     it about 1 launch in 10 of ZeRO-3 on CPU ended in "terminate called without an active

@@ -84,7 +84,8 @@ class GRPORecipe:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     # a regex, or projection names inside the language model (aqa_core.train.lora.lora_targets)
-    lora_target_modules: str | list[str] = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    lora_target_modules: str | list[str] = (r".*language_model.*\."
+                                            r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     # bookkeeping
     logging_steps: int = 1
     save_steps: int = 100
@@ -221,7 +222,8 @@ def build_trainer(cfg: GRPORecipe, run_dir: str | Path | None = None, callbacks:
         reward_funcs = get_reward_funcs(cfg.reward_names(), math_verify=cfg.math_verify)
     return _trainer_class()(
         model=model, processing_class=processor, args=args, train_dataset=dataset,
-        reward_funcs=reward_funcs, peft_config=lora_config(cfg) if cfg.use_peft else None, callbacks=list(callbacks or []),
+        reward_funcs=reward_funcs, peft_config=lora_config(cfg) if cfg.use_peft else None,
+        callbacks=list(callbacks or []),
         share_audio_encoding=cfg.share_audio_encoding, cache_audio_tower=cfg.cache_audio_tower,
         tower_store=cfg.tower_cache_file, silent_audio=cfg.train_audio == "silence",
     )
@@ -245,8 +247,14 @@ def _run_grpo(cfg: GRPORecipe, resume: bool, callbacks: list | None, reward_func
     from transformers import set_seed
 
     from ..runs import checkpoint_step, is_main_process, prepare_run_dir
-    from .common import (MetricsCallback, PruneOptimizerState, finish_from_checkpoint, record_run, resume_point,
-                         save_final)
+    from .common import (
+        MetricsCallback,
+        PruneOptimizerState,
+        finish_from_checkpoint,
+        record_run,
+        resume_point,
+        save_final,
+    )
     from .lora import SaveMergedCallback
 
     if cfg.torch_threads:
@@ -274,7 +282,8 @@ def _run_grpo(cfg: GRPORecipe, resume: bool, callbacks: list | None, reward_func
     if trainer.accelerator.is_main_process:
         print(f"grpo: {len(trainer.train_dataset)} questions, prompt <{cfg.prompt}>, rewards "
               f"{'+'.join(f.__name__ for f in trainer.reward_funcs)}, world size {trainer.accelerator.num_processes}, "
-              f"{trainer.args.device.type} {'bf16' if trainer.args.bf16 else 'fp32'}, {'LoRA' if cfg.use_peft else 'full'}")
+              f"{trainer.args.device.type} {'bf16' if trainer.args.bf16 else 'fp32'}, "
+              f"{'LoRA' if cfg.use_peft else 'full'}")
     record_run(trainer, run_dir)
     if action == "final":  # interrupted after its last checkpoint: final/ from it, no training
         if trainer.accelerator.is_main_process:

@@ -49,7 +49,7 @@ def audio_paths(messages: list[dict]) -> list[str]:
             for part in msg["content"] if part.get("type") == "audio"]
 
 
-def share_audio_encoding(model) -> None:  # noqa: ANN001
+def share_audio_encoding(model) -> None:
     """Make the audio encoder encode each distinct clip once per call and copy the result to its
     repeats. A GRPO batch holds every clip `num_generations` times, so generation and each
     log-prob pass would otherwise run the encoder G times on identical inputs (at full scale
@@ -61,7 +61,7 @@ def share_audio_encoding(model) -> None:  # noqa: ANN001
     if SHARED_ENCODING in wrappers(tower):
         return
 
-    def encode_once(inner, input_features, attention_mask=None, **kwargs):  # noqa: ANN001, ANN202
+    def encode_once(inner, input_features, attention_mask=None, **kwargs):
         n = input_features.size(0)
         if n > 1:
             _, inverse = torch.unique(input_features.reshape(n, -1), dim=0, return_inverse=True)
@@ -142,7 +142,8 @@ def _trainer_class():
             texts = proc.apply_chat_template(prompts, add_generation_prompt=True, tokenize=False,
                                              **self.chat_template_kwargs)
             enc = proc(text=texts, audio=audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
-            prompt_ids = [ids[m.bool()].tolist() for ids, m in zip(enc["input_ids"], enc["attention_mask"])]
+            prompt_ids = [ids[m.bool()].tolist()
+                          for ids, m in zip(enc["input_ids"], enc["attention_mask"], strict=True)]
             device = self.accelerator.device
             self._audio = {"input_features": enc["input_features"].to(device),
                            "feature_attention_mask": enc["feature_attention_mask"].to(device)}

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 try:  # transformers is a hard dependency of the runners; keep this module importable without it
     from transformers import TrainerCallback
@@ -48,13 +49,13 @@ def lora_targets(target_modules: str | Sequence[str]) -> str:
         target_modules = [n.strip() for n in target_modules.split(",")]
     bad = [n for n in target_modules if not re.fullmatch(r"\w+", str(n))]
     if bad or not target_modules:
-        raise RecipeError(f"lora_target_modules: a list holds module names such as q_proj, got {list(target_modules)!r}; "
-                          "give a regex as a single string")
+        raise RecipeError("lora_target_modules: a list holds module names such as q_proj, "
+                          f"got {list(target_modules)!r}; give a regex as a single string")
     names = "|".join(sorted(set(target_modules)))
     return rf".*\blanguage_model\..*\.(?:{names})"
 
 
-def lora_config(cfg: Any):  # noqa: ANN201 - peft imported lazily
+def lora_config(cfg: Any):  # peft imported lazily
     """The `peft.LoraConfig` of a recipe with `lora_r`, `lora_alpha`, `lora_dropout` and
     `lora_target_modules` (GRPORecipe and SFTRecipe both have them)."""
     from peft import LoraConfig
@@ -80,7 +81,7 @@ def merge_lora_state_dict(state_dict: dict, scaling: float, adapter: str = "defa
     return out
 
 
-def save_merged(trainer, out_dir: str | Path) -> None:  # noqa: ANN001 - a transformers Trainer
+def save_merged(trainer, out_dir: str | Path) -> None:  # a transformers Trainer
     """Write the merged LoRA model + processor to `out_dir` (called on every process: the
     state dict gather is collective under ZeRO-3; only the main process writes)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -101,7 +102,7 @@ class SaveMergedCallback(TrainerCallback):
 
     trainer = None
 
-    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
+    def on_save(self, args, state, control, **kwargs):  # TrainerCallback signature
         # written as merged.partial/ and renamed: an interrupted save leaves no half a model to evaluate
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         partial, merged = ckpt / f"{MERGED_DIR}.partial", ckpt / MERGED_DIR

@@ -114,7 +114,7 @@ class DataProfile:
         return self.audio_tokens + self.text_tokens + TEMPLATE_TOKENS
 
 
-def model_config(model_dir: str | Path | None):  # noqa: ANN201 - a Qwen2AudioConfig
+def model_config(model_dir: str | Path | None):  # a Qwen2AudioConfig
     """(config, source): the model folder's config.json when there is one, else the published 7B one."""
     from transformers import Qwen2AudioConfig
 
@@ -184,7 +184,7 @@ def data_profile(recipe: Any, progress: bool = True) -> DataProfile:
                               + ("" if tokenizer else f", prompt lengths at {CHARS_PER_TOKEN:g} characters per token"))
 
 
-def _tokenizer(model_dir: str):  # noqa: ANN202
+def _tokenizer(model_dir: str):
     if not (Path(model_dir) / "tokenizer_config.json").is_file():
         return None
     from transformers import AutoTokenizer
@@ -325,7 +325,8 @@ def checks(recipe: Any, data: DataProfile, est: dict, world: int) -> list[tuple[
     probe = next((p for p in [folder, *folder.parents] if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free / GB
     need = est["disk_gb"]["run_total"]
-    out.append(("free disk for the run", free >= need, f"{free:,.0f} GB free at {probe}, the run needs ~{need:,.0f} GB"))
+    out.append(("free disk for the run", free >= need,
+                f"{free:,.0f} GB free at {probe}, the run needs ~{need:,.0f} GB"))
     return out
 
 
@@ -372,7 +373,7 @@ def report(recipe_path: str, recipe: Any, shape: Shape, data: DataProfile, est: 
     return "\n".join(lines)
 
 
-def load_any_recipe(recipe_path: str | Path, overrides: list[str] | None = None):  # noqa: ANN201
+def load_any_recipe(recipe_path: str | Path, overrides: list[str] | None = None):
     """A GRPO or SFT recipe, by its keys: a recipe that sets a key only GRPORecipe has (its
     objective: beta, num_generations, ...) is a GRPO recipe. (`prompt` is no sign: SFT has one too.)"""
     from dataclasses import fields
@@ -405,7 +406,7 @@ def book_values(root: str | Path) -> dict[str, float]:
     GRPO recipe per GPU, the disk of every paper recipe, the time against the official answer."""
     root = Path(root)
     grpo = recipe_estimate(root / "recipes/grpo/paper.yaml")
-    m, d, t = grpo["memory_gb"], grpo["disk_gb"], grpo["time"]
+    m, _, t = grpo["memory_gb"], grpo["disk_gb"], grpo["time"]
     values = {"zero3_parameters_billions": grpo["parameters"] / 1e9, "zero3_weights_gb": m["weights"],
               "zero3_grads_gb": m["gradients"], "zero3_optimizer_gb": m["optimizer"],
               "zero3_reference_gb": m["reference"], "zero3_static_gb": m["model_states"] + m["reference"],
@@ -437,7 +438,8 @@ def run_preflight(recipe_path: str, overrides: list[str] | None = None, world: i
     data = data_profile(recipe, progress=progress)
     est = estimate(recipe, shape, data, world=world, gpu=gpu, utilisation=utilisation)
     results = checks(recipe, data, est, world)
-    return {"recipe": str(recipe_path), "shape": asdict(shape), "data": {**asdict(data), "problems": len(data.problems)},
+    return {"recipe": str(recipe_path), "shape": asdict(shape),
+            "data": {**asdict(data), "problems": len(data.problems)},
             "estimate": est, "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in results],
             "text": report(str(recipe_path), recipe, shape, data, est, results)}
 
@@ -450,7 +452,8 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--recipe", required=True, help="a GRPO or SFT recipe, e.g. recipes/grpo/paper.yaml")
     add_set_argument(ap, "override recipe keys, as in the runners")
     ap.add_argument("--world-size", type=int, default=None, help="GPUs (default: the recipe's num_processes, or 8)")
-    ap.add_argument("--gpu", choices=sorted(GPUS), default="h800", help="peak FLOP/s and memory bandwidth (default h800)")
+    ap.add_argument("--gpu", choices=sorted(GPUS), default="h800",
+                    help="peak FLOP/s and memory bandwidth (default h800)")
     ap.add_argument("--utilisation", type=float, default=UTILISATION, help="share of the bf16 peak in training")
     ap.add_argument("--json", help="also write the whole result to this JSON file")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")

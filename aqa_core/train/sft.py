@@ -93,9 +93,11 @@ def check_recipe(cfg: SFTRecipe) -> None:
     if not cfg.train_data:
         raise RecipeError("train_data is empty: set it in the recipe or with --set train_data=PATH")
     if cfg.prompt not in (1, 2):
-        raise RecipeError(f"prompt must be 1 (the paper's SFT prompt) or 2 (GRPO's, with sft_tagged: true), got {cfg.prompt!r}")
+        raise RecipeError("prompt must be 1 (the paper's SFT prompt) or 2 (GRPO's, with sft_tagged: true), "
+                          f"got {cfg.prompt!r}")
     if cfg.prompt == 2 and not cfg.sft_tagged:
-        raise RecipeError("prompt 2 asks for the answer in <answer> </answer>: set sft_tagged: true to train that target")
+        raise RecipeError("prompt 2 asks for the answer in <answer> </answer>: "
+                          "set sft_tagged: true to train that target")
     if cfg.train_audio not in TRAIN_AUDIO:
         raise RecipeError(f"train_audio must be {' or '.join(TRAIN_AUDIO)}, got {cfg.train_audio!r}")
     if not 0.0 <= cfg.warmup_ratio < 1.0:
@@ -202,9 +204,18 @@ def _run_sft(cfg: SFTRecipe, resume: bool, callbacks: list | None) -> dict:
     from ..runs import checkpoint_step, is_main_process, prepare_run_dir
     from ..tower_cache import cache_frozen_tower
     from .collate import SFTCollator
-    from .common import (MetricsCallback, PruneOptimizerState, choose_precision, finish_from_checkpoint,
-                         load_for_training, parameter_count, record_run, release_distributed, resume_point,
-                         save_final)
+    from .common import (
+        MetricsCallback,
+        PruneOptimizerState,
+        choose_precision,
+        finish_from_checkpoint,
+        load_for_training,
+        parameter_count,
+        record_run,
+        release_distributed,
+        resume_point,
+        save_final,
+    )
     from .lora import SaveMergedCallback, lora_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

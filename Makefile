@@ -46,11 +46,11 @@ lint: $(STAMP)
 
 ## The whole test suite, smoke runs of every pipeline stage included (what CI runs), after the linter.
 test: lint
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q --durations=25
 
-## The fast subset for the edit loop (no model training).
+## The fast subset for the edit loop: no model training (`slow`), no book build (`book`).
 test-fast: lint
-	$(VPY) -m pytest -q -m "not slow"
+	$(VPY) -m pytest -q -m "not slow and not book"
 
 ## The main job: the mini reproduction (cached stage by stage), then the book.
 book: $(BOOK_STAMP)

@@ -81,7 +81,7 @@ def write_fixture_results(root: Path) -> Path:
         "sizes": {"train": 90, "validation": 30, "test": len(questions), "base": 60},
         "counts": {"train": {"sound sub": 30, "music sub": 30}, "validation": {"sound sub": 30},
                    "test": {f"{t} sub": N_PER_TASK for t in TASKS}, "base": {"sound sub": 60}},
-        "chance_test_mini": 0.25, "files": {}, "timing": {"seconds": 1.5}}))
+        "chance_test_mini": 0.25, "files": {}}))
     del counts
     base = res / "base"
     base.mkdir()
@@ -335,6 +335,7 @@ def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypa
     assert "archived run" in kept.caption and len(figure_ablations(res, n_resamples=200).fig.axes) == 2
 
 
+@pytest.mark.book
 def test_book_builds_from_fixture_results(tmp_path):
     """Execute the notebooks on fixture results with papermill (as the study does), build the book
     with warnings as errors, then read the HTML."""

@@ -124,10 +124,10 @@ def test_same_seed_gives_identical_files_other_seed_differs(tiny, tmp_path):
     out, man = tiny
     again = generate(tmp_path / "a", seed=0, sizes=TINY, progress=False)
     assert again["files"] == man["files"] and again["content_sha256"] == man["content_sha256"]
-    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "timing.json")
-    assert "manifest.json" in map(str, files) and len(files) == len(man["files"]) + 1  # every file, manifest too
-    assert files == sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*")
-                           if p.is_file() and p.name != "timing.json")
+    # byte-identical folders: every file, the manifest included, and nothing else (no timing file)
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert "manifest.json" in map(str, files) and len(files) == len(man["files"]) + 1
+    assert files == sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     for rel in files:
         assert (tmp_path / "a" / rel).read_bytes() == (out / rel).read_bytes(), rel
     other = generate(tmp_path / "b", seed=1, sizes=TINY, progress=False)

@@ -17,8 +17,8 @@ train and base wordings only, so the base model can be above chance but not at t
 Layout of OUT: train.jsonl + train-audios/, validation.jsonl + validation-audios/ (R1-AQA
 JSONL), test-mini.json + test-mini-audios/ (MMAU schema), base.jsonl + base-audios/,
 params.jsonl (every clip's generating parameters), manifest.json (version, seed, sizes, counts,
-sha256 of every file). The same seed and sizes give byte-identical files, manifest included; the
-generation's wall seconds go to timing.json, the one file that differs between two runs.
+sha256 of every file). The same seed and sizes give byte-identical folders: the generation's wall
+seconds are printed (and recorded by the study in its timings.json), never written into OUT.
 """
 from __future__ import annotations
 
@@ -156,7 +156,9 @@ def _record(split: str, item: dict, n: int, offset: int) -> tuple[dict, str]:
 
 OUTPUTS = {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test-mini.json", "base": "base.jsonl"}
 AUDIO_DIRS = ("train-audios", "validation-audios", "test-mini-audios", "base-audios")
-TIMING_FILE = "timing.json"  # wall seconds of the generation: kept out of manifest.json, which is deterministic
+#: The wall-seconds file that versions before 2026-12-07 wrote into OUT (two identical generations then
+#: gave folders that differed); a regeneration removes it.
+OLD_TIMING_FILE = "timing.json"
 
 
 def _write(path: Path, data: bytes) -> str:
@@ -175,15 +177,7 @@ def _cached(out: Path, seed: int, sizes: MiniSizes) -> dict | None:
         return None
     files = man.get("files", {})
     ok = all((out / f).is_file() and sha256_file(out / f) == h for f, h in files.items())
-    return {**man, "timing": read_timing(out)} if ok and files else None
-
-
-def read_timing(out: str | Path) -> dict:
-    """The generation's timing record (timing.json: seconds, speech_seconds); {} when absent."""
-    try:
-        return json.loads((Path(out) / TIMING_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    return man if ok and files else None
 
 
 def _clean(out: Path) -> None:
@@ -191,7 +185,7 @@ def _clean(out: Path) -> None:
     for d in AUDIO_DIRS:
         for wav in (out / d).glob("*.wav"):
             wav.unlink()
-    for name in (*OUTPUTS.values(), "params.jsonl", "manifest.json", TIMING_FILE):
+    for name in (*OUTPUTS.values(), "params.jsonl", "manifest.json", OLD_TIMING_FILE):
         (out / name).unlink(missing_ok=True)
 
 
@@ -203,11 +197,11 @@ def generate(out_dir: str | Path, seed: int = 0, sizes: MiniSizes = MiniSizes(),
              force: bool = False) -> dict:
     """Write the mini benchmark to `out_dir` and return its manifest (plus `cached`: whether this
     call skipped the work because `out_dir` already held the same version, seed and sizes with
-    every file intact; it says so on stdout)."""
+    every file intact; it says so on stdout) and `seconds` (this call's wall seconds)."""
     out = Path(out_dir)
     if not force and (man := _cached(out, seed, sizes)) is not None:
         print(f"mini-data: {out} is up to date (version {VERSION}, seed {seed}, sizes {asdict(sizes)}); skipped")
-        return {**man, "cached": True}
+        return {**man, "cached": True, "seconds": 0.0}
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     _clean(out)
@@ -215,7 +209,6 @@ def generate(out_dir: str | Path, seed: int = 0, sizes: MiniSizes = MiniSizes(),
     specs = list(dict.fromkeys(speech_spec(it["params"]) for s in SPLITS for it in plans[s]
                                if it["key"] in ("digit", "speaker")))
     speech = dict(zip(specs, S.speak(specs), strict=True))
-    t_speech = time.perf_counter() - t0
     files: dict[str, str] = {}
     params_rows = []
     bar = tqdm(total=sum(len(p) for p in plans.values()), desc="mini-data", unit="clip", disable=not progress)
@@ -246,10 +239,8 @@ def generate(out_dir: str | Path, seed: int = 0, sizes: MiniSizes = MiniSizes(),
            "chance_test_mini": chance(plans["test"]),
            "content_sha256": hashlib.sha256("".join(f"{k} {v}\n" for k, v in files.items()).encode()).hexdigest(),
            "files": files}
-    timing = {"seconds": round(time.perf_counter() - t0, 2), "speech_seconds": round(t_speech, 2)}
     (out / "manifest.json").write_text(json.dumps(man, indent=1) + "\n", encoding="utf-8")
-    (out / TIMING_FILE).write_text(json.dumps(timing, indent=1) + "\n", encoding="utf-8")
-    return {**man, "timing": timing, "cached": False}
+    return {**man, "cached": False, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _counts(items: list[dict]) -> dict[str, int]:
@@ -280,7 +271,7 @@ def cli(argv: list[str]) -> int:
     if min(asdict(sizes).values()) < 0:
         ap.error("sizes must be >= 0")
     man = generate(a.out, a.seed, sizes, progress=not a.quiet, force=a.force)
-    how = "cached; generated" if man["cached"] else "generated"
+    how = "cached" if man["cached"] else f"generated in {man['seconds']:.1f} s"
     print(f"mini-data: {a.out}: {sum(man['sizes'].values())} clips, test-mini chance {man['chance_test_mini']:.3f} "
-          f"({how} in {man['timing'].get('seconds', '?')} s)")
+          f"({how})")
     return 0

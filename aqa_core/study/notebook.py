@@ -75,7 +75,6 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
         ran = True
     man = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
     info = read_json_or_none(base_dir / "build_info.json") or {}
-    from ..mini.data import read_timing
     from ..mini.tasks import SUBCATS, shift_table
     from .budget import parameter_counts
 
@@ -89,7 +88,6 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
     values = {"n_train": int(man["sizes"]["train"]), "n_validation": int(man["sizes"]["validation"]),
               "n_test": int(man["sizes"]["test"]), "n_base": int(man["sizes"]["base"]),
               "chance_test": 100 * float(man.get("chance_test_mini", 0.0)),
-              "data_seconds": float(read_timing(data_dir).get("seconds", 0.0)),
               "n_subcategories": len(SUBCATS), "n_test_only_subcategories": test_only,
               "base_parameters": int(params.get("total") or sum(parameter_counts(base_dir).values())),
               "base_audio_parameters": int(params.get("audio_tower", 0)),

@@ -32,7 +32,7 @@ COMMANDS = {
                   "Memory, disk and time a recipe needs, and its inputs checked, before any GPU hour."),
     "evaluate": ("aqa_core.eval.evaluate", "Batched MMAU-style inference, scored as the official scorer."),
     "sweep": ("aqa_core.eval.sweep", "Evaluate every checkpoint of a run."),
-    "study": ("aqa_core.study.plan", "Run the whole mini study, stage by stage, cached."),
+    "study": ("aqa_core.study.pipeline.study", "Run the whole mini study, stage by stage, cached."),
     "lr-search": ("aqa_core.study.lr_search", "Summarize the learning-rate search (after study --plan lr-search)."),
 }
 

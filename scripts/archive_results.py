@@ -76,7 +76,7 @@ def archive(result_dir: Path, n_resamples: int = 10_000) -> dict:
 def archive_prompt3(result_dir: Path, n_resamples: int = 10_000, note: str = "") -> dict:
     """GRPO <3>'s runs as the pages quote them (`aqa_core.study.secondary.archive_prompt3`), from
     the report of this results folder alone."""
-    from aqa_core.study.plan import notebook_parameters
+    from aqa_core.study.pipeline.stages import notebook_parameters
     from aqa_core.study.report import build_report
     from aqa_core.study.secondary import archive_prompt3 as keep
     from aqa_core.study.secondary import prompt3_runs

@@ -5,7 +5,7 @@ interpreter, alternated, in one run; and whether the two wrote the same bytes.
 
 The stage is the base model's evaluation on the first `--items` test-mini questions with the
 study's settings (`python -m aqa_core evaluate ... --tower-cache-file`), as `make book`'s
-eval-base stages run it, one torch thread each. "forked" goes through `aqa_core.study.stages`
+eval-base stages run it, one torch thread each. "forked" goes through `aqa_core.study.pipeline.server`
 exactly as the study does (the stage server started before the first timed run, so that its
 one-off start is not counted: the study pays it once); "fresh" runs the same command line as a
 subprocess with the same environment. Prints each run's seconds, the medians, their difference
@@ -31,8 +31,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="runs of each kind, alternated (default 3)")
     a = ap.parse_args()
 
-    from aqa_core.study import stages
-    from aqa_core.study.plan import EVAL_BATCH, EVAL_MAX_NEW_TOKENS, TOWER_STORE, aqa_argv
+    from aqa_core.study.design import EVAL_BATCH, EVAL_MAX_NEW_TOKENS
+    from aqa_core.study.pipeline import runner, server
+    from aqa_core.study.pipeline.stages import TOWER_STORE, aqa_argv
 
     res = Path(a.results)
     missing = [p for p in (res / "base", res / "data" / "test-mini.json", res / TOWER_STORE) if not p.exists()]
@@ -40,7 +41,7 @@ def main() -> int:
         print(f"error: {missing[0]} not found: run the study first (make book)", file=sys.stderr)
         return 2
     env = {"OMP_NUM_THREADS": "1"}
-    full_env = {**os.environ, **stages.NOTEBOOK_ENV, **env}
+    full_env = {**os.environ, **server.NOTEBOOK_ENV, **env}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
 
@@ -50,7 +51,7 @@ def main() -> int:
                             "--limit", a.items, "--batch-size", EVAL_BATCH, "--max-new-tokens", EVAL_MAX_NEW_TOKENS,
                             "--tower-cache-file", res / TOWER_STORE)
 
-        warm = stages._stage_server().Process(target=os.getpid)  # the server's imports done before any timed run
+        warm = server.stage_server().Process(target=os.getpid)  # the server's imports done before any timed run
         warm.start()
         warm.join()
         seconds: dict[str, list[float]] = {"forked": [], "fresh": []}
@@ -61,7 +62,7 @@ def main() -> int:
                 log = tmp / f"{name}.log"
                 t0 = time.perf_counter()
                 if kind == "forked":
-                    rc = stages._run_logged(argv(name), log, echo=False, env=env)
+                    rc = runner._run_logged(argv(name), log, echo=False, env=env)
                 else:
                     with log.open("wb") as f:
                         rc = subprocess.run(argv(name), stdout=f, stderr=subprocess.STDOUT, env=full_env).returncode

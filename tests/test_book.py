@@ -148,6 +148,15 @@ def write_fixture_results(root: Path) -> Path:
     return res
 
 
+def copy_run(src: Path, dst: Path, seed: int = 0) -> Path:
+    """A copy of a fixture run folder as the run's seed `seed` (its config.yaml's seed is what
+    makes a RUN-seedN folder that seed: aqa_core.study.results.run_seeds)."""
+    shutil.copytree(src, dst)
+    config = yaml.safe_load((dst / "config.yaml").read_text())
+    (dst / "config.yaml").write_text(yaml.safe_dump({**config, "seed": config["seed"] + seed}))
+    return dst
+
+
 def write_fixture_recipes(root: Path) -> dict[str, list[Path]]:
     """Paper and mini recipes (GRPO and SFT) with the fields Table 1 reads."""
     g, s = root / "recipes" / "grpo", root / "recipes" / "sft"
@@ -294,9 +303,9 @@ def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypa
     with pytest.raises(ValueError, match="no ablation"):
         archive_ablations(res, n_resamples=200)
     abl = res / "ablations"
-    for folder, source in (("sft-full-train150", "sft-full"), ("sft-full-train150-seed1", "sft-full"),
-                           ("grpo-prompt2-silent", "grpo-prompt2"), ("sft-full-prompt2", "sft-lora")):
-        shutil.copytree(res / source, abl / folder)
+    for folder, source, seed in (("sft-full-train150", "sft-full", 0), ("sft-full-train150-seed1", "sft-full", 1),
+                                 ("grpo-prompt2-silent", "grpo-prompt2", 0), ("sft-full-prompt2", "sft-lora", 0)):
+        copy_run(res / source, abl / folder, seed)
     after = table_ablations(res, n_resamples=200)
     runs = list(after.frame["run"])
     assert "Full + Prompt <1>, 150 questions" in runs and "GRPO + Prompt <2>, silent training audio" in runs
@@ -339,7 +348,7 @@ def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypa
 def test_book_builds_from_fixture_results(tmp_path):
     """Execute the notebooks on fixture results with papermill (as the study does), build the book
     with warnings as errors, then read the HTML."""
-    from aqa_core.study.plan import build_book, execute_notebooks
+    from aqa_core.study.pipeline.study import build_book, execute_notebooks
 
     res = write_fixture_results(tmp_path / "runs")
     shutil.rmtree(res / "grpo-prompt3")  # opt-in (book/plan.md, Amendment 5): the default build has none
@@ -398,7 +407,7 @@ def test_book_builds_from_fixture_results(tmp_path):
 
 def test_study_notebook_paths_exist():
     """Every notebook the study executes exists and has a `parameters` cell."""
-    from aqa_core.study.plan import ARCHIVED_TEMPLATE, NOTEBOOKS
+    from aqa_core.study.pipeline.stages import ARCHIVED_TEMPLATE, NOTEBOOKS
 
     for nb_name in {nb for nb, _ in NOTEBOOKS.values()} | {ARCHIVED_TEMPLATE}:
         nb = json.loads((ROOT / "notebooks" / nb_name).read_text())
@@ -488,8 +497,8 @@ def test_the_trust_page_counts_the_fingerprinted_mmau_versions():
 
 
 def test_the_executed_notebooks_take_their_page_titles(tmp_path):
-    from aqa_core.study.execute import retitle
-    from aqa_core.study.plan import NOTEBOOKS, page_titles
+    from aqa_core.study.pipeline.execute import retitle
+    from aqa_core.study.pipeline.stages import NOTEBOOKS, page_titles
 
     titles = page_titles()
     assert len({titles[f"results/{n}"] for n in NOTEBOOKS}) == len(NOTEBOOKS)  # one title per page

@@ -4,6 +4,8 @@ a file or inside a function):
 - the top-level modules (the paper's definitions, the file formats every stage shares) import
   none of the subpackages;
 - `train/` and `eval/` never import `mini/` or `study/`; `mini/` never imports `study/`;
+- the study's analysis (every module of `study/` outside `study/pipeline/`) never imports the
+  pipeline: it reads the design (`study/design.py`) and the files the runs wrote;
 - no two modules import each other, directly or around a circle;
 - no module keeps names for others to import from it (re-export shims), and no piece is defined
   twice;
@@ -18,11 +20,13 @@ from collections import defaultdict
 import pytest
 
 from aqa_core.__main__ import COMMANDS
-from aqa_core.study.code import PACKAGE_DIR, REPO, all_modules, import_from_target, import_graph, module_path
+from aqa_core.study.pipeline.code import PACKAGE_DIR, REPO, all_modules, import_from_target, import_graph, module_path
 
 SUBPACKAGES = ("train", "eval", "mini", "study")
 #: layer -> the layers it must never import
-FORBIDDEN = {"top": set(SUBPACKAGES), "train": {"mini", "study"}, "eval": {"mini", "study"}, "mini": {"study"}}
+FORBIDDEN = {"top": set(SUBPACKAGES), "train": {"mini", "study"}, "eval": {"mini", "study"}, "mini": {"study"},
+             "analysis": {"pipeline"}}
+PIPELINE = "aqa_core.study.pipeline"
 
 
 def layer(module: str) -> str:
@@ -30,10 +34,18 @@ def layer(module: str) -> str:
     return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in SUBPACKAGES) else "top"
 
 
+def study_layer(module: str) -> str | None:
+    """"pipeline" or "analysis" for a module of `study/`, else None."""
+    if not module.startswith("aqa_core.study"):
+        return None
+    return "pipeline" if module == PIPELINE or module.startswith(PIPELINE + ".") else "analysis"
+
+
 def violations(graph: dict[str, set[str] | frozenset[str]]) -> list[str]:
     """'a imports b' for every import the layer rules forbid (`__main__` dispatches by name only)."""
     return sorted(f"{a} imports {b}" for a, deps in graph.items() if a != "aqa_core.__main__"
-                  for b in deps if layer(b) in FORBIDDEN.get(layer(a), set()))
+                  for b in deps if layer(b) in FORBIDDEN.get(layer(a), set())
+                  or study_layer(b) in FORBIDDEN.get(study_layer(a) or "", set()))
 
 
 def cycles(graph: dict[str, set[str] | frozenset[str]]) -> list[list[str]]:
@@ -67,7 +79,9 @@ def test_layer_rules_hold():
     ("aqa_core.data", "aqa_core.eval"),
     ("aqa_core.train.grpo", "aqa_core.mini.model"),
     ("aqa_core.eval.sweep", "aqa_core.study.results"),
-    ("aqa_core.mini.data", "aqa_core.study.plan"),
+    ("aqa_core.mini.data", "aqa_core.study.pipeline.stages"),
+    ("aqa_core.study.tables", "aqa_core.study.pipeline.runner"),
+    ("aqa_core.study.design", "aqa_core.study.pipeline.stages"),
 ])
 def test_a_forbidden_import_is_caught(importer, imported):
     graph = {m: set(deps) for m, deps in import_graph().items()}
@@ -77,7 +91,7 @@ def test_a_forbidden_import_is_caught(importer, imported):
 
 def test_the_scan_sees_imports_inside_functions(tmp_path, monkeypatch):
     """A lazy import counts like a top-level one (the old mmau <-> mmau_versions circle was lazy)."""
-    from aqa_core.study import code
+    from aqa_core.study.pipeline import code
 
     pkg = tmp_path / "aqa_core"
     (pkg / "eval").mkdir(parents=True)
@@ -171,7 +185,7 @@ def test_commands_point_at_their_code():
 
 
 def test_study_stages_hash_files_that_exist():
-    from aqa_core.study.plan import stage_code
+    from aqa_core.study.pipeline.stages import stage_code
 
     CODE = stage_code()
 

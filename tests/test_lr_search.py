@@ -7,7 +7,7 @@ import json
 import yaml
 
 from aqa_core.study.lr_search import FACTORS, cli, factor_label, search_run_dir, summarize
-from aqa_core.study.plan import study_stages
+from aqa_core.study.pipeline.stages import study_stages
 
 
 def _run(run, lr, curve):

@@ -14,7 +14,9 @@ import yaml
 from aqa_core.config import read_recipe
 from aqa_core.mini.data import VERSION, MiniSizes
 from aqa_core.mini.tasks import SUBCATS, TRAIN_SUBCATS
-from aqa_core.study.plan import RECIPES, VALIDATION_ITEMS, sweep_argv
+from aqa_core.study import design
+from aqa_core.study.design import RUNS, VALIDATION_ITEMS, find_row
+from aqa_core.study.pipeline.stages import sweep_argv
 from aqa_core.study.results import MIN_CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +31,7 @@ def plan_constants() -> dict:
     text = PLAN.read_text(encoding="utf-8")
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
     assert len(blocks) == 1, "book/plan.md must hold exactly one ```yaml block of constants"
+    assert design.plan_constants() == yaml.safe_load(blocks[0])  # the design reads the same block
     return yaml.safe_load(blocks[0])
 
 
@@ -41,7 +44,7 @@ def test_the_plan_is_dated_and_says_it_was_fixed_before_results():
 
 def test_the_benchmark_is_the_plans():
     consts = plan_constants()
-    assert VERSION == consts["data_version"]
+    assert VERSION == design.BENCHMARK_VERSION == consts["data_version"]
     assert asdict(MiniSizes()) == consts["sizes"]
     assert list(TRAIN_SUBCATS) == consts["train_subcategories"]
     unseen = [k for k in SUBCATS if k not in TRAIN_SUBCATS]
@@ -51,7 +54,7 @@ def test_the_benchmark_is_the_plans():
 def test_the_mini_recipes_follow_the_budget_rule():
     consts = plan_constants()
     assert MIN_CHECKPOINTS == consts["min_checkpoints"]
-    grpo = read_recipe(ROOT / RECIPES["grpo"])
+    grpo = read_recipe(ROOT / find_row("grpo_p2").recipe)
     prompts_per_step = grpo["per_device_train_batch_size"] * grpo["gradient_accumulation_steps"] * \
         grpo["num_processes"] // grpo["num_generations"]
     assert grpo["max_steps"] * prompts_per_step == consts["grpo_max_prompts"]
@@ -60,7 +63,7 @@ def test_the_mini_recipes_follow_the_budget_rule():
     assert grpo["warmup_steps"] / grpo["max_steps"] == consts["warmup_ratio"]
     n_train = consts["sizes"]["train"]
     for key in ("sft-full", "sft-lora"):
-        sft = read_recipe(ROOT / RECIPES[key])
+        sft = read_recipe(ROOT / find_row(key).recipe)
         assert sft["num_train_epochs"] == consts["sft_max_epochs"] and sft.get("max_steps", -1) <= 0
         steps = consts["sft_max_epochs"] * n_train // sft["per_device_train_batch_size"]
         assert steps // sft["save_steps"] >= consts["min_checkpoints"]
@@ -77,16 +80,16 @@ def test_the_sweeps_score_the_plans_validation_subset():
 
 
 def test_the_default_study_trains_every_run_but_the_plans_opt_in_ones(tmp_path):
-    from aqa_core.study.plan import OPT_IN_RUNS, RUNS, study_stages
+    from aqa_core.study.pipeline.stages import study_stages
 
     opt_in = plan_constants()["opt_in_runs"]
-    assert list(OPT_IN_RUNS) == opt_in
+    assert [r.stage for r in RUNS if r.opt_in] == opt_in
     names = {s.name for s in study_stages(tmp_path / "mini")}
-    for run in RUNS:
+    for run in (r.stage for r in RUNS):
         assert (run in names) == (run not in opt_in), run
         assert (f"{run}-seed2" in names) == (run not in opt_in), run
-    with_all = {s.name for s in study_stages(tmp_path / "mini", prompt3=True)}
-    assert all(f"{run}-seed2" in with_all and f"sweep-{run}-seed2" in with_all for run in RUNS)
+    with_all = {s.name for s in study_stages(tmp_path / "mini", opt_in=list(design.OPT_IN))}
+    assert all(f"{r.stage}-seed2" in with_all and f"sweep-{r.stage}-seed2" in with_all for r in RUNS)
 
 
 def test_pending_constants_are_named():
@@ -100,15 +103,14 @@ def test_pending_constants_are_named():
 def test_the_search_the_seeds_and_the_interval_are_the_plans():
     import inspect
 
-    from aqa_core.study import plan
-    from aqa_core.study.findings import PLAN_BOOTSTRAP_SEED, PLAN_SEEDS
     from aqa_core.study.lr_search import FACTORS
     from aqa_core.study.report import build_report
 
     consts = plan_constants()
     assert [round(f, 4) for f in FACTORS] == consts["learning_rate_factors"]
-    assert PLAN_BOOTSTRAP_SEED == consts["bootstrap_seed"]
-    assert plan.SEEDS == PLAN_SEEDS == consts["seeds"]  # make book trains every run with the plan's seeds
+    assert design.BOOTSTRAP_SEED == consts["bootstrap_seed"]
+    assert design.SEEDS == consts["seeds"]  # make book trains every run with the plan's seeds
+    assert design.BOOTSTRAP_RESAMPLES == consts["bootstrap_resamples"]
     assert inspect.signature(build_report).parameters["n_resamples"].default == consts["bootstrap_resamples"]
     nb = json.loads((ROOT / "notebooks" / "report.ipynb").read_text())
     params = "".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"])
@@ -121,7 +123,8 @@ def test_the_mini_recipes_use_the_searched_learning_rates():
     if not kept.is_file():
         pytest.skip("recipes/lr_search.json not made yet: python -m aqa_core study --plan lr-search, then lr-search")
     summary = json.loads(kept.read_text())
-    for method, key in (("grpo-p2", "grpo"), ("sft-full", "sft-full"), ("sft-lora", "sft-lora")):
+    for method in ("grpo-p2", "sft-full", "sft-lora"):
         m = summary["methods"][method]
         assert m["complete"], f"{method}: the search is incomplete"
-        assert read_recipe(ROOT / RECIPES[key])["learning_rate"] == pytest.approx(m["chosen_learning_rate"]), method
+        recipe = read_recipe(ROOT / find_row(method).recipe)
+        assert recipe["learning_rate"] == pytest.approx(m["chosen_learning_rate"]), method

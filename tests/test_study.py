@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aqa_core.study.plan import NOTEBOOKS, study_stages
-from aqa_core.study.stages import Stage, run_stages, write_timings
+from aqa_core.study.pipeline.runner import Stage, run_stages, write_timings
+from aqa_core.study.pipeline.stages import NOTEBOOKS, study_stages
 
 
 def _stage(name: str, out: Path, deps: list[str], text: str = "x") -> Stage:
@@ -83,8 +83,8 @@ def test_an_aqa_stage_forked_from_the_stage_server_writes_what_a_fresh_interpret
     exit code and its one error line in the stage's log."""
     import subprocess
 
-    from aqa_core.study import stages
-    from aqa_core.study.plan import aqa_argv
+    from aqa_core.study.pipeline import runner, server
+    from aqa_core.study.pipeline.stages import aqa_argv
 
     t = tiny_run_inputs(tmp_path / "in")
 
@@ -100,13 +100,13 @@ def test_an_aqa_stage_forked_from_the_stage_server_writes_what_a_fresh_interpret
     def no_subprocess(*args, **kwargs):
         raise AssertionError(f"a forked stage started a subprocess: {args[0]}")
 
-    monkeypatch.setattr(stages.subprocess, "Popen", no_subprocess)
+    monkeypatch.setattr(runner.subprocess, "Popen", no_subprocess)
     forked = evaluate("forked")
     bad = Stage("bad", aqa_argv("sweep", "--run", tmp_path / "nope", "--data", tmp_path / "x.json"), [], [], code=[])
-    assert stages.forks(forked.argv) and not stages.forks(aqa_argv("mini-data", "--out", tmp_path))
-    assert not stages.forks([sys.executable, "-c", "pass"])
+    assert server.forks(forked.argv) and not server.forks(aqa_argv("mini-data", "--out", tmp_path))
+    assert not server.forks([sys.executable, "-c", "pass"])
     assert _statuses(run_stages([forked, bad], tmp_path, jobs=2, echo=False)) == {"forked": "ran", "bad": "failed"}
-    monkeypatch.setattr(stages.subprocess, "Popen", subprocess.Popen)
+    monkeypatch.setattr(runner.subprocess, "Popen", subprocess.Popen)
     assert ((tmp_path / "forked" / "predictions.json").read_bytes()
             == (tmp_path / "fresh" / "predictions.json").read_bytes())
     log = (tmp_path / "logs" / "bad.log").read_text()
@@ -114,7 +114,7 @@ def test_an_aqa_stage_forked_from_the_stage_server_writes_what_a_fresh_interpret
 
 
 def test_code_change_changes_the_key(tmp_path):
-    s = Stage("s", ["true"], [], [], code=["aqa_core/study/plan.py"])
+    s = Stage("s", ["true"], [], [], code=["aqa_core/study/design.py"])
     assert s.key({}) == s.key({})
     assert s.key({}) != s.key({"up": "other-output"})
     assert s.key({}, hash_code=True) != s.key({}, hash_code=False)
@@ -123,7 +123,7 @@ def test_code_change_changes_the_key(tmp_path):
 
 
 def test_study_stages_cover_the_study(tmp_path):
-    stages = study_stages(tmp_path / "mini", seeds=2, book=tmp_path / "book", prompt3=True)
+    stages = study_stages(tmp_path / "mini", seeds=2, book=tmp_path / "book", opt_in=["prompt3"])
     names = [s.name for s in stages]
     for name in ["data", "base", "eval-base-p2", "eval-base-p1", "sft-full", "sft-lora", "grpo-p2", "grpo-p3",
                  "sweep-grpo-p3", "sft-full-seed1", "sweep-grpo-p2-seed1", *[f"nb-{n}" for n in NOTEBOOKS]]:
@@ -185,7 +185,7 @@ def test_the_ablations_plan_adds_its_runs_to_the_main_studys(tmp_path):
 def test_the_ready_stage_with_the_longest_chain_to_the_end_starts_first(tmp_path):
     """Scheduling only: `short` is listed first, but `long` heads a chain of 10 + 5 expected
     seconds, so with one worker it runs first; a stage's last real run replaces its weight."""
-    from aqa_core.study.stages import critical_path
+    from aqa_core.study.pipeline.runner import critical_path
 
     short, long_, tail = _stage("short", tmp_path, []), _stage("long", tmp_path, []), _stage("tail", tmp_path, ["long"])
     short.weight, long_.weight, tail.weight = 3, 10, 5
@@ -197,7 +197,7 @@ def test_the_ready_stage_with_the_longest_chain_to_the_end_starts_first(tmp_path
 
 
 def test_the_study_weighs_its_stages():
-    stages = {s.name: s for s in study_stages(Path("runs/mini"), jobs=2, prompt3=True)}
+    stages = {s.name: s for s in study_stages(Path("runs/mini"), jobs=2, opt_in=["prompt3"])}
     assert stages["grpo-p3"].weight > stages["sweep-grpo-p3"].weight > stages["nb-report"].weight > 1
 
 
@@ -213,7 +213,7 @@ def test_a_tiny_ablation_runs_end_to_end_and_reaches_the_page(tmp_path, tiny_run
 
     from aqa_core.runs import read_sweep
     from aqa_core.study import ablations
-    from aqa_core.study.stages import ROOT as REPO
+    from aqa_core.study.design import ROOT as REPO
 
     t = tiny_run_inputs(tmp_path / "in")
     out = tmp_path / "mini"

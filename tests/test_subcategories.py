@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_book import write_fixture_results
+from test_book import copy_run, write_fixture_results
 
 
 def test_seen_and_unseen_changes_are_the_pooled_differences_on_those_items(tmp_path):
@@ -41,14 +41,13 @@ def test_no_table_without_a_mini_test_file(tmp_path):
 
 
 def test_table2_across_seeds_is_the_mean_of_the_seed_rows(tmp_path):
-    import shutil
 
     from aqa_core.study.findings import seed_runs
     from aqa_core.study.results import load_result_dir
     from aqa_core.study.tables import table_seed_means
 
     res = write_fixture_results(tmp_path / "runs")
-    shutil.copytree(Path(res) / "grpo-prompt2", Path(res) / "grpo-prompt2-seed1")  # a second seed
+    copy_run(Path(res) / "grpo-prompt2", Path(res) / "grpo-prompt2-seed1", seed=1)  # a second seed
     t = table_seed_means(res, n_resamples=200)
     runs = seed_runs({r.key: r for r in load_result_dir(res)}, "grpo_p2")
     assert len(runs) > 1

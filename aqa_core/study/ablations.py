@@ -1,5 +1,5 @@
 """The ablations plan's results (`python -m aqa_core study --plan ablations`, opt-in; the runs are
-listed by `aqa_core.study.plan.ablation_runs`): per ablation, the test accuracy at the checkpoint
+listed by `aqa_core.study.design.ablation_runs`): per ablation, the test accuracy at the checkpoint
 chosen on validation, as the mean over seeds with the analysis plan's interval (seeds, then
 items), beside the main study's run it varies:
 
@@ -20,10 +20,25 @@ import json
 from pathlib import Path
 
 from ..runs import SWEEP_FILE, chosen_on_validation, predictions_name, read_sweep
+from .design import (
+    ABLATION_DIR,
+    ROOT,
+    SEEDS,
+    TRAIN_FRACTIONS,
+    ablation_runs,
+    expected_seconds,
+    find_row,
+    plan_train_size,
+)
 from .display import Figure, Table
-from .plan import ABLATION_DIR, RUNS, TRAIN_FRACTIONS, ablation_runs, plan_train_size
-from .results import benchmark_version_clause, code_commit, convergence, score_predictions_file
-from .stages import ROOT, read_stage_seconds
+from .results import (
+    benchmark_version_clause,
+    code_commit,
+    convergence,
+    run_seeds,
+    score_predictions_file,
+    stage_seconds,
+)
 
 COMMAND = "python -m aqa_core study --plan ablations --jobs 2"
 #: Ablation values quoted outside the ablations page (the trust page), present in every build.
@@ -44,14 +59,13 @@ def _correct(run_dir: Path) -> dict[str, bool] | None:
 
 def _converged(first: Path) -> tuple[int, int]:
     """(runs passing the plan's convergence rule, runs with a sweep) over a folder and its seeds."""
-    folders = [f for f in [first, *sorted(first.parent.glob(first.name + "-seed*"))] if (f / SWEEP_FILE).is_file()]
+    folders = [f for _, f in run_seeds(first) if (f / SWEEP_FILE).is_file()]
     return sum(convergence(read_sweep(f))["converged"] is True for f in folders), len(folders)
 
 
 def _seeds(first: Path) -> list[dict[str, bool]]:
     """Correctness of a run folder and its -seedN siblings that have a sweep."""
-    folders = [first, *sorted(first.parent.glob(first.name + "-seed*"))]
-    return [c for c in (_correct(f) for f in folders if f.is_dir()) if c is not None]
+    return [c for c in (_correct(f) for _, f in run_seeds(first)) if c is not None]
 
 
 def _mean_interval(runs: list[dict[str, bool]], n_resamples: int) -> tuple[float, float, float]:
@@ -63,22 +77,15 @@ def _mean_interval(runs: list[dict[str, bool]], n_resamples: int) -> tuple[float
 
 def expected_minutes(result_dir: str | Path, jobs: int = 2) -> float:
     """The plan's expected wall time on this machine: its runs and sweeps at the mean seconds the
-    main study's measured (its timings.json; the scheduler's weights without one), over `jobs`."""
-    from .plan import STAGE_WEIGHTS
-
-    timings = Path(result_dir) / "timings.json"
-    seconds = {}
-    if timings.is_file():
-        seconds = {t["stage"]: t.get("last_run_seconds") or t["seconds"]
-                   for t in json.loads(timings.read_text(encoding="utf-8"))["stages"]}
+    main study's measured (its timings.json; the design's expected seconds without one), over `jobs`."""
+    seconds = stage_seconds(result_dir)
     def mean(prefixes: tuple[str, ...], default: float) -> float:
         vals = [v for k, v in seconds.items() if k.startswith(prefixes) and v]
         return sum(vals) / len(vals) if vals else default
 
-    weights = dict(STAGE_WEIGHTS)
-    train = mean(("sft-full", "sft-lora", "grpo-p2"), float(weights["sft-full*"]))
-    sweep = mean(("sweep-sft-full-seed", "sweep-sft-lora-seed", "sweep-grpo-p2-seed"), float(weights["sweep-*"]))
-    runs = len(ablation_runs(plan_train_size())) * 3  # three seeds each
+    train = mean(("sft-full", "sft-lora", "grpo-p2"), expected_seconds("sft-full"))
+    sweep = mean(("sweep-sft-full-seed", "sweep-sft-lora-seed", "sweep-grpo-p2-seed"), expected_seconds("sweep-"))
+    runs = len(ablation_runs(plan_train_size())) * SEEDS
     return runs * (train + sweep) / jobs / 60
 
 
@@ -125,16 +132,16 @@ def ablation_results(result_dir: str | Path, train_size: int | None = None,
         return runs
 
     for name, label in LABELS.items():
-        main = result_dir / RUNS[name][1]
+        main = result_dir / find_row(name).folder
         add("training-set size", name, f"{label}, {train_size:,} questions (the main run)", main,
             f"{name}_train{train_size}", train_size, True)
         for k in TRAIN_FRACTIONS:
             n = train_size // k
-            add("training-set size", name, f"{label}, {n:,} questions", abl / f"{RUNS[name][1]}-train{n}",
+            add("training-set size", name, f"{label}, {n:,} questions", abl / f"{find_row(name).folder}-train{n}",
                 f"{name}_train{n}", n, False)
     for name in ("sft-full", "sft-lora"):
         sft2 = add("prompt", name, LABELS[name].replace("<1>", "<2>") + ", trained and evaluated with it",
-                   abl / f"{RUNS[name][1]}-prompt2", f"{name}_prompt2", train_size, False)
+                   abl / f"{find_row(name).folder}-prompt2", f"{name}_prompt2", train_size, False)
         # the comparison without the confound: GRPO <2> against this SFT trained with prompt <2> too
         grpo = main_runs.get("grpo-p2")
         if sft2 and grpo:
@@ -146,7 +153,7 @@ def ablation_results(result_dir: str | Path, train_size: int | None = None,
                             "diff": 100 * res.difference, "diff_lo": 100 * res.ci_low, "diff_hi": 100 * res.ci_high,
                             "diff_p": res.p_value, "seeds": min(len(sft2), len(grpo))})
     for name in ("grpo-p2", "sft-full"):
-        add("listening", name, f"{LABELS[name]}, silent training audio", abl / f"{RUNS[name][1]}-silent",
+        add("listening", name, f"{LABELS[name]}, silent training audio", abl / f"{find_row(name).folder}-silent",
             f"{name}_silent", train_size, False)
     return records
 
@@ -198,9 +205,9 @@ def ablation_sentences(records: list[dict]) -> dict[str, str]:
     return out
 
 
-def stage_seconds(result_dir: Path) -> dict[str, float]:
+def ablation_seconds(result_dir: Path) -> dict[str, float]:
     """Each ablation stage's measured seconds (its last real run; RESULTS/ablations/timings.json)."""
-    return read_stage_seconds(result_dir / ABLATION_DIR, ("abl-", "sweep-abl-"))
+    return stage_seconds(result_dir / ABLATION_DIR, ("abl-", "sweep-abl-"))
 
 
 def _kind_seconds(seconds: dict[str, float], prefix: str) -> float:
@@ -220,7 +227,7 @@ def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000, note: s
     if not any(not r.get("main", True) for r in records):
         raise ValueError(f"{result_dir / ABLATION_DIR} holds no ablation with a sweep: run `{COMMAND}` first")
     manifest = json.loads((result_dir / "data" / "manifest.json").read_text(encoding="utf-8"))
-    seconds = stage_seconds(result_dir)
+    seconds = ablation_seconds(result_dir)
     return {"date": time.strftime("%Y-%m-%d"), "commit": code_commit(result_dir / ABLATION_DIR), "note": note,
             "benchmark_version": manifest.get("version"), "sizes": manifest.get("sizes"),
             "n_resamples": n_resamples, "records": records,
@@ -287,7 +294,7 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
     values[f"{scale}_ablation_total"] = len(ablation_runs(train_size))
     values[f"{scale}_ablation_source"] = (_provenance(result_dir, archive) if records else
                                           "no run: neither this build nor an archive holds results")
-    seconds = archive["stage_seconds"] if archive is not None else stage_seconds(result_dir)
+    seconds = archive["stage_seconds"] if archive is not None else ablation_seconds(result_dir)
     values[f"{scale}_ablation_training_minutes"] = _kind_seconds(seconds, "abl-") / 60
     values[f"{scale}_ablation_sweep_minutes"] = _kind_seconds(seconds, "sweep-abl-") / 60
     values[f"{scale}_ablation_stages_timed"] = len(seconds)

@@ -19,11 +19,11 @@ processed, prompt included) and the parameter counts of the run's starting model
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from ..runs import SWEEP_FILE, read_config, read_metrics, read_sweep
-from .results import ROWS, convergence
+from .design import RUNS
+from .results import convergence, run_seeds
 
 AUDIO_POSITIONS = 150  # the mini tower's encoder positions for a 3 s clip (30 s at full scale: 1,500)
 LM_FLOPS_PER_TOKEN = {"sft": 6, "grpo": 10}
@@ -92,26 +92,23 @@ def runs_table(result_dir: str | Path):  # a display.Table
     result_dir = Path(result_dir)
     rows, values = [], {}
     converged = total = 0
-    for spec in ROWS:
-        if spec.kind != "run":
-            continue
-        for folder in [result_dir / spec.folder, *sorted((result_dir).glob(spec.folder + "-seed*"))]:
-            m = re.fullmatch(re.escape(spec.folder) + r"(?:-seed(\d+))?", folder.name)
-            if not m or not (folder / "metrics.jsonl").is_file():
+    for spec in RUNS:
+        for seed, folder in run_seeds(result_dir / spec.folder):
+            if not (folder / "metrics.jsonl").is_file():
                 continue
             b = run_budget(folder)
             c = convergence(read_sweep(folder)) if (folder / SWEEP_FILE).is_file() else {"converged": None,
                                                                                           "reason": "no sweep"}
             total += 1
             converged += bool(c["converged"])
-            rows.append({"method": spec.method, "seed": int(m.group(1) or 0), "questions seen": b["questions_seen"],
+            rows.append({"method": spec.label, "seed": seed, "questions seen": b["questions_seen"],
                          "optimizer steps": b["steps"],
                          "seconds": f"{b['seconds']:.0f}" if b["seconds"] is not None else "",
                          "training FLOPs (est.)": f"{b['flops']:.2e}" if b["flops"] else "",
                          "converged": {True: "yes", False: "no", None: "—"}[c["converged"]],
                          "validation gain, last third (points)": (f"{c['gain']:+.1f} (SE {c['se']:.1f})"
                                                                   if c.get("gain") is not None else c["reason"])})
-            if not m.group(1):
+            if not seed:
                 for k in ("questions_seen", "steps"):
                     values[f"budget_{spec.key}_{k}"] = int(b[k])
                 if b["flops"]:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import METRICS_FILE, SWEEP_FILE, read_metrics, read_sweep, tenth_means
+from .design import ROWS, RUNS, find_row
 from .display import Figure, glue_safe
-from .results import PREDICTIONS_FILE, ROWS, score_predictions_file
+from .results import PREDICTIONS_FILE, score_predictions_file
 
 #: One colour and marker per method, in every figure.
 STYLE = {
@@ -75,8 +76,7 @@ def sweep_series(run_dir: str | Path) -> dict[str, list]:
 def _baseline(result_dir: Path | None, key: str) -> float | None:
     if result_dir is None:
         return None
-    spec = next(s for s in ROWS if s.key == key)
-    preds = result_dir / spec.folder / PREDICTIONS_FILE
+    preds = result_dir / find_row(key).folder / PREDICTIONS_FILE
     if not preds.is_file():
         return None
     correct, _ = score_predictions_file(preds)
@@ -146,12 +146,12 @@ def _runs_arg(runs: Mapping[str, str | Path] | Sequence[str | Path],
     folder (then the standard folders for `keys` inside it), skipping folders without data."""
     if isinstance(runs, (str, Path)):
         base = Path(runs)
-        runs = {k: base / next(s.folder for s in ROWS if s.key == k) for k in keys}
+        runs = {k: base / find_row(k).folder for k in keys}
     out = {}
     for key, folder in dict(runs).items():
         folder = Path(folder)
         if (folder / SWEEP_FILE).is_file() or (folder / METRICS_FILE).is_file():
-            label = next((s.method for s in ROWS if s.key == key), key)
+            label = next((s.label for s in ROWS if s.key == key), key)
             out[label] = (key, folder)
     return out
 
@@ -293,9 +293,9 @@ def figure_budget_curves(result_dir: str | Path) -> Figure:
     fig = _new_figure(11, 12)
     axes = fig.subplots(len(BUDGET_AXES), 2, sharey="col", squeeze=False)
     values: dict[str, Any] = {}
-    for spec in ROWS:
+    for spec in RUNS:
         run = result_dir / spec.folder
-        if spec.kind != "run" or not (run / SWEEP_FILE).is_file():
+        if not (run / SWEEP_FILE).is_file():
             continue
         budget = run_budget(run)
         rows = [r for r in read_sweep(run)["rows"] if r.get("step") is not None and r["checkpoint"] != "final"]
@@ -311,7 +311,7 @@ def figure_budget_curves(result_dir: str | Path) -> Figure:
                        if r.get(split) is not None and r["step"] > 0]
                 if pts:
                     axes[row_i][col].plot(*zip(*sorted(pts), strict=True), color=color, marker=marker, markersize=8,
-                                          linewidth=2, label=spec.method)
+                                          linewidth=2, label=spec.label)
         values[f"{spec.key}_questions_seen"] = budget["questions_seen"]
     for row_i, (_, label) in enumerate(BUDGET_AXES):
         for col, split in enumerate(("validation accuracy (%), training distribution",

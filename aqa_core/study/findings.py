@@ -8,16 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .design import BOOTSTRAP_SEED, SEEDS
 from .results import ModelResult
-
-PLAN_SEEDS = 3  # book/plan.md: training seeds per method that a verdict needs
-PLAN_BOOTSTRAP_SEED = 0  # book/plan.md: the bootstrap's random seed
 
 
 def seed_runs(by_key: Mapping[str, ModelResult], key: str) -> list[ModelResult]:
     """The results of one method over its seeds: `key`, then `key_seed1`, `key_seed2`, ..."""
     runs = [r for k, r in by_key.items() if k == key or k.startswith(f"{key}_seed")]
-    return sorted(runs, key=lambda r: 0 if r.key == key else int(r.key.rsplit("seed", 1)[1]))
+    return sorted(runs, key=lambda r: r.seed)
 
 
 def better_sft(by_key: Mapping[str, ModelResult]) -> str:
@@ -44,7 +42,7 @@ def plan_verdict(by_key: Mapping[str, ModelResult], n_resamples: int = 10_000) -
     a_runs, b_runs = seed_runs(by_key, "grpo_p2"), seed_runs(by_key, better_sft(by_key))
     ids = sorted(set.intersection(*(set(r.correct) for r in a_runs + b_runs)))
     boot = seeds_items_bootstrap([[r.correct[i] for i in ids] for r in a_runs],
-                                 [[r.correct[i] for i in ids] for r in b_runs], n_resamples, seed=PLAN_BOOTSTRAP_SEED)
+                                 [[r.correct[i] for i in ids] for r in b_runs], n_resamples, seed=BOOTSTRAP_SEED)
     diff, lo, hi = 100 * boot.difference, 100 * boot.ci_low, 100 * boot.ci_high
     not_converged, unknown = [], []
     for r in a_runs + b_runs:
@@ -60,8 +58,8 @@ def plan_verdict(by_key: Mapping[str, ModelResult], n_resamples: int = 10_000) -
     missing = []
     if lo <= 0 <= hi:
         missing.append("the interval contains zero")
-    if seeds < PLAN_SEEDS:
-        missing.append(f"the plan needs {PLAN_SEEDS} seeds per method and this build has {seeds}")
+    if seeds < SEEDS:
+        missing.append(f"the plan needs {SEEDS} seeds per method and this build has {seeds}")
     if not_converged:
         missing.append(f"{len(not_converged)} of the {len(a_runs) + len(b_runs)} compared runs did not pass the "
                        "convergence rule")

@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 
 from ..runs import SWEEP_FILE, chosen_on_validation, predictions_name
+from .design import LISTENING_ABLATIONS as ABLATIONS
+from .design import ROWS, Row
 from .display import Table
-from .results import ROWS, ModelResult, score_predictions_file
+from .results import ModelResult, score_predictions_file
 from .tables import cell, compare
-
-ABLATIONS = ("silence", "mismatched")
 
 
 def _scored(path: Path, key: str, method: str, scale: str) -> ModelResult | None:
@@ -36,9 +36,9 @@ def not_a_choice(path: Path) -> float:
     return 100 * sum(str(r.get("model_prediction", "")).strip() not in r["choices"] for r in rows) / max(1, len(rows))
 
 
-def _files(result_dir: Path, spec) -> dict[str, Path] | None:  # a RowSpec
+def _files(result_dir: Path, spec: Row) -> dict[str, Path] | None:
     """{real, silence, mismatched: predictions file} of one Table 2 row (seed 0), or None."""
-    if spec.kind == "eval":
+    if not spec.trained:
         if spec.key != "direct_p2":  # the validity stages ablate prompt <2> only
             return None
         base = result_dir / spec.folder
@@ -63,10 +63,10 @@ def table_listening(result_dir: str | Path, n_resamples: int = 10_000) -> Table 
         files = _files(result_dir, spec)
         if files is None:
             continue
-        scored = {k: _scored(p, f"{spec.key}_{k}", spec.method, scale) for k, p in files.items()}
+        scored = {k: _scored(p, f"{spec.key}_{k}", spec.label, scale) for k, p in files.items()}
         if scored["real"] is None or not any(scored[a] for a in ABLATIONS):
             continue
-        row = {"model, method (seed 0)": spec.method, "real audio": cell(scored["real"].accuracy())}
+        row = {"model, method (seed 0)": spec.label, "real audio": cell(scored["real"].accuracy())}
         invalid = {}
         for a in ABLATIONS:
             row[a] = cell(scored[a].accuracy()) if scored[a] else "—"

@@ -13,12 +13,12 @@ from typing import Any
 from ..train.preflight import book_values
 from .ablations import ablation_source, figure_ablations, table_ablations
 from .budget import runs_table
+from .design import ROOT
 from .display import Figure, Table, glue_safe
 from .figures import figure_budget_curves, figure_grpo_convergence, figure_sft_convergence
 from .listening import table_listening
 from .lr_search import lr_search_table
 from .secondary import prompt3_values
-from .stages import ROOT
 from .subcategories import subcategory_tables
 from .tables import table_hyperparameters, table_last_checkpoint, table_results, table_seed_means
 

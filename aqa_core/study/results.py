@@ -7,6 +7,10 @@ how to write it by hand), so rows from `runs/full` appear as soon as the folder 
     RESULTS/eval/base-prompt1/predictions.json   direct inference, prompt <1>
     RESULTS/sft-full/ sft-lora/ grpo-prompt2/ grpo-prompt3/   run folders, each with eval/sweep.json
     RESULTS/<run>-seed<N>/                                     extra seeds, same layout
+    RESULTS/timings.json                                       the study's stage seconds
+
+The rows, their folders and the seeds' folder names are the study's design
+(`aqa_core.study.design`); a run's seed is the one its `config.yaml` records.
 
 A trained row is scored at the checkpoint chosen on the validation split (`best_on_validation`
 of the sweep; honest) and, beside it, at the checkpoint chosen on the test set itself
@@ -16,37 +20,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..runs import SWEEP_FILE, predictions_name, read_sweep
+from ..runs import CONFIG_FILE, SWEEP_FILE, predictions_name, read_config, read_sweep
+from .design import ROWS, Row
 
 SELECTIONS = ("best_on_validation", "best_on_test", "last")  # "last": the plan's secondary comparison
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    """One Table 2 row of ours: its key, label, prompt and folder inside a results folder."""
-
-    key: str
-    method: str
-    folder: str
-    kind: str  # "eval": a predictions file; "run": a run folder with a sweep
-
-
-ROWS = (
-    RowSpec("direct_p2", "Direct inference + Prompt <2>", "eval/base-prompt2", "eval"),
-    RowSpec("direct_p1", "Direct inference + Prompt <1>", "eval/base-prompt1", "eval"),
-    RowSpec("sft_full", "Full + Prompt <1>", "sft-full", "run"),
-    RowSpec("sft_lora", "LoRA + Prompt <1>", "sft-lora", "run"),
-    RowSpec("grpo_p2", "GRPO + Prompt <2>", "grpo-prompt2", "run"),
-    RowSpec("grpo_p3", "GRPO + Prompt <3>", "grpo-prompt3", "run"),
-)
-#: The paired comparisons Table 2 reports: (A, B) tests accuracy(A) - accuracy(B).
-COMPARISONS = (("grpo_p2", "sft_full"), ("grpo_p2", "sft_lora"), ("grpo_p3", "sft_full"),
-               ("grpo_p3", "sft_lora"), ("grpo_p3", "grpo_p2"), ("sft_lora", "sft_full"), ("grpo_p2", "direct_p2"))
 PREDICTIONS_FILE = "predictions.json"
+TIMINGS_FILE = "timings.json"  # the study's stage seconds, at the top of its results folder
 
 
 @dataclass
@@ -65,6 +47,7 @@ class ModelResult:
     test_selected_step: int | None = None
     validation_average: float | None = None  # validation accuracy of the chosen checkpoint (runs only)
     run_dir: Path | None = None  # the run folder (runs only)
+    seed: int = 0  # the seed's index (`aqa_core.study.design.seed_value`): its run's config.yaml says
 
     def tally(self, task: str | None = None) -> tuple[int, int]:
         ids = [i for i in self.correct if task is None or self.task_of[i] == task]
@@ -113,17 +96,36 @@ def score_predictions_file(path: str | Path) -> tuple[dict[str, bool], dict[str,
     return correct, task_of
 
 
-def _row_folders(result_dir: Path, spec: RowSpec) -> list[tuple[str, Path]]:
-    """(suffix, folder) for the main folder and any `-seed<N>` siblings that exist."""
-    found = []
-    main = result_dir / spec.folder
-    if main.exists():
-        found.append(("", main))
-    for extra in sorted(main.parent.glob(main.name + "-seed*")):
-        m = re.fullmatch(re.escape(main.name) + r"-seed(\d+)", extra.name)
-        if m and extra.is_dir():
-            found.append((f"_seed{m.group(1)}", extra))
-    return found
+def run_seeds(first: str | Path) -> list[tuple[int, Path]]:
+    """(seed index, folder) of a run and its extra seeds (its RUN-seedN sibling folders), in seed
+    order: each index is the seed its `config.yaml` records minus the first folder's (the inverse
+    of `design.seed_value`). [] when `first` is no run folder; an extra seed with no config, or
+    with the first's seed, is an error that names it."""
+    first = Path(first)
+    if not (first / CONFIG_FILE).is_file():
+        return []
+    base = int(read_config(first)["seed"])
+    found = {0: first}
+    for extra in sorted(first.parent.glob(first.name + "-seed*")):
+        if not extra.is_dir():
+            continue
+        if not (extra / CONFIG_FILE).is_file():
+            raise ValueError(f"{extra}: no {CONFIG_FILE}, so its seed is unknown (a run cut short before it "
+                             "started? remove the folder or rerun it)")
+        index = int(read_config(extra)["seed"]) - base
+        if index in found:
+            raise ValueError(f"{extra} and {found[index]} both trained with seed {base + index}")
+        found[index] = extra
+    return sorted(found.items())
+
+
+def row_folders(result_dir: str | Path, row: Row) -> list[tuple[int, Path]]:
+    """(seed index, folder) of one Table 2 row in a results folder: a direct-inference row's one
+    folder, a trained row's `run_seeds`; [] when the row is not there."""
+    main = Path(result_dir) / row.folder
+    if not row.trained:
+        return [(0, main)] if main.is_dir() else []
+    return run_seeds(main)
 
 
 def last_tested(sweep: dict) -> dict | None:
@@ -136,7 +138,8 @@ def last_tested(sweep: dict) -> dict | None:
 
 def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation",
                     scale: str | None = None) -> list[ModelResult]:
-    """Every Table 2 row present in one results folder, in ROWS order (missing rows are skipped).
+    """Every Table 2 row present in one results folder, in the design's order (missing rows are
+    skipped), a row's extra seeds after it under the keys KEY_seedN.
     A run is scored at the sweep's `selection` checkpoint (falling back to best-on-test, flagged
     in `checkpoint`, when the sweep had no validation split); "last" is its last checkpoint
     (`last_tested`; a run whose last checkpoint has no test score is skipped)."""
@@ -146,13 +149,14 @@ def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation
     scale = scale or result_dir.name
     out = []
     for spec in ROWS:
-        for suffix, folder in _row_folders(result_dir, spec):
-            label = spec.method + (f" (seed {suffix.split('seed')[1]})" if suffix else "")
-            if spec.kind == "eval":
+        for index, folder in row_folders(result_dir, spec):
+            key = f"{spec.key}_seed{index}" if index else spec.key
+            label = f"{spec.label} (seed {index})" if index else spec.label
+            if not spec.trained:
                 preds = folder / PREDICTIONS_FILE
                 if not preds.is_file():
                     continue
-                res = ModelResult(scale, spec.key + suffix, label, preds)
+                res = ModelResult(scale, key, label, preds, seed=index)
             else:
                 if not (folder / SWEEP_FILE).is_file():
                     continue
@@ -165,10 +169,10 @@ def load_result_dir(result_dir: str | Path, selection: str = "best_on_validation
                     continue
                 preds = folder / SWEEP_FILE.parent / predictions_name(chosen["checkpoint"])
                 best_test = sweep["selection"].get("best_on_test") or {}
-                res = ModelResult(scale, spec.key + suffix, label, preds, chosen["checkpoint"] + note,
+                res = ModelResult(scale, key, label, preds, chosen["checkpoint"] + note,
                                   chosen.get("step"), test_selected_average=best_test.get("test"),
                                   test_selected_step=best_test.get("step"), validation_average=chosen.get("validation"),
-                                  run_dir=folder)
+                                  run_dir=folder, seed=index)
             res.correct, res.task_of = score_predictions_file(res.predictions)
             out.append(res)
     return out
@@ -222,3 +226,12 @@ def convergence(sweep: dict, min_checkpoints: int = MIN_CHECKPOINTS) -> dict:
               f"{'less' if converged else 'not less'} than its standard error ({se:.1f})")
     return {**out, "converged": converged, "gain": gain, "se": se, "last_third": mean_l, "middle_third": mean_m,
             "reason": reason}
+
+
+def stage_seconds(folder: str | Path, prefixes: tuple[str, ...] = ("",)) -> dict[str, float]:
+    """Each stage's measured seconds (its last real run) from FOLDER/timings.json (the study writes
+    it), for the stages whose names start with one of `prefixes` (default: all); {} when the
+    folder has no timings."""
+    path = Path(folder) / TIMINGS_FILE
+    stages = json.loads(path.read_text(encoding="utf-8"))["stages"] if path.is_file() else []
+    return {t["stage"]: t.get("last_run_seconds") or t["seconds"] for t in stages if t["stage"].startswith(prefixes)}

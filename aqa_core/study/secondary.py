@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..runs import SWEEP_FILE, read_sweep
-from .results import benchmark_version_clause, code_commit, convergence
-from .stages import ROOT, read_stage_seconds
+from .design import ROOT
+from .results import benchmark_version_clause, code_commit, convergence, stage_seconds
 
 PROMPT3_ARCHIVE = ROOT / "book" / "archive" / "grpo-prompt3.json"
 ROW = "grpo_p3"
@@ -61,7 +61,7 @@ def archive_prompt3(result_dir: str | Path, values: Mapping[str, Any], note: str
     scale = result_dir.name
     runs = prompt3_runs(result_dir)
     manifest = json.loads((result_dir / "data" / "manifest.json").read_text(encoding="utf-8"))
-    seconds = read_stage_seconds(result_dir, ("grpo-p3", "sweep-grpo-p3"))
+    seconds = stage_seconds(result_dir, ("grpo-p3", "sweep-grpo-p3"))
     prefix = f"{scale}_"
     return {"date": time.strftime("%Y-%m-%d"), "scale": scale, "commit": code_commit(result_dir), "note": note,
             "benchmark_version": manifest.get("version"), "sizes": manifest.get("sizes"),

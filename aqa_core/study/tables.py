@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ..data import TASKS
+from .design import COMPARISONS, ROWS, find_row
 from .display import Table, glue_safe
 from .findings import better_sft, findings, seed_runs
 from .paper import paper_results, paper_values
-from .results import COMPARISONS, ROWS, ModelResult, load_result_dir
+from .results import ModelResult, load_result_dir
 
 #: Recipe-derived settings that are not recipe fields: name -> (function of the resolved recipe).
 DERIVED = {
@@ -191,7 +192,7 @@ def table_seed_means(result_dir: str | Path, selection: str = "best_on_validatio
         mean, lo, hi = (100 * x for x in seeds_items_interval([[r.correct[i] for i in ids] for r in runs],
                                                                 n_resamples))
         averages = [r.accuracy()[0] for r in runs]
-        row = {"model, method": spec.method, "seeds": len(runs)}
+        row = {"model, method": spec.label, "seeds": len(runs)}
         for t in TASKS:
             row[t] = f"{sum(r.accuracy(t)[0] for r in runs) / len(runs):.1f}"
         row["average [95% interval]"] = f"{mean:.1f} [{lo:.1f}, {hi:.1f}]"
@@ -228,13 +229,13 @@ def table_last_checkpoint(result_dir: str | Path, n_resamples: int = 10_000) -> 
     rows, values = [], {}
     for spec in ROWS:
         at_last, at_chosen = seed_runs(last, spec.key), seed_runs(chosen, spec.key)
-        if spec.kind != "run" or not at_last or not at_chosen:
+        if not spec.trained or not at_last or not at_chosen:
             continue
         ids = sorted(set.intersection(*(set(r.correct) for r in at_last + at_chosen)))
         mean, lo, hi = (100 * x for x in seeds_items_interval(vectors(at_last, ids), n_resamples))
         ch = seeds_items_bootstrap(vectors(at_last, ids), vectors(at_chosen, ids), n_resamples)
         chosen_accuracy = 100 * sum(map(sum, vectors(at_chosen, ids))) / (len(at_chosen) * len(ids))
-        rows.append({"model, method": spec.method, "seeds": len(at_last),
+        rows.append({"model, method": spec.label, "seeds": len(at_last),
                      "chosen on validation": f"{chosen_accuracy:.1f}",
                      "last checkpoint [95% interval]": f"{mean:.1f} [{lo:.1f}, {hi:.1f}]",
                      "last minus chosen [95%]": f"{100 * ch.difference:+.1f} [{100 * ch.ci_low:+.1f}, "
@@ -247,7 +248,7 @@ def table_last_checkpoint(result_dir: str | Path, n_resamples: int = 10_000) -> 
     sentence = "The primary comparison cannot be made at the last checkpoints: a compared method has no such run."
     if seed_runs(last, "grpo_p2") and seed_runs(chosen, "grpo_p2"):
         key = better_sft(chosen)  # the SFT variant the primary compares
-        best_sft = next(spec.method for spec in ROWS if spec.key == key)
+        best_sft = find_row(key).label
         a, b = seed_runs(last, "grpo_p2"), seed_runs(last, key)
         if b:
             ids = sorted(set.intersection(*(set(r.correct) for r in a + b)))

@@ -1,21 +1,14 @@
-"""Cached, timed stages: each its own process, whose stamp (OUT/.stamps/STAGE.json) records a key
-of its command, config, source files and upstream outputs; a stage reruns only when that key
-changes, an output is missing, or it is forced. `aqa_core.study.plan` lists the study's stages.
-
-A `python -m aqa_core` stage whose output is not echoed is forked from a stage server
-(`multiprocessing`'s forkserver, started once, when the first stage runs, with torch,
-transformers, peft and TRL imported: PRELOAD), so it starts without those imports; the light
-FRESH_COMMANDS and any other command are subprocesses. As with any
-`multiprocessing` start, a script that calls `run_stages` keeps its own top-level code under
-`if __name__ == "__main__":` (`python -m aqa_core study` does).
+"""Cached, timed stages, generic: each its own process, whose stamp (OUT/.stamps/STAGE.json)
+records a key of its command, config, source files and upstream outputs; a stage reruns only when
+that key changes, an output is missing, or it is forced. `aqa_core.study.pipeline.stages` makes
+the study's stages from its design; a `python -m aqa_core` stage whose output is not echoed is
+forked from the stage server (`aqa_core.study.pipeline.server`).
 """
 from __future__ import annotations
 
 import fnmatch
 import hashlib
-import importlib.util
 import json
-import multiprocessing
 import os
 import shlex
 import shutil
@@ -29,25 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository: `Stage.code` paths are relative to it
+from ..design import ROOT
+from ..results import TIMINGS_FILE
+from .server import NOTEBOOK_ENV, aqa_command, forked_stage, forks, stage_server
+
 STAMPS = ".stamps"
 # A kernel that never answered its first request: nothing in the notebook ran, so it is safe to
 # start it again. Seen once in CI (two kernels starting together; one waited 60 s for a reply).
 KERNEL_START_FAILURES = ("Kernel didn't respond in", "Kernel died before replying to kernel_info")
 KERNEL_START_ATTEMPTS = 3
-NOTEBOOK_ENV = {"MPLBACKEND": "Agg", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "HF_HUB_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
-#: What the stage server (`multiprocessing`'s forkserver) imports once, so that each
-#: `python -m aqa_core` stage forked from it starts with them loaded: about 5 s sooner than a fresh
-#: interpreter on the 2-core machine, for every stage (scripts/bench_stage_server.py). Third-party libraries only:
-#: the package's own modules are imported by each stage from the files on disk, which its cache key hashed.
-PRELOAD = ("torch", "transformers", "transformers.trainer", "peft", "trl", "trl.trainer.grpo_trainer",
-           "trl.trainer.sft_trainer", "datasets", "accelerate")
-#: Commands that import neither torch nor transformers: a fresh interpreter starts them in a
-#: fraction of a second, without waiting for the server's imports (the study's first stage,
-#: mini-data, runs while the server starts beside it).
-FRESH_COMMANDS = frozenset({"score", "mmau-version", "avqa-convert", "mini-data", "lr-search"})
-_SERVER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -55,7 +38,7 @@ class Stage:
     """One cached step: a command (`python -m aqa_core ...`) or a notebook to execute."""
 
     name: str
-    argv: list[str]  # full command line
+    argv: list[str]  # full command line (`Stage.code` paths are relative to the repository, ROOT)
     deps: list[str]
     outputs: list[Path]  # all must exist for a cached stage to count as done
     code: list[str]
@@ -114,64 +97,6 @@ def read_json_or_none(path: Path) -> dict | None:
         return None
 
 
-def aqa_command(argv: Sequence[str]) -> list[str] | None:
-    """The arguments of `python -m aqa_core ARGS...` run by this interpreter, else None."""
-    argv = list(argv)
-    return argv[3:] if argv[:3] == [sys.executable, "-m", "aqa_core"] else None
-
-
-def forks(argv: Sequence[str]) -> bool:
-    """Whether a stage with this command line is forked from the stage server (when its output
-    is not echoed): an `aqa_core` command other than the FRESH_COMMANDS."""
-    args = aqa_command(argv)
-    command = next((x for x in args if not x.startswith("-")), None) if args is not None else None
-    return command is not None and command not in FRESH_COMMANDS
-
-
-def _stage_server() -> multiprocessing.context.BaseContext:
-    """The forkserver context, its server started once with PRELOAD imported and NOTEBOOK_ENV in
-    its environment (some libraries read their settings when imported: tqdm, huggingface_hub)."""
-    ctx = multiprocessing.get_context("forkserver")
-    with _SERVER_LOCK:
-        ctx.set_forkserver_preload(list(PRELOAD))
-        # every stage's environment holds NOTEBOOK_ENV anyway, so other threads lose nothing here
-        saved = {k: os.environ.get(k) for k in NOTEBOOK_ENV}
-        os.environ.update(NOTEBOOK_ENV)
-        try:
-            from multiprocessing import forkserver
-
-            forkserver.ensure_running()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-    return ctx
-
-
-def _forked_stage(args: list[str], log_path: str, env: dict[str, str]) -> None:
-    """The body of a forked stage: output to the log, the stage's environment and torch threads
-    (what OMP_NUM_THREADS gives a fresh interpreter), then `python -m aqa_core ARGS` as
-    `aqa_core.__main__` runs it; its exit code is the process's."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    threads = env.get("OMP_NUM_THREADS")
-    if threads != os.environ.get("OMP_NUM_THREADS"):  # the server started with another value (or none)
-        import torch
-
-        n = threads.split(",")[0].strip() if threads else ""
-        torch.set_num_threads(int(n) if n.isdigit() and int(n) > 0 else (os.cpu_count() or 1))
-    os.environ.clear()
-    os.environ.update(env)
-    sys.argv = [importlib.util.find_spec("aqa_core.__main__").origin, *args]
-    from aqa_core.__main__ import run
-
-    sys.exit(run())
-
-
 def _run_logged(argv: list[str], log_path: Path, echo: bool, env: dict | None = None) -> int:
     """Run a command with its output in `log_path` (and on the console when `echo`). A command
     that `forks` and is not echoed is forked from the stage server (PRELOAD): the same code,
@@ -182,7 +107,7 @@ def _run_logged(argv: list[str], log_path: Path, echo: bool, env: dict | None = 
         log.write(("$ " + shlex.join(argv) + "\n").encode())
         log.flush()
         if forks(argv) and not echo:
-            proc = _stage_server().Process(target=_forked_stage, args=(aqa_command(argv), str(log_path), full_env))
+            proc = stage_server().Process(target=forked_stage, args=(aqa_command(argv), str(log_path), full_env))
             proc.start()
             proc.join()
             return proc.exitcode
@@ -232,7 +157,7 @@ def run_stages(stages: list[Stage], out: str | Path, jobs: int = 1, force: Seque
                 output_ids[stage.name] = stamp["output_id"]
             return Timing(stage.name, "cached", 0.0, stamp.get("seconds"))
         if serve:
-            _stage_server()
+            stage_server()
         _clear(stage.clear, out)
         for p in stage.outputs:  # e.g. book/results/ for papermill, which will not create it
             Path(p).parent.mkdir(parents=True, exist_ok=True)
@@ -312,23 +237,16 @@ def critical_path(stages: Sequence[Stage], seconds: Mapping[str, float | None]) 
     return {s.name: chain(s.name) for s in stages}
 
 
-def read_stage_seconds(folder: Path, prefixes: tuple[str, ...]) -> dict[str, float]:
-    """Each stage's measured seconds (its last real run) from FOLDER/timings.json (`write_timings`),
-    for the stages whose names start with one of `prefixes`; {} when the folder has no timings."""
-    path = folder / "timings.json"
-    stages = json.loads(path.read_text(encoding="utf-8"))["stages"] if path.is_file() else []
-    return {t["stage"]: t.get("last_run_seconds") or t["seconds"] for t in stages if t["stage"].startswith(prefixes)}
-
-
 def write_timings(timings: list[Timing], out: Path, wall: float, jobs: int) -> Path:
-    """Print the per-stage table and write OUT/timings.json."""
+    """Print the per-stage table and write OUT/timings.json (`aqa_core.study.results.stage_seconds`
+    reads it)."""
     print(f"\n{'stage':<22}{'status':<9}{'seconds':>9}{'last run':>10}")
     for t in timings:
         last = f"{t.last_run_seconds:.1f}" if t.last_run_seconds is not None else "-"
         print(f"{t.stage:<22}{t.status:<9}{t.seconds:>9.1f}{last:>10}")
     cold = sum(t.last_run_seconds or 0.0 for t in timings)
     print(f"{'total (this run)':<31}{wall:>9.1f}\n{'sum of last real runs':<31}{cold:>9.1f}")
-    path = out / "timings.json"
+    path = out / TIMINGS_FILE
     path.write_text(json.dumps({"wall_seconds": round(wall, 1), "sum_last_run_seconds": round(cold, 1), "jobs": jobs,
                                 "cpu_count": os.cpu_count(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                 "stages": [t.__dict__ for t in timings]}, indent=1) + "\n", encoding="utf-8")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runs import (
+from ...runs import (
     CONFIG_FILE,
     METRICS_FILE,
     SWEEP_FILE,
@@ -27,9 +27,10 @@ from ..runs import (
     run_finished,
     tenth_means,
 )
-from .display import Table
-from .plan import aqa_argv, sweep_argv
-from .stages import NOTEBOOK_ENV, read_json_or_none
+from ..display import Table
+from .runner import read_json_or_none
+from .server import NOTEBOOK_ENV
+from .stages import aqa_argv, sweep_argv
 
 
 @dataclass
@@ -75,8 +76,8 @@ def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
         ran = True
     man = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
     info = read_json_or_none(base_dir / "build_info.json") or {}
-    from ..mini.tasks import SUBCATS, shift_table
-    from .budget import parameter_counts
+    from ...mini.tasks import SUBCATS, shift_table
+    from ..budget import parameter_counts
 
     task_of = {s.name: s.task for s in SUBCATS.values()}
     counts = pd.DataFrame(man["counts"]).fillna(0).astype(int)
@@ -167,9 +168,9 @@ def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: 
     `python -m` on a multi-GPU node."""
     import pandas as pd
 
-    from .budget import run_budget
-    from .figures import figure_training_curves
-    from .results import convergence
+    from ..budget import run_budget
+    from ..figures import figure_training_curves
+    from ..results import convergence
 
     if runner not in ("grpo", "sft"):
         raise ValueError(f"runner must be 'grpo' or 'sft', got {runner!r}")

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "aqa_core"
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
 REPO = PACKAGE_DIR.parent
 
 

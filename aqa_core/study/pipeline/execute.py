@@ -1,6 +1,6 @@
 """Execute one of the book's notebooks: papermill, then the page's own title.
 
-    python -m aqa_core.study.execute TEMPLATE TARGET --params YAML --cwd DIR [--title TITLE]
+    python -m aqa_core.study.pipeline.execute TEMPLATE TARGET --params YAML --cwd DIR [--title TITLE]
 
 One template makes several pages (the two direct-inference pages, the two SFT and the two GRPO
 pages); each would carry the template's heading, and the book would have pages of one title with
@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..files import write_atomic
+from ...files import write_atomic
 
 
 def retitle(path: str | Path, title: str) -> None:
@@ -37,7 +37,7 @@ def cli(argv: list[str] | None = None) -> int:
     import papermill as pm
     import yaml
 
-    ap = argparse.ArgumentParser(prog="python -m aqa_core.study.execute", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m aqa_core.study.pipeline.execute", description=__doc__.split("\n\n")[0])
     ap.add_argument("template")
     ap.add_argument("target")
     ap.add_argument("--params", default="{}", help="the parameters, as YAML")

@@ -34,11 +34,13 @@ COMMANDS = {
     "sweep": ("aqa_core.eval.sweep", "Evaluate every checkpoint of a run."),
     "study": ("aqa_core.study.pipeline.study", "Run the whole mini study, stage by stage, cached."),
     "lr-search": ("aqa_core.study.lr_search", "Summarize the learning-rate search (after study --plan lr-search)."),
+    "archive": ("aqa_core.study.archive", "Archive a build's book (its executed pages and provenance), or show one."),
 }
 
 
 #: Exception classes of this package that mean "the user's input is wrong", not "a bug".
-USER_ERRORS = {"AudioError", "RecipeError", "RunDirError", "DataError", "EvalError", "MMAUInputError", "FolderBusy"}
+USER_ERRORS = {"AudioError", "RecipeError", "RunDirError", "DataError", "EvalError", "MMAUInputError", "FolderBusy",
+               "ArchiveError", "StudyError"}
 #: OS errors that name something the user gave or controls (a path, the disk).
 USER_OS_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.ENOSPC,
                   errno.EDQUOT, errno.EROFS, errno.EEXIST}

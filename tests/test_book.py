@@ -288,11 +288,9 @@ def test_listening_table_has_every_model_with_its_ablations(tmp_path):
     assert "GRPO + Prompt <2>" not in list(table_listening(res, n_resamples=200).frame["model, method (seed 0)"])
 
 
-def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypatch):
-    from aqa_core.study import ablations
-    from aqa_core.study.ablations import archive_ablations, figure_ablations, table_ablations
+def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path):
+    from aqa_core.study.ablations import figure_ablations, table_ablations
 
-    monkeypatch.setattr(ablations, "ARCHIVE", tmp_path / "no-archive.json")
     res = write_fixture_results(tmp_path)
     before = table_ablations(res, n_resamples=200)
     assert list(before.frame["ablation"]) == ["not run yet"]
@@ -300,8 +298,6 @@ def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypa
     assert before.values["mini_ablation_total"] == 13 and before.values["mini_ablation_expected_minutes"] > 0
     assert len(figure_ablations(res, n_resamples=200).fig.axes) == 1  # the placeholder
     assert math.isnan(before.values["mini_abl_grpo-p2_vs_sft-full_prompt2"])  # quoted by the trust page: always there
-    with pytest.raises(ValueError, match="no ablation"):
-        archive_ablations(res, n_resamples=200)
     abl = res / "ablations"
     for folder, source, seed in (("sft-full-train150", "sft-full", 0), ("sft-full-train150-seed1", "sft-full", 1),
                                  ("grpo-prompt2-silent", "grpo-prompt2", 0), ("sft-full-prompt2", "sft-lora", 0)):
@@ -320,13 +316,8 @@ def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypa
     assert v["mini_abl_grpo-p2_silent_change_lo"] <= 0 <= v["mini_abl_grpo-p2_silent_change_hi"]
     assert v["mini_abl_sft-full_prompt2_change"] == pytest.approx(
         v["mini_abl_sft-full_prompt2_mean"] - v["mini_abl_sft-full_train1200_mean"])
-    assert "this build's runs" in v["mini_ablation_source"]
     fig = figure_ablations(res, n_resamples=200)
     assert len(fig.fig.axes) == 2 and len(fig.fig.axes[1].get_yticklabels()) == 2  # prompt <2>, silent GRPO
-    # archived, then read back by a build that has not run the plan
-    archive = archive_ablations(res, n_resamples=200)
-    assert (archive["benchmark_version"]
-            and len([r for r in archive["records"] if r["group"] != "same prompt"]) == len(after.frame))
     # GRPO <2> against SFT trained with prompt <2> too: the comparison without the prompt confound
     assert (v["mini_abl_grpo-p2_vs_sft-full_prompt2_lo"] <= v["mini_abl_grpo-p2_vs_sft-full_prompt2"]
             <= v["mini_abl_grpo-p2_vs_sft-full_prompt2_hi"])
@@ -334,14 +325,6 @@ def test_ablations_table_says_how_to_run_them_then_shows_them(tmp_path, monkeypa
             in v["mini_ablation_prompt_sentence"])
     assert ("1 of the 1 intervals" not in v["mini_ablation_size_sentence"]
             and "150 questions" in v["mini_ablation_size_sentence"])
-    monkeypatch.setattr(ablations, "ARCHIVE", tmp_path / "book" / "archive" / "ablations.json")
-    ablations.ARCHIVE.parent.mkdir(parents=True)
-    ablations.ARCHIVE.write_text(json.dumps(archive), encoding="utf-8")
-    shutil.rmtree(abl)
-    kept = table_ablations(res, n_resamples=200)
-    assert list(kept.frame["run"]) == runs and "archived run of " in kept.values["mini_ablation_source"]
-    assert "the benchmark version this build uses" in kept.values["mini_ablation_source"]
-    assert "archived run" in kept.caption and len(figure_ablations(res, n_resamples=200).fig.axes) == 2
 
 
 @pytest.mark.book
@@ -383,13 +366,15 @@ def test_book_builds_from_fixture_results(tmp_path):
     assert "At the last checkpoints, GRPO + Prompt" in t2.replace("&lt;", "<").replace("&gt;", ">")
     assert "last minus chosen" in t2  # the plan's secondary comparison, with its table
     abl = _html_text(html / "ablations.html")
-    # the fixture results have no ablations: the page shows the archived run, its figure and sentences
-    assert "archived run of" in abl and "With the prompt the same on both sides" in abl
+    # the fixture results have no ablations: the page quotes the reference archive, its figure and sentences
+    assert "the reference archive of" in abl and "With the prompt the same on both sides" in abl
     assert len(re.findall(r"<img", (html / "ablations.html").read_text(encoding="utf-8"))) >= 1
-    # GRPO <3>: its page and the findings quote the archived run, labelled so
+    # GRPO <3>: its page is the reference archive's, with its banner; the findings say where its numbers come from
     p3 = _html_text(html / "results" / "grpo_prompt3.html")
-    assert "archived run of" in p3 and "STUDY_ARGS=--prompt3" in p3 and "converged" in p3
-    assert re.search(r"prompt &lt;3&gt; \( archived run of", found) and "From the archived run of" in found
+    assert "This page shows the reference archive of" in p3 and "STUDY_ARGS=--prompt3" in p3
+    assert re.search(r"prompt &lt;3&gt; \( archived, \d{4}-\d\d-\d\d \)", found)
+    # only the report's own page or a copied page comes from the archive: no announcement on this build's book
+    assert "This book shows" not in (html / "intro.html").read_text(encoding="utf-8")
     titles: dict[str, str] = {}
     for page in sorted(html.rglob("*.html")):
         text = page.read_text(encoding="utf-8")
@@ -407,9 +392,9 @@ def test_book_builds_from_fixture_results(tmp_path):
 
 def test_study_notebook_paths_exist():
     """Every notebook the study executes exists and has a `parameters` cell."""
-    from aqa_core.study.pipeline.stages import ARCHIVED_TEMPLATE, NOTEBOOKS
+    from aqa_core.study.pipeline.stages import NOTEBOOKS
 
-    for nb_name in {nb for nb, _ in NOTEBOOKS.values()} | {ARCHIVED_TEMPLATE}:
+    for nb_name in {nb for nb, _ in NOTEBOOKS.values()}:
         nb = json.loads((ROOT / "notebooks" / nb_name).read_text())
         tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, nb_name
@@ -422,70 +407,6 @@ if __name__ == "__main__":  # write fixtures for a manual look: python tests/tes
     out = Path(sys.argv[1])
     print(write_fixture_results(out / "runs"), write_fixture_recipes(out))
     subprocess.run(["ls", "-R", str(out)], check=False)
-
-
-def _archive_script():
-    """scripts/archive_results.py, imported as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("archive_results", ROOT / "scripts" / "archive_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_archive_results_keeps_a_versions_table_and_its_sentences(tmp_path):
-    """scripts/archive_results.py: what the benchmark-versions page shows of a past version."""
-    mod = _archive_script()
-    res = write_fixture_results(tmp_path / "runs")
-    assert mod.main([str(res), "--out", str(tmp_path / "v1"), "--resamples", "200"]) == 0
-    record = json.loads((tmp_path / "v1.json").read_text())
-    assert record["data_version"] == "1" and record["code_commit"] == "unknown"  # fixtures have no provenance
-    assert {r["model, method"] for r in record["table2"]} >= {"GRPO + Prompt <2>", "Full + Prompt <1>"}
-    assert [r["sub-category"] for r in record["base_by_subcategory"]] == sorted(SUBCATEGORY.values())
-    md = (tmp_path / "v1.md").read_text()
-    assert md.startswith("Benchmark v1 (clips: train 90;") and "| GRPO + Prompt <2>" in md and "not decided" in md
-    assert mod.main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2  # not a results folder: one line, rc 2
-
-
-def test_grpo_prompt3_is_archived_then_quoted_by_a_build_without_it(tmp_path):
-    """GRPO <3> is opt-in (book/plan.md, Amendment 5): `archive_results.py --prompt3` keeps what the
-    pages quote of it; a results folder without the run gets those values from the archive,
-    labelled; with neither, placeholders that say so; a folder with the run keeps its own."""
-    from aqa_core.study.report import build_report
-    from aqa_core.study.secondary import prompt3_summary, prompt3_table, prompt3_values
-    from aqa_core.study.tables import table_results
-
-    mod = _archive_script()
-    res = write_fixture_results(tmp_path / "runs")
-    rec = write_fixture_recipes(tmp_path)
-    values = build_report([res], rec["grpo"], rec["sft"], figures_dir=tmp_path / "f", n_resamples=200).values
-    assert values["mini_grpo_p3_origin"] == "this build"
-    assert mod.main([str(res), "--prompt3", "--out", str(tmp_path / "a"), "--resamples", "200"]) == 0
-    kept = json.loads((tmp_path / "a.json").read_text())
-    assert kept["scale"] == "mini" and kept["benchmark_version"] == "1"
-    assert kept["values"]["grpo_p3_avg"] == values["mini_grpo_p3_avg"]
-    assert kept["values"]["think_sentence"] == values["mini_think_sentence"]
-    assert "fig3_grpo_p3_reward_sentence" in kept["values"] and set(kept["convergence"]) == {"grpo-prompt3"}
-    assert not any(k.startswith(("paper_", "grpo_p2_", "sft_")) for k in kept["values"])
-    shutil.rmtree(res / "grpo-prompt3")
-    assert mod.main([str(res), "--prompt3", "--out", str(tmp_path / "b")]) == 2  # nothing to archive: one line
-    without = table_results([res], n_resamples=200).values  # this build's values, before any archive's
-    quoted = prompt3_values(res, without, archive_path=tmp_path / "a.json")
-    assert quoted["mini_grpo_p3_avg"] == kept["values"]["grpo_p3_avg"]
-    assert quoted["mini_grpo_p3_origin"].startswith("archived run of ")
-    assert "the benchmark version this build uses" in quoted["mini_grpo_p3_source"]
-    assert quoted["mini_think_sentence"].startswith(kept["values"]["think_sentence"])
-    assert "mini_grpo_p2_avg" not in quoted  # this build's own values are never replaced
-    none = prompt3_values(res, without, archive_path=tmp_path / "none.json")
-    assert none["mini_grpo_p3_origin"] == "not run" and math.isnan(none["mini_grpo_p3_avg"])
-    assert "STUDY_ARGS=--prompt3" in none["mini_grpo_p3_source"] and "mini_think_sentence" not in none
-    table = prompt3_table(kept)
-    assert list(table.frame["seed"]) == [0] and table.frame["converged"][0] == "n/a"  # 3 checkpoints < 6
-    summary = prompt3_summary(res, kept)
-    assert ("archived run of" in summary and kept["values"]["think_sentence"] in summary
-            and "Against full SFT" in summary)
-    assert "No archive" in prompt3_summary(res, None) and "no archived run" in prompt3_table(None).html()
 
 
 def test_the_trust_page_counts_the_fingerprinted_mmau_versions():

@@ -145,15 +145,16 @@ def test_study_stages_cover_the_study(tmp_path):
 
 
 def test_without_prompt3_its_page_shows_the_archive_unless_the_folder_holds_the_run(tmp_path):
-    """GRPO <3> is opt-in (book/plan.md, Amendment 5): the default study trains none of its stages
-    and executes the archived-run page in place of its run notebook, with no dependency on them;
-    a results folder that already holds a swept GRPO <3> run gets its run notebook (record only)."""
+    """GRPO <3> is opt-in (design.OPT_IN): the default study trains none of its stages and copies
+    the reference archive's page in place of its run notebook, with no dependency on them (a new
+    reference copies anew); a results folder that already holds a swept GRPO <3> run gets its run
+    notebook (record only)."""
     out = tmp_path / "mini"
     by = {s.name: s for s in study_stages(out, book=tmp_path / "book")}
     assert not any("grpo-p3" in name for name in by)
     page = by["nb-grpo_prompt3"]
-    assert "notebooks/archived_run.ipynb" in " ".join(page.argv) and page.deps == ["data"]  # its benchmark version
-    assert "book/archive/grpo-prompt3.json" in page.code
+    assert "archive" in page.argv and "--copy-page" in page.argv and page.deps == []
+    assert {"book/archive/reference/archive.json", "book/archive/reference/pages/grpo_prompt3.ipynb"} <= set(page.code)
     assert not any("p3" in d for d in by["nb-report"].deps)
     (out / "grpo-prompt3" / "eval").mkdir(parents=True)
     (out / "grpo-prompt3" / "eval" / "sweep.json").write_text("{}")
@@ -202,7 +203,7 @@ def test_the_study_weighs_its_stages():
 
 
 @pytest.mark.slow
-def test_a_tiny_ablation_runs_end_to_end_and_reaches_the_page(tmp_path, tiny_run_inputs, monkeypatch):
+def test_a_tiny_ablation_runs_end_to_end_and_reaches_the_page(tmp_path, tiny_run_inputs):
     """The ablations plan at tiny size: the study's own stages (the tower store, full SFT trained on
     silent clips, its validation/chosen-test sweep) run by the stage runner on a tiny model and
     benchmark, then read by the ablations table."""
@@ -233,7 +234,6 @@ def test_a_tiny_ablation_runs_end_to_end_and_reaches_the_page(tmp_path, tiny_run
     assert yaml.safe_load((run / "config.yaml").read_text())["train_audio"] == "silence"
     sweep = read_sweep(run)
     assert sweep["test_at"] == "chosen" and sum(r["test"] is not None for r in sweep["rows"]) == 1
-    monkeypatch.setattr(ablations, "ARCHIVE", tmp_path / "no-archive.json")
     table = ablations.table_ablations(out, n_resamples=100)
     row = table.frame[table.frame["run"] == "Full + Prompt <1>, silent training audio"].iloc[0]
     assert row["seeds"] == 1 and table.values["mini_ablation_runs_done"] == 1

@@ -9,20 +9,18 @@ items), beside the main study's run it varies:
 - training without listening: GRPO <2> and full SFT trained on silent clips (Omni-R1's test),
   evaluated with the real audio: the share of each method's gain that needs the audio.
 
-A build that has not run the plan shows the archived run (`ARCHIVE`: its records, date, commit and
-benchmark version, written by `scripts/archive_results.py --ablations`); with neither, the table
-holds one row that says how to run it and how long it takes (`expected_minutes`, from the main
-study's measured stage times).
+A build that has not run the plan shows the reference archive's (`aqa_core.study.report`
+quotes its glued table, figure and values: `design.OPT_IN`); with neither, the table holds one row
+that says how to run it and how long it takes (`expected_minutes`, from the main study's measured
+stage times).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..runs import SWEEP_FILE, chosen_on_validation, predictions_name, read_sweep
 from .design import (
     ABLATION_DIR,
-    ROOT,
     SEEDS,
     TRAIN_FRACTIONS,
     ablation_runs,
@@ -32,8 +30,6 @@ from .design import (
 )
 from .display import Figure, Table
 from .results import (
-    benchmark_version_clause,
-    code_commit,
     convergence,
     run_seeds,
     score_predictions_file,
@@ -44,9 +40,6 @@ COMMAND = "python -m aqa_core study --plan ablations --jobs 2"
 #: Ablation values quoted outside the ablations page (the trust page), present in every build.
 QUOTED = ("sft-full_prompt2_change", "sft-lora_prompt2_change", "grpo-p2_vs_sft-full_prompt2",
           "grpo-p2_vs_sft-full_prompt2_lo", "grpo-p2_vs_sft-full_prompt2_hi")
-#: The archived ablations run (`scripts/archive_results.py --ablations`), shown when a build has
-#: not run the plan, with its date, commit and benchmark version.
-ARCHIVE = ROOT / "book" / "archive" / "ablations.json"
 LABELS = {"sft-full": "Full + Prompt <1>", "sft-lora": "LoRA + Prompt <1>", "grpo-p2": "GRPO + Prompt <2>"}
 
 
@@ -215,58 +208,17 @@ def _kind_seconds(seconds: dict[str, float], prefix: str) -> float:
     return sum(v for k, v in seconds.items() if k.startswith(prefix))
 
 
-def archive_ablations(result_dir: str | Path, n_resamples: int = 10_000, note: str = "") -> dict:
-    """What the book keeps of an ablations run (`scripts/archive_results.py --ablations`): the
-    records of `ablation_results`, the benchmark's manifest version and sizes, the commit of the
-    code that trained the runs, the ablation stages' measured seconds (their timings.json), the
-    date, and a `note` on how the run was made that its files do not tell (shown on the page)."""
-    import time
-
-    result_dir = Path(result_dir)
-    records = ablation_results(result_dir, n_resamples=n_resamples)
-    if not any(not r.get("main", True) for r in records):
-        raise ValueError(f"{result_dir / ABLATION_DIR} holds no ablation with a sweep: run `{COMMAND}` first")
-    manifest = json.loads((result_dir / "data" / "manifest.json").read_text(encoding="utf-8"))
-    seconds = ablation_seconds(result_dir)
-    return {"date": time.strftime("%Y-%m-%d"), "commit": code_commit(result_dir / ABLATION_DIR), "note": note,
-            "benchmark_version": manifest.get("version"), "sizes": manifest.get("sizes"),
-            "n_resamples": n_resamples, "records": records,
-            "stage_seconds": seconds,
-            "training_seconds": _kind_seconds(seconds, "abl-"), "sweep_seconds": _kind_seconds(seconds, "sweep-abl-")}
-
-
-def ablation_source(result_dir: str | Path, n_resamples: int = 10_000) -> tuple[list[dict], dict | None]:
-    """This build's records, else the archive's (with the archive itself), else none: what the
-    table and the figure show (`build_report` reads it once for both)."""
-    records = ablation_results(result_dir, n_resamples=n_resamples)
-    if any(not r.get("main", True) for r in records):
-        return records, None
-    if ARCHIVE.is_file():
-        archive = json.loads(ARCHIVE.read_text(encoding="utf-8"))
-        return archive["records"], archive
-    return [], None
-
-
-def _provenance(result_dir: Path, archive: dict | None) -> str:
-    if archive is None:
-        return "this build's runs (" + str(result_dir / ABLATION_DIR) + ")"
-    same = benchmark_version_clause(result_dir, archive.get("benchmark_version"))
-    return (f"the archived run of {archive['date']} (code {str(archive['commit'])[:7]}, {same}; "
-            f"{'/'.join(ARCHIVE.parts[-3:])}): this build has not run the plan")
-
-
 def table_ablations(result_dir: str | Path, train_size: int | None = None, n_resamples: int = 10_000,
-                    source: tuple[list[dict], dict | None] | None = None) -> Table:
-    """The ablations' results beside the main runs they vary, from this build's runs or, when it
-    has none, from the archived run (`ARCHIVE`, said in the caption and in `{scale}_ablation_source`);
-    one row saying how to run the plan when neither exists. `train_size`: the plan's unless given;
-    `source`: `ablation_source(result_dir)`, when the caller has it."""
+                    records: list[dict] | None = None) -> Table:
+    """The ablations' results beside the main runs they vary, from this build's runs; one row saying
+    how to run the plan when it has none. `train_size`: the plan's unless given; `records`:
+    `ablation_results(result_dir)`, when the caller has it."""
     import pandas as pd
 
     train_size = train_size or plan_train_size()
     result_dir = Path(result_dir)
     scale = result_dir.name
-    records, archive = source or ablation_source(result_dir, n_resamples)
+    records = ablation_results(result_dir, train_size, n_resamples) if records is None else records
     rows, values = [], {}
     for key in QUOTED:  # the values other pages quote exist, NaN until the plan has results
         values[f"{scale}_abl_{key}"] = float("nan")
@@ -292,29 +244,23 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
     values[f"{scale}_ablation_expected_minutes"] = minutes
     values[f"{scale}_ablation_runs_done"] = sum(not r.get("main", True) for r in records)  # ablations with results
     values[f"{scale}_ablation_total"] = len(ablation_runs(train_size))
-    values[f"{scale}_ablation_source"] = (_provenance(result_dir, archive) if records else
-                                          "no run: neither this build nor an archive holds results")
-    seconds = archive["stage_seconds"] if archive is not None else ablation_seconds(result_dir)
+    seconds = ablation_seconds(result_dir)
     values[f"{scale}_ablation_training_minutes"] = _kind_seconds(seconds, "abl-") / 60
     values[f"{scale}_ablation_sweep_minutes"] = _kind_seconds(seconds, "sweep-abl-") / 60
     values[f"{scale}_ablation_stages_timed"] = len(seconds)
-    values[f"{scale}_ablation_note"] = ((archive or {}).get("note") or
-                                        "Its stage times were measured as it ran, two stages at a time.")
     if not records:
         rows = [{"ablation": "not run yet", "run": f"{COMMAND} (about {minutes:.0f} minutes on this machine, after the "
                                                    "main study)", "seeds": 0, "converged": "",
                  "test accuracy [95% interval]": "—", "change from the main run [95%]": ""}]
-    provenance = f" From {values[f'{scale}_ablation_source']}." if records else ""
     return Table(pd.DataFrame(rows), values=values, caption=(
         "The ablations (opt-in: " + COMMAND + "): test accuracy at the checkpoint chosen on validation, the mean over "
         "seeds with the analysis plan's 95% interval (seeds, then items), beside the main study's run each one "
-        "varies, and the change from it (the plan's paired bootstrap)." + provenance))
+        "varies, and the change from it (the plan's paired bootstrap)."))
 
 
-def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000,
-                     source: tuple[list[dict], dict | None] | None = None) -> Figure:
-    """The ablations as a figure, from the same records as the table (this build's, else the
-    archive's): above, test accuracy against the size of the training set per method (the main
+def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000, records: list[dict] | None = None) -> Figure:
+    """The ablations as a figure, from the same records as the table (`records`, this build's):
+    above, test accuracy against the size of the training set per method (the main
     run is the whole of `train`), with the plan's intervals, the methods' points set slightly
     apart so that the bars do not hide each other; below, each prompt and listening
     ablation's change from the main run it varies, with its interval. A placeholder before any run."""
@@ -322,7 +268,7 @@ def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000,
 
     set_style()
     result_dir = Path(result_dir)
-    records, archive = source or ablation_source(result_dir, n_resamples)
+    records = ablation_results(result_dir, n_resamples=n_resamples) if records is None else records
     if not records:
         fig = _new_figure(9, 2)
         ax = fig.subplots()
@@ -371,5 +317,4 @@ def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000,
     bottom.tick_params(axis="x", labelsize=12)
     bottom.set_xlabel("change in test accuracy from the main run (points, 95% interval)", fontsize=13)
     bottom.set_title("Prompt and listening", fontsize=14)
-    src = _provenance(result_dir, archive)
-    return Figure(fig, {}, caption=f"The ablations, from {src}.")
+    return Figure(fig, {}, caption=f"The ablations, from this build's runs ({result_dir / ABLATION_DIR}).")

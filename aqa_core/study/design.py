@@ -31,6 +31,14 @@ BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 
 
+class StudyError(Exception):
+    """A study's input that is missing or wrong, said in one line: by `python -m aqa_core`, and in
+    a notebook, where IPython shows `_render_traceback_` in place of a traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
 def seed_value(recipe_seed: int, index: int) -> int:
     """The training seed of a run's `index`-th seed: the recipe's own seed plus the index (seed 0
     is the recipe as written). Its inverse is `index = seed - recipe seed`."""
@@ -98,7 +106,7 @@ def find_row(key: str) -> Row:
 class OptIn:
     """A part of the study a default build leaves out. A build that has not run it quotes the
     reference archive (`aqa_core.study.archive`) for the glue values matching `glue` (fnmatch
-    patterns, scale prefix included), and says so."""
+    patterns, the mini scale's prefix included; never the paper's values), and says so."""
 
     name: str
     how: str  # the command that runs it
@@ -111,9 +119,9 @@ class OptIn:
 #: main results (exploratory).
 OPT_IN = {
     "prompt3": OptIn("prompt3", "make book STUDY_ARGS=--prompt3",
-                     ("*grpo_p3*", "*think*"), "grpo_p3"),
+                     ("mini_*grpo_p3*", "mini_think*", "fig3_grpo_p3*", "fig5_grpo_p3*", "budget_grpo_p3*"), "grpo_p3"),
     "ablations": OptIn("ablations", "python -m aqa_core study --plan ablations --jobs 2 && make book",
-                       ("*_abl_*", "*_ablation_*", "table_ablations", "figure_ablations"), "ablation"),
+                       ("mini_abl_*", "mini_ablation_*", "table_ablations", "figure_ablations"), "ablation"),
 }
 
 # ----------------------------------------------------------------------------- scoring

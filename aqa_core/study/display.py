@@ -97,3 +97,12 @@ def glue_values(values: Mapping[str, Any]) -> None:
         if not isinstance(value, (int, float, str)) or isinstance(value, bool):
             raise TypeError(f"glue value {key!r} must be a plain int, float or str, got {type(value).__name__}")
         glue(key, value, display=False)
+
+
+def glue_archived(outputs: Mapping[str, dict]) -> None:
+    """Glue outputs kept in an archive (`aqa_core.study.archive.part_outputs`) as they were
+    written: the same data, tables and figures included, under the same keys."""
+    from IPython.display import display
+
+    for output in outputs.values():
+        display(output["data"], raw=True, metadata=output.get("metadata", {}))

@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ..train.preflight import book_values
-from .ablations import ablation_source, figure_ablations, table_ablations
+from .ablations import ablation_results, figure_ablations, table_ablations
+from .archive import REFERENCE, ArchiveError, part_outputs, part_ran, read_archive
 from .budget import runs_table
-from .design import ROOT
+from .design import BOOTSTRAP_RESAMPLES, OPT_IN, ROOT, ROWS, StudyError
 from .display import Figure, Table, glue_safe
 from .figures import figure_budget_curves, figure_grpo_convergence, figure_sft_convergence
 from .listening import table_listening
 from .lr_search import lr_search_table
-from .secondary import prompt3_values
+from .results import benchmark_version_clause, row_folders
 from .subcategories import subcategory_tables
 from .tables import table_hyperparameters, table_last_checkpoint, table_results, table_seed_means
 
@@ -46,16 +47,21 @@ class Report:
     figure5: Figure | None  # beyond the paper: accuracy against questions seen, seconds and FLOPs
     values: dict[str, Any]
     figure_paths: dict[str, str]
+    archived: dict[str, dict]  # glued outputs of an opt-in part this build has not run, from the archive
 
 
 def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str | Path],
                  sft_recipes: Sequence[str | Path], figures_dir: str | Path = "figures",
                  figure_scale: str | Path | None = None, selection: str = "best_on_validation",
-                 n_resamples: int = 10_000) -> Report:
+                 n_resamples: int = BOOTSTRAP_RESAMPLES, archive: str | Path | None = REFERENCE) -> Report:
     """Tables 1 and 2 and Figures 3 and 4 in one call (what notebooks/report.ipynb runs). Figures
     are drawn from `figure_scale` (default: the first existing results folder) and saved as PNG
-    under `figures_dir`. `.values` merges every table's and figure's glue values."""
+    under `figures_dir`. `.values` merges every table's and figure's glue values; `.archived` holds
+    what `archive` glued for the opt-in parts this build has not run (`opt_in_sources`)."""
     existing = [Path(d) for d in result_dirs if Path(d).is_dir()]
+    if not any(row_folders(d, r) for d in existing for r in ROWS):
+        raise StudyError(f"{', '.join(map(str, result_dirs))}: no results yet; `make book` runs the study (and "
+                         "`jupyter-book build book` shows the reference archive's)")
     figure_dir = Path(figure_scale) if figure_scale else (existing[0] if existing else None)
     t1 = table_hyperparameters(list(grpo_recipes))
     t1_sft = table_hyperparameters(list(sft_recipes), differing=True)
@@ -93,19 +99,53 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     if listening is not None:
         values.update(listening.values)
     ablations = fig_abl = None
+    archived: dict[str, dict] = {}
     if existing:
-        source = ablation_source(existing[0], n_resamples)  # read once for the table and the figure
-        ablations = table_ablations(existing[0], n_resamples=n_resamples, source=source)
-        fig_abl = figure_ablations(existing[0], n_resamples=n_resamples, source=source)
-    if ablations is not None:
-        values.update(ablations.values)
-        paths["figure_ablations"] = str(fig_abl.save(Path(figures_dir) / "figure_ablations.png"))
-    if existing:  # GRPO <3>, opt-in (the plan's Amendment 5): this folder's run, else the archived one
-        values.update(prompt3_values(existing[0], values))
+        origin, archived = opt_in_sources(existing[0], archive)
+        values.update(origin)
+        if "table_ablations" not in archived:  # this build's ablations, or the table that says how to run them
+            records = ablation_results(existing[0], n_resamples=n_resamples)  # read once for the table and figure
+            ablations = table_ablations(existing[0], n_resamples=n_resamples, records=records)
+            fig_abl = figure_ablations(existing[0], n_resamples=n_resamples, records=records)
+            values.update(ablations.values)
+            paths["figure_ablations"] = str(fig_abl.save(Path(figures_dir) / "figure_ablations.png"))
+        # what this build made for a part it did not run (its placeholders) gives way to the archive's
+        values = {k: v for k, v in values.items() if k not in archived}
     kept = ROOT / "recipes" / "lr_search.json"
     lr = lr_search_table(kept) if kept.is_file() else None
     if lr is not None:
         values.update(lr.values)
     return Report(t1, t1_sft, t2, comparisons, runs, lr, seed_means, last, subcats[0] if subcats else None,
                   subcats[1] if subcats else None, listening, ablations, fig_abl, fig3, fig4, fig5,
-                  {k: glue_safe(v) for k, v in values.items()}, paths)
+                  {k: glue_safe(v) for k, v in values.items()}, paths, archived)
+
+
+def opt_in_sources(result_dir: Path, archive: str | Path | None) -> tuple[dict[str, Any], dict[str, dict]]:
+    """For each opt-in part of the design (`design.OPT_IN`): where the pages' numbers about it come
+    from (`{scale}_{part}_origin`, a short label, and `{scale}_{part}_source`, a sentence's clause;
+    `{scale}_{part}_note`, how the numbers were made), and, when this build has not run it, the
+    glued outputs of the archive's report page for it (`archive.part_outputs`), which the report
+    glues as they were. A part neither this build nor the archive holds is "not run"."""
+    scale = result_dir.name
+    try:
+        kept = read_archive(archive) if archive is not None else None
+    except ArchiveError:
+        kept = None
+    values: dict[str, Any] = {}
+    archived: dict[str, dict] = {}
+    for part in OPT_IN.values():
+        key = f"{scale}_{part.origin_key}"
+        if part_ran(result_dir, part):
+            values.update({f"{key}_origin": "this build", f"{key}_source": f"this build's runs ({result_dir})",
+                           f"{key}_note": "Its stage times were measured in this build."})
+        elif kept is not None and kept.has_part(part):
+            archived.update(part_outputs(kept, part))
+            same = benchmark_version_clause(result_dir, kept.provenance.get("benchmark_version"))
+            values.update({f"{key}_origin": f"archived, {kept.provenance['date']}",
+                           f"{key}_source": f"{kept.label}, not this build ({same}): `{part.how}` runs it here",
+                           f"{key}_note": kept.provenance.get("note") or ""})
+        else:
+            values.update({f"{key}_origin": "not run",
+                           f"{key}_source": f"no run: neither this build nor an archive holds it; `{part.how}` runs it",
+                           f"{key}_note": ""})
+    return values, archived

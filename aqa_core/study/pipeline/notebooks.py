@@ -1,233 +1,168 @@
-"""What each notebook of the book runs (only when its results are missing) and shows: the mini
-data and base model (`ensure_mini_scale`), one evaluation (`ensure_evaluation`), or one GRPO/SFT
-run with its sweep (`ensure_run`). The notebooks call these (`notebook.ensure_run(...)`) and
-display the returned `Record`: its tables, text, figure and glue values.
+"""What each single-run notebook of the book builds (only what is missing) before it shows it: the
+mini data and base model (`ensure_mini_scale`), one evaluation (`ensure_evaluation`), the
+validity checks (`ensure_validity`), or one GRPO/SFT run with its sweep (`ensure_run`). The
+notebooks call these and display the returned `aqa_core.study.records.Record`.
+
+When a notebook's parameters name one of the study's own stages (a row of the design in a results
+folder, with the study's recipe and settings), the missing stages and everything they need are run
+by the study's cached runner, one line per stage, so that `papermill notebooks/grpo.ipynb out.ipynb`
+on a fresh clone builds the data, the base model and the run it records. Any other parameters (a
+full-scale run with a launcher, a recipe of one's own) run their command directly. A stage or
+command that fails stops the notebook with one line (`design.StudyError`), its log named.
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ...runs import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    SWEEP_FILE,
-    last_checkpoint,
-    predictions_name,
-    read_config,
-    read_metrics,
-    read_sweep,
-    run_finished,
-    tenth_means,
-)
-from ..display import Table
-from .runner import read_json_or_none
+from ...files import FolderBusy, hold_output
+from ...runs import SWEEP_FILE, last_checkpoint, run_finished
+from ..design import ROWS, Row, StudyError
+from ..records import Record, evaluation_record, mini_scale_record, run_record
+from ..validity import validity_report
+from .runner import Stage, run_stages
 from .server import NOTEBOOK_ENV
-from .stages import aqa_argv, sweep_argv
-
-
-@dataclass
-class Record:
-    """What a notebook shows about one stage: tables, text, a figure and glue values."""
-
-    title: str
-    tables: dict[str, Any] = field(default_factory=dict)  # name -> aqa_core.study.display.Table
-    text: str = ""
-    figure: Any = None
-    values: dict[str, Any] = field(default_factory=dict)
-    ran: bool = False  # True when this call ran the stage (False: recorded existing results)
-
-    def _repr_html_(self) -> str:
-        import html
-
-        state = "ran now" if self.ran else "recorded from existing results"
-        tables = ", ".join(html.escape(name) for name in self.tables)
-        return f"<p><b>{html.escape(self.title)}</b> ({state}); tables: {tables}.</p>"
+from .stages import VALIDITY_STAGES, aqa_argv, recipe_of, recipe_path, run_sets, sweep_argv
 
 
 def _run_or_fail(argv: list[str]) -> None:
     print("$", shlex.join(argv), flush=True)
     rc = subprocess.run(argv, env={**os.environ, **NOTEBOOK_ENV}).returncode
     if rc != 0:
-        raise RuntimeError(f"command failed with exit code {rc}: {shlex.join(argv)}")
+        raise StudyError(f"{shlex.join(argv[2:4])} failed (exit code {rc}); its error is printed above")
 
 
-def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0,
-                      data_args: Sequence[str] = (), base_args: Sequence[str] = ()) -> Record:
-    """The mini benchmark and base model: generated/built first when missing, then recorded
-    (counts per split and sub-category, the train -> test shift, the base model's build)."""
-    import pandas as pd
+def needed(stages: Sequence[Stage], targets: Sequence[str]) -> list[Stage]:
+    """The stages `targets` need: themselves and every stage they depend on, in the given order."""
+    by_name = {s.name: s for s in stages}
+    keep, todo = set(), list(targets)
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo += by_name[name].deps
+    return [s for s in stages if s.name in keep]
 
+
+def study_options(out: str | Path, study_args: str = ""):
+    """The study's options (`python -m aqa_core study`'s) for the results folder `out`, from a
+    notebook's `study_args` (e.g. "--data-args '--train 40' --grpo-recipe tiny.yaml")."""
+    from .study import parser
+
+    try:
+        return parser().parse_args(["--out", str(out), "--jobs", str(min(2, os.cpu_count() or 1)),
+                                    *shlex.split(study_args)])
+    except SystemExit:  # argparse printed the one line that says what is wrong
+        raise StudyError(f"study_args {study_args!r}: not options of python -m aqa_core study") from None
+
+
+def build(out: str | Path, targets: Sequence[str], opt_in: Sequence[str] = (), study_args: str = "") -> None:
+    """Run the study's stages `targets` on the results folder `out` with the cached runner, and the
+    stages they need (seed 0), one line per stage; a failure stops with one line naming its log.
+    `study_args`: options of `python -m aqa_core study` (sizes, recipes) that the stages take."""
+    from .study import stages_of
+
+    out = Path(out)
+    a = study_options(out, study_args)
+    stages = needed(stages_of(a, seeds=1, opt_in=opt_in), targets)
+    print(f"building {', '.join(targets)} in {out} with the study's cached runner ({len(stages)} stages)", flush=True)
+    try:
+        with hold_output(out):  # one study per results folder: a running `make book` refuses this, naming itself
+            timings = run_stages(stages, out, jobs=a.jobs, echo=False)
+    except FolderBusy as e:
+        raise StudyError(str(e)) from None
+    bad = next((t for t in timings if t.status in ("failed", "skipped")), None)
+    if bad is not None:
+        where = f"; its log: {bad.log}" if bad.log else ""
+        raise StudyError(f"stage {bad.stage} {bad.status}{where}")
+
+
+def ensure_mini_scale(data_dir: str | Path, base_dir: str | Path, seed: int = 0, study_args: str = "") -> Record:
+    """The mini benchmark and base model, built first when missing (the study's data and base
+    stages when both folders are a results folder's, else `mini-data` and `mini-base`)."""
     data_dir, base_dir = Path(data_dir), Path(base_dir)
-    ran = False
-    if not (data_dir / "manifest.json").is_file():
-        _run_or_fail(aqa_argv("mini-data", "--out", data_dir, "--seed", seed, "--quiet", *data_args))
-        ran = True
-    if not (base_dir / "build_info.json").is_file():
-        _run_or_fail(aqa_argv("mini-base", "--data", data_dir, "--out", base_dir, "--seed", seed, "--quiet",
-                              *base_args))
-        ran = True
-    man = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
-    info = read_json_or_none(base_dir / "build_info.json") or {}
-    from ...mini.tasks import SUBCATS, shift_table
-    from ..budget import parameter_counts
-
-    task_of = {s.name: s.task for s in SUBCATS.values()}
-    counts = pd.DataFrame(man["counts"]).fillna(0).astype(int)
-    counts.insert(0, "task", [task_of.get(i, "") for i in counts.index])
-    counts = counts.rename_axis("sub-category").reset_index().sort_values(["task", "sub-category"])
-    shift = pd.DataFrame(shift_table())
-    test_only = int(sum(1 for s in SUBCATS.values() if not s.train_q))
-    params = info.get("parameters") or {}
-    values = {"n_train": int(man["sizes"]["train"]), "n_validation": int(man["sizes"]["validation"]),
-              "n_test": int(man["sizes"]["test"]), "n_base": int(man["sizes"]["base"]),
-              "chance_test": 100 * float(man.get("chance_test_mini", 0.0)),
-              "n_subcategories": len(SUBCATS), "n_test_only_subcategories": test_only,
-              "base_parameters": int(params.get("total") or sum(parameter_counts(base_dir).values())),
-              "base_audio_parameters": int(params.get("audio_tower", 0)),
-              "base_train_seconds": float(info.get("train_seconds", 0.0)),
-              "base_steps": int((info.get("hyperparameters") or {}).get("steps", 0)),
-              "tokenizer_size": int(info.get("tokenizer_size", 0)),
-              "audio_tokens_per_clip": int(info.get("audio_tokens_per_clip", 0)),
-              "text_layers": int((info.get("spec") or {}).get("num_hidden_layers", 0)),
-              "text_hidden": int((info.get("spec") or {}).get("hidden_size", 0)),
-              "audio_seconds": int((info.get("spec") or {}).get("audio_seconds", 0))}
-    base_table = pd.DataFrame([{"setting": k, "value": str(v)} for k, v in info.items()
-                               if k in ("parameters", "trainable_parameters", "tokenizer_size", "audio_tower",
-                                        "audio_tokens_per_clip", "hyperparameters", "train_seconds",
-                                        "final_loss_mean_last10", "code_version")])
-    return Record("mini benchmark and base model", {"clips per split and sub-category": Table(counts),
-                                                    "train -> test-mini shift": Table(shift),
-                                                    "base model": Table(base_table)},
-                  values=values, ran=ran)
-
-
-def sample_outputs(run_dir: str | Path, sweep: dict, n_items: int = 3):  # a DataFrame or None
-    """The raw outputs of a few test items (the file's first `n_items`) at every swept checkpoint:
-    what the model says as training goes on."""
-    import pandas as pd
-
-    rows = []
-    for r in sweep.get("rows", []):
-        path = Path(run_dir) / SWEEP_FILE.parent / predictions_name(r["checkpoint"])
-        if not path.is_file():
-            continue
-        preds = json.loads(path.read_text(encoding="utf-8"))[:n_items]
-        rows += [{"step": r["step"], "item": p.get("id", i)[:8] if isinstance(p.get("id"), str) else i,
-                  "sub-category": p.get("sub-category", ""), "answer": p.get("answer", ""),
-                  "output": p.get("raw_output", p.get("model_output", ""))} for i, p in enumerate(preds)]
-    return pd.DataFrame(rows) if rows else None
+    ran = not (data_dir / "manifest.json").is_file() or not (base_dir / "build_info.json").is_file()
+    if ran and data_dir.parent == base_dir.parent and (data_dir.name, base_dir.name, seed) == ("data", "base", 0):
+        build(data_dir.parent, ["base"], study_args=study_args)
+    elif ran:
+        if not (data_dir / "manifest.json").is_file():
+            _run_or_fail(aqa_argv("mini-data", "--out", data_dir, "--seed", seed, "--quiet"))
+        if not (base_dir / "build_info.json").is_file():
+            _run_or_fail(aqa_argv("mini-base", "--data", data_dir, "--out", base_dir, "--seed", seed, "--quiet"))
+    return mini_scale_record(data_dir, base_dir, ran=ran)
 
 
 def ensure_evaluation(model: str | Path, data: str | Path, out: str | Path, audio_dir: str | Path | None = None,
-                      prompt: int = 2, extra_args: Sequence[str] = ()) -> Record:
+                      prompt: int = 2, extra_args: Sequence[str] = (), study_args: str = "") -> Record:
     """One model scored on one question file (`python -m aqa_core evaluate`), run first when its
-    score report is missing; recorded as the official lines plus per-task accuracy with CIs."""
-    import pandas as pd
-
+    score report is missing: the study's stage when it is one of the study's direct evaluations."""
     out = Path(out)
-    score = out.with_name(out.name + ".score.json")
-    ran = False
-    if not score.is_file():
-        argv = aqa_argv("evaluate", "--model", model, "--data", data, "--out", out, "--prompt", prompt, *extra_args)
-        if audio_dir:
-            argv += ["--audio-dir", str(audio_dir)]
-        _run_or_fail(argv)
-        ran = True
-    summary = json.loads(score.read_text(encoding="utf-8"))
-    rep = summary["report"]
-    rows = [{"group": name, "correct": t["correct"], "total": t["total"], "accuracy (%)": round(t["accuracy"], 2),
-             "95% CI": f"[{t['ci95'][0]:.1f}, {t['ci95'][1]:.1f}]" if t.get("ci95") else ""}
-            for name, t in [*rep.get("task", {}).items(), ("total", rep["total"])]]
-    total = rep["total"]
-    values = {"accuracy": float(total["accuracy"]), "n": int(total["total"]), "prompt": int(prompt),
-              "ci_low": float(total["ci95"][0]) if total.get("ci95") else float("nan"),
-              "ci_high": float(total["ci95"][1]) if total.get("ci95") else float("nan")}
-    for task, t in rep.get("task", {}).items():
-        values[f"accuracy_{task}"] = float(t["accuracy"])
-    if summary.get("items_per_second"):
-        values["items_per_second"] = float(summary["items_per_second"])
-    return Record(f"evaluation of {model} with prompt <{prompt}>", {"accuracy": Table(pd.DataFrame(rows))},
-                  text="\n".join(rep.get("official_lines", [])), values=values, ran=ran)
+    ran = not out.with_name(out.name + ".score.json").is_file()
+    study = Path(model).parent
+    row = next((r for r in ROWS if not r.trained and r.prompt == prompt), None)
+    if ran and row and not extra_args and (Path(model), Path(data), out) == (
+            study / "base", study / "data" / "test-mini.json", study / row.folder / "predictions.json"):
+        build(study, [row.stage], study_args=study_args)
+    elif ran:
+        _run_or_fail(aqa_argv("evaluate", "--model", model, "--data", data, "--out", out, "--prompt", prompt,
+                              *extra_args, *(["--audio-dir", str(audio_dir)] if audio_dir else [])))
+    return evaluation_record(model, out, prompt, ran=ran)
+
+
+def ensure_validity(result_dir: str | Path, study_args: str = "") -> dict:
+    """The validity checks of a results folder (`aqa_core.study.validity.validity_report`), their
+    stages built first when an output is missing."""
+    from .study import stages_of
+
+    result_dir = Path(result_dir)
+    stages = {s.name: s for s in stages_of(study_options(result_dir, study_args), seeds=1)}
+    if not all(p.exists() for name in VALIDITY_STAGES for p in stages[name].outputs):
+        build(result_dir, VALIDITY_STAGES, study_args=study_args)
+    return validity_report(result_dir)
 
 
 def ensure_run(runner: str, recipe: str | Path, run_dir: str | Path, overrides: Sequence[str] = (),
                launcher: str = "", test_data: str | Path | None = None, audio_dir: str | Path | None = None,
-               validation_data: str | Path | None = None, validation_audio_dir: str | Path | None = None) -> Record:
+               validation_data: str | Path | None = None, validation_audio_dir: str | Path | None = None,
+               study_args: str = "") -> Record:
     """A GRPO or SFT run: trained first only when `run_dir` holds no finished run (an interrupted
     one resumes), swept over its checkpoints when `test_data` is given and no sweep exists, then
-    recorded (resolved config, logged curves, accuracy per checkpoint, both selections).
-    `launcher` (e.g. "accelerate launch --config_file recipes/accelerate/zero3.yaml") replaces
-    `python -m` on a multi-GPU node."""
-    import pandas as pd
-
-    from ..budget import run_budget
-    from ..figures import figure_training_curves
-    from ..results import convergence
-
+    recorded. A run of the study (`run_dir` a row's folder in a results folder, its recipe, the
+    study's own `--set`s, no launcher) is built by the cached runner with what it needs (the data,
+    the base model, the tower store, the base model's evaluation); `launcher` (e.g. "accelerate
+    launch --config_file recipes/accelerate/zero3.yaml") replaces `python -m` on a multi-GPU node.
+    `study_args`: the study's options for the stages it builds (its recipe is the run's)."""
     if runner not in ("grpo", "sft"):
         raise ValueError(f"runner must be 'grpo' or 'sft', got {runner!r}")
     run_dir = Path(run_dir)
-    ran = False
-    if not run_finished(run_dir):
-        head = shlex.split(launcher) + ["-m", "aqa_core"] if launcher else [sys.executable, "-m", "aqa_core"]
-        argv = head + [runner, "--recipe", str(recipe), "--output-dir", str(run_dir)]
-        argv += [a for o in overrides for a in ("--set", o)]
-        if last_checkpoint(run_dir) is not None:
-            argv.append("--resume")
-        _run_or_fail(argv)
-        ran = True
-    sweep_path = run_dir / SWEEP_FILE
-    if test_data and not sweep_path.is_file():
-        _run_or_fail(sweep_argv(run_dir, test_data, audio_dir, validation_data, validation_audio_dir))
-        ran = True
-    config = read_config(run_dir)
-    rows = read_metrics(run_dir)
-    metrics = pd.DataFrame(rows)
-    curve = "reward" if runner == "grpo" else "loss"
-    series = [float(r[curve]) for r in rows if isinstance(r.get(curve), (int, float))]
-    budget = run_budget(run_dir)  # questions seen (prompts, not completions), steps, seconds, FLOPs
-    values: dict[str, Any] = {"steps": budget["steps"], "runner": runner, "prompt": int(config.get("prompt", 1) or 1),
-                              "learning_rate": float(config.get("learning_rate", float("nan"))),
-                              "questions_per_step": budget["questions_per_step"],
-                              "questions_seen": budget["questions_seen"]}
-    if series:
-        values[f"{curve}_first_tenth"], values[f"{curve}_last_tenth"] = tenth_means(series)
-    if budget["seconds"] is not None:
-        values["train_seconds"] = budget["seconds"]
-    if budget["flops"]:
-        values["flops_estimate"] = float(budget["flops"])
-    def shown(v: Any) -> str:  # floats to 6 significant digits (config.yaml keeps every digit)
-        return json.dumps(v) if isinstance(v, (list, dict)) else f"{v:.6g}" if isinstance(v, float) else str(v)
+    missing = not run_finished(run_dir) or (test_data is not None and not (run_dir / SWEEP_FILE).is_file())
+    row = _study_row(runner, recipe, run_dir, overrides, launcher, study_args)
+    if missing and row is not None:
+        build(run_dir.parent, [f"sweep-{row.stage}"], [row.opt_in] if row.opt_in else [], study_args)
+    elif missing:
+        if not run_finished(run_dir):
+            head = shlex.split(launcher) + ["-m", "aqa_core"] if launcher else [sys.executable, "-m", "aqa_core"]
+            argv = head + [runner, "--recipe", str(recipe), "--output-dir", str(run_dir)]
+            argv += [a for o in overrides for a in ("--set", o)]
+            _run_or_fail(argv + (["--resume"] if last_checkpoint(run_dir) is not None else []))
+        if test_data and not (run_dir / SWEEP_FILE).is_file():
+            _run_or_fail(sweep_argv(run_dir, test_data, audio_dir, validation_data, validation_audio_dir))
+    return run_record(runner, run_dir, ran=missing)
 
-    tables = {f"resolved config ({CONFIG_FILE})": Table(pd.DataFrame(
-        [{"key": k, "value": shown(v)} for k, v in config.items()]))}
-    if len(metrics):
-        tables[f"last logged steps ({METRICS_FILE})"] = Table(metrics.tail(5))
-    if sweep_path.is_file():
-        sweep = read_sweep(run_dir)
-        tables["accuracy per checkpoint (eval/sweep.json)"] = Table(pd.DataFrame(sweep["rows"]).drop(
-            columns=["test_ci95"], errors="ignore").round(2))
-        for sel in ("best_on_test", "best_on_validation"):
-            chosen = sweep["selection"].get(sel)
-            if chosen:
-                values[f"{sel}_step"] = int(chosen["step"] or 0)
-                values[f"{sel}_test"] = float(chosen["test"])
-        conv = convergence(sweep)
-        values["converged"] = {True: "yes", False: "no", None: "cannot tell"}[conv["converged"]]
-        values["convergence_reason"] = conv["reason"]
-        samples = sample_outputs(run_dir, sweep)
-        if samples is not None:
-            tables["sample outputs per checkpoint (greedy, test items)"] = Table(samples)
-    reward = [f"rewards/{name}/mean" for name in ("accuracy_reward", "format_reward", "think_format_reward")]
-    keys = ((*reward, "frac_reward_zero_std", "kl", "completions/mean_length", "entropy") if runner == "grpo"
-            else ("loss", "learning_rate", "mean_token_accuracy"))
-    fig = figure_training_curves(run_dir, keys)
-    return Record(f"{runner} run {run_dir}", tables, figure=fig, values=values, ran=ran)
+
+def _study_row(runner: str, recipe: str | Path, run_dir: Path, overrides: Sequence[str], launcher: str,
+               study_args: str) -> Row | None:
+    """The design's row a run is, when it is the study's own (see `ensure_run`: the study's recipe
+    for it, `study_args`' or the design's), else None."""
+    row = next((r for r in ROWS if r.trained and r.folder == run_dir.name and r.runner == runner), None)
+    if row is None or launcher:
+        return None
+    from .study import recipes_of
+
+    study_recipe = recipe_of(row, recipes_of(study_options(run_dir.parent, study_args)))
+    same_recipe = recipe_path(recipe).resolve() == recipe_path(study_recipe).resolve()
+    return row if same_recipe and set(overrides) <= set(run_sets(run_dir.parent, row)) else None

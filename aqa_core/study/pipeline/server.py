@@ -29,7 +29,7 @@ PRELOAD = ("torch", "transformers", "transformers.trainer", "peft", "trl", "trl.
 #: Commands that import neither torch nor transformers: a fresh interpreter starts them in a
 #: fraction of a second, without waiting for the server's imports (the study's first stage,
 #: mini-data, runs while the server starts beside it).
-FRESH_COMMANDS = frozenset({"score", "mmau-version", "avqa-convert", "mini-data", "lr-search"})
+FRESH_COMMANDS = frozenset({"score", "mmau-version", "avqa-convert", "mini-data", "lr-search", "archive"})
 _SERVER_LOCK = threading.Lock()
 
 

@@ -24,11 +24,13 @@ from pathlib import Path
 import yaml
 
 from ...runs import SWEEP_FILE
+from ..archive import ARCHIVE_FILE, REFERENCE, ArchiveError, copy_page, read_archive
 from ..design import (
     ABLATION_DIR,
     EVAL_BATCH,
     EVAL_MAX_NEW_TOKENS,
     LISTENING_ABLATIONS,
+    OPT_IN,
     PAPER_RECIPES,
     PLANS,
     ROOT,
@@ -46,7 +48,6 @@ from ..design import (
     seed_suffix,
     seed_value,
 )
-from ..secondary import PROMPT3_ARCHIVE
 from .code import code_files
 from .runner import Stage
 
@@ -64,8 +65,6 @@ NOTEBOOKS = {
     **{r.page: (f"{r.runner}.ipynb", f"sweep-{r.stage}") for r in RUNS},
     "report": ("report.ipynb", "*"),
 }
-#: The page of an opt-in run a build has not trained shows the archived run instead.
-ARCHIVED_TEMPLATE = "archived_run.ipynb"
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,6 +83,7 @@ def stage_code() -> dict[str, list[str]]:
         "probe": code_files(["aqa_core.mini.probe"]),
         "tower": code_files(["aqa_core.tower_cache"]),
         "lr-search": code_files(["aqa_core.study.lr_search"]),
+        "archive": code_files(["aqa_core.study.archive"]),
         "notebook": code_files(["aqa_core.study.pipeline.notebooks", "aqa_core.study.report",
                                 "aqa_core.study.validity", "aqa_core.study.pipeline.execute"],
                                ["aqa_core/study/paper_results.yaml", "aqa_core/eval/mmau_versions.json"]),
@@ -250,40 +250,48 @@ def _evaluate_stage(name: str, out: Path, prompt: int, audio: str | None, eval_a
 
 def _notebook_stages(out: Path, book: Path, recipes: dict[str, str] | None, done_before: list[str]) -> list[Stage]:
     """One papermill stage per page of NOTEBOOKS, after the stages it records; the page of an
-    opt-in run this build does not train shows the archived run (`ARCHIVED_TEMPLATE`)."""
+    opt-in row this build does not train is the reference archive's page (`archived_page`)."""
     code = stage_code()
     stages = []
     for name, (template, records) in NOTEBOOKS.items():
-        params = notebook_parameters(name, out, recipes=recipes)
         target = book / "results" / f"{name}.ipynb"
         deps = done_before if records == "*" else [records] if isinstance(records, str) else list(records)
-        deps = [d for d in deps if d in done_before]  # an opt-in run this build does not train: none
-        extra_files = []
-        if shows_archive(name, out) and records not in done_before:
-            # the archived run, beside this build's benchmark version
-            template, params, deps = ARCHIVED_TEMPLATE, archived_parameters(out), ["data"]
-            extra_files = [str(PROMPT3_ARCHIVE.relative_to(ROOT))] if PROMPT3_ARCHIVE.is_file() else []
+        part = archived_part(name, done_before, out)
+        if part is not None:
+            argv = aqa_argv("archive", "--out", REFERENCE, "--copy-page", name, target, "--why", archived_why(part))
+            try:  # a new reference copies anew; without one, the copy fails in its own stage, in one line
+                kept = [REFERENCE / ARCHIVE_FILE, read_archive(REFERENCE).page(name)]
+            except ArchiveError:
+                kept = []
+            stages.append(Stage(f"nb-{name}", argv, [], [target],
+                                code["archive"] + [str(p.relative_to(ROOT)) for p in kept]))
+            continue
+        params = notebook_parameters(name, out, recipes=recipes)
         stages.append(Stage(f"nb-{name}", papermill_argv(ROOT / "notebooks" / template, target, params, Path.cwd()),
-                            deps, [target], code["notebook"] + [f"notebooks/{template}", *extra_files]))
+                            [d for d in deps if d in done_before], [target],
+                            code["notebook"] + [f"notebooks/{template}"]))
     return stages
 
 
-def shows_archive(notebook: str, out: Path) -> bool:
-    """Whether a notebook's page shows the archived run (`ARCHIVED_TEMPLATE`): it records an
-    opt-in run that the results folder does not hold (swept)."""
-    if NOTEBOOKS[notebook][1] not in {f"sweep-{r.stage}" for r in RUNS if r.opt_in}:
-        return False
-    return not (Path(notebook_parameters(notebook, out)["run_dir"]) / SWEEP_FILE).is_file()
+def archived_part(page: str, stages: Sequence[str], out: Path) -> str | None:
+    """The opt-in part whose row a page records when neither this build (`stages`) nor the results
+    folder `out` holds it (its page then comes from the reference archive), else None. A folder
+    that holds the row's swept run from an earlier build gets its page recorded, as the report
+    uses the run too."""
+    row = next((r for r in RUNS if r.page == page and r.opt_in), None)
+    if row is None or f"sweep-{row.stage}" in stages or (out / row.folder / SWEEP_FILE).is_file():
+        return None
+    return row.opt_in
 
 
-def archived_parameters(out: Path) -> dict:
-    """The parameters of `ARCHIVED_TEMPLATE`: the results folder and the archive it shows (relative
-    to the folder the study runs from when it lies inside it, as the other pages' paths are)."""
-    try:
-        archive = PROMPT3_ARCHIVE.relative_to(Path.cwd())
-    except ValueError:
-        archive = PROMPT3_ARCHIVE
-    return {"result_dir": str(out), "archive": str(archive)}
+def archived_why(part: str) -> str:
+    return f"which this build has not run (`{OPT_IN[part].how}` runs it)"
+
+
+def archived_page(name: str, target: Path) -> Path:
+    """A page this build does not make, copied from the reference archive with its banner."""
+    row = next(r for r in RUNS if r.page == name)
+    return copy_page(read_archive(REFERENCE), name, target, archived_why(row.opt_in))
 
 
 def _lr_search_stages(out: Path, recipes: dict[str, str] | None, threads: int, eval_args: Sequence[str],

@@ -26,15 +26,7 @@ from ...files import hold_output
 from ..design import ABLATION_DIR, PLANS, ROOT, SEEDS, find_row
 from .runner import Stage, Timing, retry_unstarted_kernel, run_stages, write_timings
 from .server import NOTEBOOK_ENV
-from .stages import (
-    ARCHIVED_TEMPLATE,
-    NOTEBOOKS,
-    archived_parameters,
-    notebook_parameters,
-    papermill_argv,
-    shows_archive,
-    study_stages,
-)
+from .stages import NOTEBOOKS, archived_page, archived_part, notebook_parameters, papermill_argv, study_stages
 
 
 def run_study(stages: list[Stage], out: Path, jobs: int, force: Sequence[str] = (), hash_code: bool = True,
@@ -56,15 +48,16 @@ def execute_notebooks(result_dir: str | Path, results_dir: str | Path, recipes: 
                       cwd: str | Path = ROOT, jobs: int = 2) -> None:
     """Execute every notebook of the book on one results folder (record mode: nothing trains
     when the folder is complete) into `results_dir`, `jobs` kernels at a time (tests, and result
-    folders made by hand)."""
+    folders made by hand); the page of an opt-in row the folder has not run is the reference
+    archive's."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-
     def one(name: str) -> None:
+        if archived_part(name, [], Path(result_dir)) is not None:
+            archived_page(name, results_dir / f"{name}.ipynb")
+            return
         template = NOTEBOOKS[name][0]
         params = notebook_parameters(name, Path(result_dir), figures_dir=figures_dir, result_dirs=result_dirs)
-        if shows_archive(name, Path(result_dir)):
-            template, params = ARCHIVED_TEMPLATE, archived_parameters(Path(result_dir))
         if name == "report" and recipes:
             params["grpo_recipes"] = [str(p) for p in recipes["grpo"]]
             params["sft_recipes"] = [str(p) for p in recipes["sft"]]
@@ -100,7 +93,8 @@ def build_book(book: str | Path = ROOT / "book", strict: bool = True) -> str:
     return log
 
 
-def cli(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The study's options (`python -m aqa_core study --help`); the notebooks read theirs with it too."""
     ap = argparse.ArgumentParser(prog="python -m aqa_core study", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/mini", help="results folder (default runs/mini)")
     ap.add_argument("--plan", choices=PLANS, default="main",
@@ -126,14 +120,29 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--no-code-hash", action="store_true",
                     help="cache on commands, recipes and inputs only, not on source files (edit loop)")
     ap.add_argument("--list", action="store_true", help="print the stages and their commands, run nothing")
+    return ap
+
+
+def recipes_of(a: argparse.Namespace) -> dict[str, str]:
+    """The recipes the study's options `a` (`parser()`) name, as `stages.recipe_of` reads them."""
+    return {"grpo": a.grpo_recipe, "sft-full": a.sft_full_recipe, "sft-lora": a.sft_lora_recipe}
+
+
+def stages_of(a: argparse.Namespace, seeds: int | None = None, opt_in: Sequence[str] = ()) -> list[Stage]:
+    """The stages the study's options `a` (`parser()`) ask for (`seeds`: in place of theirs)."""
+    seeds = seeds or (1 if a.plan == "lr-search" else a.seeds)
+    return study_stages(Path(a.out), seeds, recipes_of(a), a.jobs, a.book, shlex.split(a.data_args),
+                        shlex.split(a.base_args), shlex.split(a.eval_args), plan=a.plan,
+                        opt_in=[*opt_in, *(["prompt3"] if a.prompt3 else [])])
+
+
+def cli(argv: list[str]) -> int:
+    ap = parser()
     a = ap.parse_args(argv)
     if a.seeds < 1 or a.jobs < 1:
         ap.error("--seeds and --jobs must be >= 1")
     out = Path(a.out)
-    recipes = {"grpo": a.grpo_recipe, "sft-full": a.sft_full_recipe, "sft-lora": a.sft_lora_recipe}
-    stages = study_stages(out, 1 if a.plan == "lr-search" else a.seeds, recipes, a.jobs, a.book,
-                          shlex.split(a.data_args), shlex.split(a.base_args), shlex.split(a.eval_args), plan=a.plan,
-                          opt_in=["prompt3"] if a.prompt3 else [])
+    stages = stages_of(a)
     if a.list:
         for s in stages:
             print(f"{s.name:<20} <- {', '.join(s.deps[:4]) + (' ...' if len(s.deps) > 4 else '') or '-'}\n    "

@@ -10,7 +10,7 @@ STAMP      := $(VENV)/.installed
 BOOK_STAMP := $(VENV)/.installed-book
 # stages of the study run at once (torch threads are split among them)
 JOBS   ?= 2
-# extra options of the study, e.g. STUDY_ARGS=--prompt3 (GRPO with prompt <3>, opt-in: book/plan.md, Amendment 5)
+# extra options of the study, e.g. STUDY_ARGS=--prompt3 (GRPO with prompt <3>, an opt-in part: aqa_core/study/design.py)
 STUDY_ARGS ?=
 
 export HF_HUB_OFFLINE = 1

@@ -334,7 +334,7 @@ def test_book_builds_from_fixture_results(tmp_path):
     from aqa_core.study.pipeline.study import build_book, execute_notebooks
 
     res = write_fixture_results(tmp_path / "runs")
-    shutil.rmtree(res / "grpo-prompt3")  # opt-in (book/plan.md, Amendment 5): the default build has none
+    shutil.rmtree(res / "grpo-prompt3")  # opt-in (design.OPT_IN): the default build has none
     rec = write_fixture_recipes(tmp_path)
     book = tmp_path / "book"
     shutil.copytree(ROOT / "book", book, ignore=shutil.ignore_patterns("_build", "results"), symlinks=False)

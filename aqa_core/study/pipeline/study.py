@@ -103,8 +103,8 @@ def parser() -> argparse.ArgumentParser:
                          "runs plus training-set sizes, SFT with prompt <2> and training without listening (three "
                          "seeds each, under OUT/ablations; then make book shows them)")
     ap.add_argument("--prompt3", action="store_true",
-                    help="also train GRPO with prompt <3> (three seeds), the plan's secondary run, opt-in since its "
-                         "Amendment 5 (about 6 minutes more on 2 cores); without it the book shows the archived run")
+                    help="also train GRPO with prompt <3> (three seeds), an opt-in part of the design (design.OPT_IN; "
+                         "about 6 minutes more on 2 cores); without it the book quotes the reference archive's run")
     ap.add_argument("--seeds", type=int, default=SEEDS,
                     help=f"training seeds per run (default {SEEDS}, the analysis plan's; extra seeds go to RUN-seedN)")
     ap.add_argument("--jobs", type=int, default=1, help="stages run at once (torch threads are split among them)")

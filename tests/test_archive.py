@@ -25,6 +25,7 @@ from aqa_core.study.archive import (
     read_archive,
     write_archive,
 )
+from aqa_core.study.design import OPT_IN
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = "application/papermill.record/"
@@ -65,8 +66,9 @@ def test_an_archive_is_written_whole_and_read_back(tmp_path):
     archive = read_archive(path)
     p = archive.provenance
     assert p["format"] == 1 and p["benchmark_version"] == "1" and p["commit"] == "unknown"  # fixtures: no provenance
-    assert p["design"] == {"seeds": {"sft_full": 1, "sft_lora": 1, "grpo_p2": 1, "grpo_p3": 1},
-                           "opt_in": ["prompt3", "ablations"]}
+    assert p["design"]["seeds"] == {"sft_full": 1, "sft_lora": 1, "grpo_p2": 1, "grpo_p3": 1}
+    assert p["design"]["opt_in"] == ["prompt3", "ablations"] and len(p["design"]["rows"]) == 6
+    assert p["reproduce"] == "make book STUDY_ARGS=--prompt3 && " + OPT_IN["ablations"].how  # no commit to check out
     assert archive.pages() == ["grpo_prompt3", "report"] and p["note"] == "first"
     got = page_values(archive.page("report"))  # the plain values back, a table as its text
     assert (got["mini_grpo_p2_avg"], got["n"], got["mini_verdict"]) == (54.1, 1000, "not decided")

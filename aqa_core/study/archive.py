@@ -28,12 +28,23 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..runs import SWEEP_FILE
-from .design import ABLATION_DIR, OPT_IN, ROOT, RUNS, OptIn
+from .design import (
+    ABLATION_DIR,
+    EVAL_BATCH,
+    EVAL_MAX_NEW_TOKENS,
+    OPT_IN,
+    ROOT,
+    ROWS,
+    RUNS,
+    SWEEP_TEST_AT,
+    VALIDATION_ITEMS,
+    OptIn,
+)
 from .results import TIMINGS_FILE, code_commit, row_folders, run_seeds, stage_seconds
 
 FORMAT = 1
@@ -180,16 +191,33 @@ def build_provenance(result_dir: str | Path, note: str = "") -> dict:
     if not manifest_path.is_file():
         raise ArchiveError(f"{result_dir}: no data/manifest.json; not a mini results folder (make book writes one)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    rows = {r.key: len(row_folders(result_dir, r)) for r in RUNS}
     parts = [name for name, part in OPT_IN.items() if part_ran(result_dir, part)]
+    commit = code_commit(result_dir)
     folders = {"study": result_dir, "ablations": result_dir / ABLATION_DIR}
     timings = {k: stage_seconds(d) for k, d in folders.items()}
     wall = {k: json.loads((d / TIMINGS_FILE).read_text(encoding="utf-8")).get("wall_seconds")
             for k, d in folders.items() if (d / TIMINGS_FILE).is_file()}
-    return {"format": FORMAT, "date": time.strftime("%Y-%m-%d"), "commit": code_commit(result_dir),
+    return {"format": FORMAT, "date": time.strftime("%Y-%m-%d"), "commit": commit,
             "benchmark_version": manifest.get("version"), "sizes": manifest.get("sizes"),
-            "design": {"seeds": rows, "opt_in": parts}, "stage_seconds": timings, "wall_seconds": wall,
-            "note": note, "results": str(result_dir)}
+            "design": {"seeds": {r.key: len(row_folders(result_dir, r)) for r in RUNS}, "opt_in": parts,
+                       "rows": [asdict(r) for r in ROWS], "test_at": SWEEP_TEST_AT,
+                       "evaluation": {"batch": EVAL_BATCH, "max_new_tokens": EVAL_MAX_NEW_TOKENS,
+                                      "validation_items": VALIDATION_ITEMS}},
+            "reproduce": reproduce_command(commit, parts),
+            "stage_seconds": timings, "wall_seconds": wall, "note": note, "results": str(result_dir)}
+
+
+def reproduce_command(commit: str, parts: list[str]) -> str:
+    """The commands that rebuild an archived build: its code at its commit (the benchmark's
+    generator included), then the study with the opt-in parts it ran.
+
+    >>> reproduce_command("41220ad (dirty)", ["prompt3"])
+    'git checkout 41220ad && make book STUDY_ARGS=--prompt3'
+    """
+    steps = [f"git checkout {commit.split()[0]}"] if commit != "unknown" else []
+    steps.append(OPT_IN["prompt3"].how if "prompt3" in parts else "make book")
+    steps += [OPT_IN["ablations"].how] if "ablations" in parts else []
+    return " && ".join(steps)
 
 
 def part_ran(result_dir: str | Path, part: OptIn) -> bool:

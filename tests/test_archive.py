@@ -74,6 +74,8 @@ def test_an_archive_is_written_whole_and_read_back(tmp_path):
     assert (got["mini_grpo_p2_avg"], got["n"], got["mini_verdict"]) == (54.1, 1000, "not decided")
     assert got["table2"] == "Table"
     assert math.isnan(got["missing"])
+    with pytest.raises(ArchiveError, match="no executed page"):
+        write_archive(res, tmp_path / "empty", tmp_path / "other")
     with pytest.raises(ArchiveError, match="already holds an archive"):
         write_archive(res, tmp_path / "pages", path, note="second")
     assert read_archive(path).provenance["note"] == "first"  # the refused write changed nothing
@@ -111,7 +113,8 @@ def test_a_bad_archive_is_one_error_line(tmp_path, content, message):
 def test_archiving_a_folder_that_is_no_build_is_one_error_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "aqa_core", "archive", str(tmp_path), "--pages", str(tmp_path),
                            "--out", str(tmp_path / "a")], capture_output=True, text=True)
-    assert proc.returncode == 2 and "no executed page" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 2 and "not a mini results folder" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_a_build_without_an_opt_in_part_quotes_the_archive_for_it(tmp_path):

@@ -236,6 +236,7 @@ def write_archive(result_dir: str | Path, pages_dir: str | Path, out: str | Path
     archive) and the provenance of `result_dir`, into `out`, whole or not at all (an existing
     archive is replaced only with `replace`)."""
     result_dir, pages_dir, out = Path(result_dir), Path(pages_dir), Path(out)
+    record = build_provenance(result_dir, note)
     pages = sorted(pages_dir.glob("*.ipynb"))
     if not pages:
         raise ArchiveError(f"{pages_dir}: no executed page (make book executes them)")
@@ -244,7 +245,6 @@ def write_archive(result_dir: str | Path, pages_dir: str | Path, out: str | Path
         raise ArchiveError(f"{pages_dir}: {', '.join(copies)} came from an archive, not from this build's results")
     if (out / ARCHIVE_FILE).exists() and not replace:
         raise ArchiveError(f"{out} already holds an archive; --replace writes over it")
-    record = build_provenance(result_dir, note)
     size = sum(p.stat().st_size for p in pages)
     if size > MAX_BYTES:
         raise ArchiveError(f"the pages weigh {size / 2**20:.1f} MB, over the archive's {MAX_BYTES / 2**20:.0f} MB")

@@ -87,9 +87,9 @@ def test_a_copied_page_says_where_it_comes_from_and_is_never_archived_again(tmp_
     _, path = _archive(tmp_path, {"x": 1})
     archive = read_archive(path)
     target = copy_page(archive, "grpo_prompt3", tmp_path / "book" / "results" / "grpo_prompt3.ipynb", "for a reason")
-    first, note = ("".join(c["source"]) for c in json.loads(target.read_text())["cells"][:2])
-    assert first == "# A page"  # the title stays first, the banner under it
-    assert "This page shows the archive" in note and "for a reason" in note
+    first = "".join(json.loads(target.read_text())["cells"][0]["source"])
+    assert first.startswith("# A page\n\n```{note}\nThis page shows the archive")  # under the title
+    assert "not results made here: for a reason." in first
     assert copied_from(target)["label"] == archive.label and copied_from(archive.page("report")) is None
     with pytest.raises(ArchiveError, match="grpo_prompt3.ipynb came from an archive"):
         write_archive(tmp_path / "runs" / "mini", target.parent, tmp_path / "again")

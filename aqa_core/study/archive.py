@@ -144,25 +144,32 @@ def part_outputs(archive: Archive, part: OptIn, page: str = "report") -> dict[st
 # ----------------------------------------------------------------------------- pages
 
 
-def banner(archive: Archive, why: str = "") -> str:
-    """The Markdown note at the top of a page copied from an archive."""
-    return (f"```{{note}}\nThis page shows {archive.label}{(', ' + why) if why else ''}, not this build's results. "
-            f"`{REGENERATE}` runs the study on this machine and makes it anew.\n```\n")
+#: Why a book shows an archive's page, when no reason is given: it has no results of its own.
+NO_RESULTS = f"this book has no results of its own yet; `{REGENERATE}` runs the study on this machine and makes them"
 
 
-def copy_page(archive: Archive, name: str, target: str | Path, why: str = "") -> Path:
-    """Copy an archived page into a book (written whole or not at all), with `banner` as its first
-    cell after its title and the archive's provenance in its metadata (`MARK`)."""
+def banner(archive: Archive, why: str = NO_RESULTS) -> str:
+    """The Markdown note under the title of a page copied from an archive: what it shows and why."""
+    return f"```{{note}}\nThis page shows {archive.label}, not results made here: {why}.\n```"
+
+
+def copy_page(archive: Archive, name: str, target: str | Path, why: str = NO_RESULTS) -> Path:
+    """Copy an archived page into a book (written whole or not at all), with `banner` under its
+    title and the archive's provenance in its metadata (`MARK`)."""
     from ..files import write_atomic
 
     source = archive.page(name)
     if not source.is_file():
         raise ArchiveError(f"{archive.path} has no page {name!r}; its pages: {', '.join(archive.pages()) or 'none'}")
     nb = json.loads(source.read_text(encoding="utf-8"))
-    note = {"cell_type": "markdown", "id": "aqa-archive-banner", "metadata": {}, "source": banner(archive, why)}
-    cells = nb["cells"]
-    first = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), -1)
-    cells.insert(first + 1, note)
+    note = banner(archive, why)
+    first = next((c for c in nb["cells"] if c["cell_type"] == "markdown"), None)
+    text = "".join(first["source"]) if first else ""
+    if text.startswith("# "):  # under the title
+        title, _, rest = text.partition("\n")
+        first["source"] = f"{title}\n\n{note}\n{rest}"
+    else:
+        nb["cells"].insert(0, {"cell_type": "markdown", "id": "aqa-archive-banner", "metadata": {}, "source": note})
     nb["metadata"][MARK] = {k: archive.provenance.get(k) for k in ("date", "commit", "benchmark_version")}
     nb["metadata"][MARK]["label"] = archive.label
     target = Path(target)
@@ -276,7 +283,7 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--show", metavar="ARCHIVE", help="print an archive's provenance and pages, write nothing")
     ap.add_argument("--copy-page", nargs=2, metavar=("NAME", "TARGET"),
                     help="copy one page of --out into TARGET with its banner (a build that has not run it)")
-    ap.add_argument("--why", default="", help="with --copy-page: why the page comes from the archive")
+    ap.add_argument("--why", default=NO_RESULTS, help="with --copy-page: why the page comes from the archive")
     a = ap.parse_args(argv)
     if a.show:
         archive = read_archive(a.show)

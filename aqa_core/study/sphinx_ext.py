@@ -33,12 +33,11 @@ def fill_from_reference(srcdir: Path) -> str | None:
     if missing:
         archive = read_archive(REFERENCE)
         for name in missing:
-            copy_page(archive, name, srcdir / RESULTS / f"{name}.ipynb", "as this folder has no results of its own")
+            copy_page(archive, name, srcdir / RESULTS / f"{name}.ipynb")
     mark = copied_from(srcdir / RESULTS / "report.ipynb")
     if mark is None:
         return None
-    return (f"This book shows {mark['label']}, not results made here. "
-            "<code>make book</code> runs the study on this machine and rebuilds it from those.")
+    return f"This book shows {mark['label']}, not results made here: make book runs the study and rebuilds it."
 
 
 def _config_inited(app, config) -> None:

@@ -285,7 +285,8 @@ def archived_part(page: str, stages: Sequence[str], out: Path) -> str | None:
 
 
 def archived_why(part: str) -> str:
-    return f"which this build has not run (`{OPT_IN[part].how}` runs it)"
+    """Why an opt-in part's page comes from the archive, as its banner says it."""
+    return f"this build has not run it; `{OPT_IN[part].how}` does"
 
 
 def archived_page(name: str, target: Path) -> Path:

@@ -157,6 +157,19 @@ def copy_run(src: Path, dst: Path, seed: int = 0) -> Path:
     return dst
 
 
+def test_a_runs_seeds_come_from_its_config_not_its_folder_name(tmp_path):
+    from aqa_core.study.design import StudyError
+    from aqa_core.study.results import run_seeds
+
+    res = write_fixture_results(tmp_path)
+    first = res / "grpo-prompt2"
+    copy_run(first, res / "grpo-prompt2-seed7", seed=1)
+    assert run_seeds(first) == [(0, first), (1, res / "grpo-prompt2-seed7")]
+    copy_run(first, res / "grpo-prompt2-seed1", seed=1)
+    with pytest.raises(StudyError, match="both trained with seed 43"):
+        run_seeds(first)
+
+
 def write_fixture_recipes(root: Path) -> dict[str, list[Path]]:
     """Paper and mini recipes (GRPO and SFT) with the fields Table 1 reads."""
     g, s = root / "recipes" / "grpo", root / "recipes" / "sft"

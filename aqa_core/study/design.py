@@ -41,8 +41,13 @@ class StudyError(Exception):
 
 def seed_value(recipe_seed: int, index: int) -> int:
     """The training seed of a run's `index`-th seed: the recipe's own seed plus the index (seed 0
-    is the recipe as written). Its inverse is `index = seed - recipe seed`."""
+    is the recipe as written); `seed_index` is its inverse."""
     return recipe_seed + index
+
+
+def seed_index(seed: int, recipe_seed: int) -> int:
+    """Which of a run's seeds trained with `seed` (its config.yaml's), the first with `recipe_seed`."""
+    return seed - recipe_seed
 
 
 def seed_suffix(index: int) -> str:

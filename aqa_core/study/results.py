@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runs import CONFIG_FILE, SWEEP_FILE, predictions_name, read_config, read_sweep
-from .design import ROWS, Row
+from .design import ROWS, Row, StudyError, seed_index, seed_value
 
 SELECTIONS = ("best_on_validation", "best_on_test", "last")  # "last": the plan's secondary comparison
 PREDICTIONS_FILE = "predictions.json"
@@ -98,9 +98,9 @@ def score_predictions_file(path: str | Path) -> tuple[dict[str, bool], dict[str,
 
 def run_seeds(first: str | Path) -> list[tuple[int, Path]]:
     """(seed index, folder) of a run and its extra seeds (its RUN-seedN sibling folders), in seed
-    order: each index is the seed its `config.yaml` records minus the first folder's (the inverse
-    of `design.seed_value`). [] when `first` is no run folder; an extra seed with no config, or
-    with the first's seed, is an error that names it."""
+    order: each index is `design.seed_index` of the seed its `config.yaml` records and the first
+    folder's. [] when `first` is no run folder; an extra seed with no config, or with another
+    folder's seed, is a StudyError that names it."""
     first = Path(first)
     if not (first / CONFIG_FILE).is_file():
         return []
@@ -110,11 +110,11 @@ def run_seeds(first: str | Path) -> list[tuple[int, Path]]:
         if not extra.is_dir():
             continue
         if not (extra / CONFIG_FILE).is_file():
-            raise ValueError(f"{extra}: no {CONFIG_FILE}, so its seed is unknown (a run cut short before it "
+            raise StudyError(f"{extra}: no {CONFIG_FILE}, so its seed is unknown (a run cut short before it "
                              "started? remove the folder or rerun it)")
-        index = int(read_config(extra)["seed"]) - base
+        index = seed_index(int(read_config(extra)["seed"]), base)
         if index in found:
-            raise ValueError(f"{extra} and {found[index]} both trained with seed {base + index}")
+            raise StudyError(f"{extra} and {found[index]} both trained with seed {seed_value(base, index)}")
         found[index] = extra
     return sorted(found.items())
 

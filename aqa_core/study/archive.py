@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import fnmatch
 import json
 import math
 import shutil
@@ -133,12 +132,6 @@ def plain_value(output: dict) -> Any:
 def page_values(notebook: str | Path) -> dict[str, Any]:
     """{key: plain value} of every value a notebook glued (`plain_value`)."""
     return {k: plain_value(o) for k, o in glue_outputs(notebook).items()}
-
-
-def part_outputs(archive: Archive, part: OptIn, page: str = "report") -> dict[str, dict]:
-    """The outputs one of the archive's pages glued for an opt-in part (its `glue` patterns)."""
-    return {k: o for k, o in glue_outputs(archive.page(page)).items()
-            if any(fnmatch.fnmatchcase(k, pattern) for pattern in part.glue)}
 
 
 # ----------------------------------------------------------------------------- pages

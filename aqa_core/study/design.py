@@ -118,6 +118,12 @@ class OptIn:
     glue: tuple[str, ...]
     origin_key: str  # the glue key (after the scale prefix) naming where its numbers come from
 
+    def quotes(self, key: str) -> bool:
+        """Whether a glue key is one of this part's (`glue`)."""
+        import fnmatch
+
+        return any(fnmatch.fnmatchcase(key, pattern) for pattern in self.glue)
+
 
 #: GRPO with prompt <3> is the plan's secondary run, opt-in since its Amendment 5 (`study
 #: --prompt3`); the ablations are their own plan (`study --plan ablations`), specified after the

@@ -100,7 +100,7 @@ def glue_values(values: Mapping[str, Any]) -> None:
 
 
 def glue_archived(outputs: Mapping[str, dict]) -> None:
-    """Glue outputs kept in an archive (`aqa_core.study.archive.part_outputs`) as they were
+    """Glue outputs kept in an archive (`aqa_core.study.report.opt_in_sources`) as they were
     written: the same data, tables and figures included, under the same keys."""
     from IPython.display import display
 

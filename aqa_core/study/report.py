@@ -12,7 +12,7 @@ from typing import Any
 
 from ..train.preflight import book_values
 from .ablations import ablation_results, figure_ablations, table_ablations
-from .archive import REFERENCE, ArchiveError, part_outputs, part_ran, read_archive
+from .archive import REFERENCE, ArchiveError, glue_outputs, part_ran, read_archive
 from .budget import runs_table
 from .design import BOOTSTRAP_RESAMPLES, OPT_IN, ROOT, ROWS, StudyError
 from .display import Figure, Table, glue_safe
@@ -39,8 +39,7 @@ class Report:
     subcategories: Table | None  # per test sub-category, seen or unseen in train (the first results folder)
     seen_unseen: Table | None  # per method: the change from the base on seen and on unseen kinds
     listening: Table | None  # every model with the real audio, silence and another item's clip (seed 0)
-    # the opt-in ablations plan's results (this build's or the archived run's), or how to run it
-    ablations: Table | None
+    ablations: Table | None  # this build's ablations, or how to run them (None: the archive's, in `archived`)
     figure_ablations: Figure | None  # the same results as a figure
     figure3: Figure | None
     figure4: Figure | None
@@ -124,8 +123,8 @@ def opt_in_sources(result_dir: Path, archive: str | Path | None) -> tuple[dict[s
     """For each opt-in part of the design (`design.OPT_IN`): where the pages' numbers about it come
     from (`{scale}_{part}_origin`, a short label, and `{scale}_{part}_source`, a sentence's clause;
     `{scale}_{part}_note`, how the numbers were made), and, when this build has not run it, the
-    glued outputs of the archive's report page for it (`archive.part_outputs`), which the report
-    glues as they were. A part neither this build nor the archive holds is "not run"."""
+    glued outputs of the archive's report page for it (`OptIn.quotes`), which the report glues as
+    they were. A part neither this build nor the archive holds is "not run"."""
     scale = result_dir.name
     try:
         kept = read_archive(archive) if archive is not None else None
@@ -133,13 +132,15 @@ def opt_in_sources(result_dir: Path, archive: str | Path | None) -> tuple[dict[s
         kept = None
     values: dict[str, Any] = {}
     archived: dict[str, dict] = {}
+    report: dict[str, dict] | None = None  # the archive's report page, read once
     for part in OPT_IN.values():
         key = f"{scale}_{part.origin_key}"
         if part_ran(result_dir, part):
             values.update({f"{key}_origin": "this build", f"{key}_source": f"this build's runs ({result_dir})",
                            f"{key}_note": "Its stage times were measured in this build."})
         elif kept is not None and kept.has_part(part):
-            archived.update(part_outputs(kept, part))
+            report = glue_outputs(kept.page("report")) if report is None else report
+            archived.update({k: o for k, o in report.items() if part.quotes(k)})
             same = benchmark_version_clause(result_dir, kept.provenance.get("benchmark_version"))
             values.update({f"{key}_origin": f"archived, {kept.provenance['date']}",
                            f"{key}_source": f"{kept.label}, not this build ({same}): `{part.how}` runs it here",

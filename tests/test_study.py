@@ -214,7 +214,9 @@ def test_a_tiny_ablation_runs_end_to_end_and_reaches_the_page(tmp_path, tiny_run
 
     from aqa_core.runs import read_sweep
     from aqa_core.study import ablations
+    from aqa_core.study.archive import REFERENCE
     from aqa_core.study.design import ROOT as REPO
+    from aqa_core.study.report import opt_in_sources
 
     t = tiny_run_inputs(tmp_path / "in")
     out = tmp_path / "mini"
@@ -237,4 +239,5 @@ def test_a_tiny_ablation_runs_end_to_end_and_reaches_the_page(tmp_path, tiny_run
     table = ablations.table_ablations(out, n_resamples=100)
     row = table.frame[table.frame["run"] == "Full + Prompt <1>, silent training audio"].iloc[0]
     assert row["seeds"] == 1 and table.values["mini_ablation_runs_done"] == 1
-    assert "this build's runs" in table.values["mini_ablation_source"]
+    origin, archived = opt_in_sources(out, REFERENCE)  # this build's runs: none of the archive's
+    assert origin["mini_ablation_origin"] == "this build" and not any(k.startswith("mini_abl") for k in archived)

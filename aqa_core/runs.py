@@ -303,7 +303,7 @@ def prepare_run_dir(run_dir: str | Path, cfg: Any, resume: bool = False) -> Path
     return run_dir
 
 
-def _git_commit(repo: Path) -> dict[str, Any] | None:
+def git_commit(repo: Path) -> dict[str, Any] | None:
     """HEAD of the checkout this package's source lives in, and whether its tracked files differ
     from it; None when the package is not a checkout's own (e.g. installed into a venv that sits
     inside some other repository)."""
@@ -337,7 +337,7 @@ def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             continue
     return {"command": list(sys.argv if argv is None else argv), "cwd": os.getcwd(),
-            "git": _git_commit(Path(__file__).resolve().parents[1]), "packages": versions,
+            "git": git_commit(Path(__file__).resolve().parents[1]), "packages": versions,
             "host": platform.node(), "platform": platform.platform(),
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}

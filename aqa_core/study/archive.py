@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runs import SWEEP_FILE
+from ..runs import SWEEP_FILE, git_commit
 from .design import (
     ABLATION_DIR,
     EVAL_BATCH,
@@ -184,8 +184,10 @@ def copied_from(notebook: str | Path) -> dict | None:
 
 def build_provenance(result_dir: str | Path, note: str = "") -> dict:
     """What archive.json records of a results folder: the benchmark (its data/manifest.json), the
-    commit of the code that trained its runs, the design that ran (each row's seeds, the opt-in
-    parts present), the stage seconds of the study and of its ablations, the date and `note`."""
+    commit of the code that trained its runs (and of the code that executed the pages: this
+    checkout's), the design that ran (each row's seeds, the opt-in parts present, every row's
+    recipe, the sweeps' settings), the commands that rebuild it, the stage seconds of the study and
+    of its ablations, the date and `note`."""
     result_dir = Path(result_dir)
     manifest_path = result_dir / "data" / "manifest.json"
     if not manifest_path.is_file():
@@ -204,6 +206,7 @@ def build_provenance(result_dir: str | Path, note: str = "") -> dict:
                        "evaluation": {"batch": EVAL_BATCH, "max_new_tokens": EVAL_MAX_NEW_TOKENS,
                                       "validation_items": VALIDATION_ITEMS}},
             "reproduce": reproduce_command(commit, parts),
+            "pages_executed_by": git_commit(ROOT),  # the code that executed the pages (None: not a checkout)
             "stage_seconds": timings, "wall_seconds": wall, "note": note, "results": str(result_dir)}
 
 

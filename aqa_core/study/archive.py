@@ -44,7 +44,7 @@ from .design import (
     VALIDATION_ITEMS,
     OptIn,
 )
-from .results import TIMINGS_FILE, code_commit, row_folders, run_seeds, stage_seconds
+from .results import code_commit, row_folders, run_seeds, stage_seconds
 
 FORMAT = 1
 REFERENCE = ROOT / "book" / "archive" / "reference"
@@ -196,9 +196,7 @@ def build_provenance(result_dir: str | Path, note: str = "") -> dict:
     parts = [name for name, part in OPT_IN.items() if part_ran(result_dir, part)]
     commit = code_commit(result_dir)
     folders = {"study": result_dir, "ablations": result_dir / ABLATION_DIR}
-    timings = {k: stage_seconds(d) for k, d in folders.items()}
-    wall = {k: json.loads((d / TIMINGS_FILE).read_text(encoding="utf-8")).get("wall_seconds")
-            for k, d in folders.items() if (d / TIMINGS_FILE).is_file()}
+    timings = {k: stage_seconds(d) for k, d in folders.items()}  # each stage's last real run
     return {"format": FORMAT, "date": time.strftime("%Y-%m-%d"), "commit": commit,
             "benchmark_version": manifest.get("version"), "sizes": manifest.get("sizes"),
             "design": {"seeds": {r.key: len(row_folders(result_dir, r)) for r in RUNS}, "opt_in": parts,
@@ -207,7 +205,7 @@ def build_provenance(result_dir: str | Path, note: str = "") -> dict:
                                       "validation_items": VALIDATION_ITEMS}},
             "reproduce": reproduce_command(commit, parts),
             "pages_executed_by": git_commit(ROOT),  # the code that executed the pages (None: not a checkout)
-            "stage_seconds": timings, "wall_seconds": wall, "note": note, "results": str(result_dir)}
+            "stage_seconds": timings, "note": note, "results": str(result_dir)}
 
 
 def reproduce_command(commit: str, parts: list[str]) -> str:

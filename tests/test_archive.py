@@ -121,6 +121,7 @@ def test_a_build_without_an_opt_in_part_quotes_the_archive_for_it(tmp_path):
     from aqa_core.study.report import build_report
 
     kept = {"mini_grpo_p3_avg": 12.3, "mini_think_sentence": "The archived sentence.", "fig3_grpo_p3_steps": 7,
+            "mini_grpo_p3_source": "this build's runs (runs/mini)",  # the archived build's own: never quoted
             "mini_abl_sft-full_prompt2_change": 1.5, "mini_grpo_p2_avg": 99.0, "paper_grpo_p3_average": 0.0}
     res, path = _archive(tmp_path, kept, {"table_ablations": "<table>archived</table>"})
     rec = write_fixture_recipes(tmp_path)

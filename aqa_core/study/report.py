@@ -140,11 +140,12 @@ def opt_in_sources(result_dir: Path, archive: str | Path | None) -> tuple[dict[s
                            f"{key}_note": "Its stage times were measured in this build."})
         elif kept is not None and kept.has_part(part):
             report = glue_outputs(kept.page("report")) if report is None else report
-            archived.update({k: o for k, o in report.items() if part.quotes(k)})
             same = benchmark_version_clause(result_dir, kept.provenance.get("benchmark_version"))
             values.update({f"{key}_origin": f"archived, {kept.provenance['date']}",
                            f"{key}_source": f"{kept.label}, not this build ({same}): `{part.how}` runs it here",
                            f"{key}_note": kept.provenance.get("note") or ""})
+            # the archive's values for the part, not where they came from in its own build (this says it)
+            archived.update({k: o for k, o in report.items() if part.quotes(k) and k not in values})
         else:
             values.update({f"{key}_origin": "not run",
                            f"{key}_source": f"no run: neither this build nor an archive holds it; `{part.how}` runs it",

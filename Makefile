@@ -10,6 +10,9 @@ STAMP      := $(VENV)/.installed
 BOOK_STAMP := $(VENV)/.installed-book
 # stages of the study run at once (torch threads are split among them)
 JOBS   ?= 2
+# test processes (pytest-xdist; each takes whole test files, so module fixtures are built once)
+TEST_JOBS ?= 2
+PYTEST = $(VPY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 # extra options of the study, e.g. STUDY_ARGS=--prompt3 (GRPO with prompt <3>, an opt-in part: aqa_core/study/design.py)
 STUDY_ARGS ?=
 
@@ -46,11 +49,11 @@ lint: $(STAMP)
 
 ## The whole test suite, smoke runs of every pipeline stage included (what CI runs), after the linter.
 test: lint
-	$(VPY) -m pytest -q --durations=25
+	$(PYTEST) --durations=25
 
 ## The fast subset for the edit loop: no model training (`slow`), no book build (`book`).
 test-fast: lint
-	$(VPY) -m pytest -q -m "not slow and not book"
+	$(PYTEST) -m "not slow and not book"
 
 ## The main job: the mini reproduction (cached stage by stage), then the book.
 book: $(BOOK_STAMP)

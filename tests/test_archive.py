@@ -118,7 +118,7 @@ def test_archiving_a_folder_that_is_no_build_is_one_error_line(tmp_path):
 
 
 def test_a_build_without_an_opt_in_part_quotes_the_archive_for_it(tmp_path):
-    from aqa_core.study.report import build_report
+    from aqa_core.study.report import build_report, opt_in_sources
 
     kept = {"mini_grpo_p3_avg": 12.3, "mini_think_sentence": "The archived sentence.", "fig3_grpo_p3_steps": 7,
             "mini_grpo_p3_source": "this build's runs (runs/mini)",  # the archived build's own: never quoted
@@ -140,9 +140,8 @@ def test_a_build_without_an_opt_in_part_quotes_the_archive_for_it(tmp_path):
     assert rep.values["mini_grpo_p3_origin"].startswith("archived, ")
     assert "not this build (the benchmark version this build uses)" in rep.values["mini_grpo_p3_source"]
     assert "STUDY_ARGS=--prompt3" in rep.values["mini_grpo_p3_source"]
-    none = build_report([res], rec["grpo"], rec["sft"], figures_dir=tmp_path / "f", n_resamples=200, archive=None)
-    assert none.archived == {} and none.values["mini_grpo_p3_origin"] == "not run"
-    assert list(none.ablations.frame["ablation"]) == ["not run yet"]
+    origin, none = opt_in_sources(res, None)  # neither this build nor an archive: said so
+    assert none == {} and origin["mini_grpo_p3_origin"] == "not run" and origin["mini_ablation_origin"] == "not run"
 
 
 def page_values_of(outputs: dict) -> dict:

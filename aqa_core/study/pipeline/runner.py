@@ -38,10 +38,10 @@ class Stage:
     """One cached step: a command (`python -m aqa_core ...`) or a notebook to execute."""
 
     name: str
-    argv: list[str]  # full command line (`Stage.code` paths are relative to the repository, ROOT)
+    argv: list[str]  # full command line
     deps: list[str]
     outputs: list[Path]  # all must exist for a cached stage to count as done
-    code: list[str]
+    code: list[str]  # the source files it runs, relative to the repository (ROOT): part of its key
     config: dict[str, Any] = field(default_factory=dict)
     clear: list[Path] = field(default_factory=list)  # removed before the stage reruns
     runtime_args: list[str] = field(default_factory=list)  # appended when run, not part of the key (threads)

@@ -22,6 +22,7 @@ from aqa_core.study.archive import (
     copied_from,
     copy_page,
     page_values,
+    plain_value,
     read_archive,
     write_archive,
 )
@@ -134,7 +135,7 @@ def test_a_build_without_an_opt_in_part_quotes_the_archive_for_it(tmp_path):
     # the part's glued outputs, as they were; this build's own values (GRPO <2>, the paper's) never replaced
     assert set(rep.archived) == {"mini_grpo_p3_avg", "mini_think_sentence", "fig3_grpo_p3_steps",
                                  "mini_abl_sft-full_prompt2_change", "table_ablations"}
-    assert page_values_of(rep.archived)["mini_grpo_p3_avg"] == 12.3 and rep.ablations is None
+    assert plain_value(rep.archived["mini_grpo_p3_avg"]) == 12.3 and rep.ablations is None
     assert not set(rep.archived) & set(rep.values)  # this build's placeholders give way
     assert rep.values["mini_grpo_p2_avg"] != 99.0 and rep.values["paper_grpo_p3_average"] != 0.0
     assert rep.values["mini_grpo_p3_origin"].startswith("archived, ")
@@ -142,12 +143,6 @@ def test_a_build_without_an_opt_in_part_quotes_the_archive_for_it(tmp_path):
     assert "STUDY_ARGS=--prompt3" in rep.values["mini_grpo_p3_source"]
     origin, none = opt_in_sources(res, None)  # neither this build nor an archive: said so
     assert none == {} and origin["mini_grpo_p3_origin"] == "not run" and origin["mini_ablation_origin"] == "not run"
-
-
-def page_values_of(outputs: dict) -> dict:
-    from aqa_core.study.archive import plain_value
-
-    return {k: plain_value(o) for k, o in outputs.items()}
 
 
 def quoted_glue() -> dict[str, set[str]]:

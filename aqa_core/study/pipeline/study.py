@@ -52,6 +52,7 @@ def execute_notebooks(result_dir: str | Path, results_dir: str | Path, recipes: 
     archive's."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
+
     def one(name: str) -> None:
         if archived_part(name, [], Path(cwd) / result_dir) is not None:  # the folder as the notebooks see it
             archived_page(name, results_dir / f"{name}.ipynb")

@@ -21,7 +21,7 @@ export TOKENIZERS_PARALLELISM = false
 # DeepSpeed (a test dependency) installs as pure Python; its ops compile on first use
 export DS_BUILD_OPS = 0
 
-.PHONY: install lint test test-fast book book-only clean-book clean
+.PHONY: install lint test test-fast book book-only check-book clean-book clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ book: $(BOOK_STAMP)
 ## Rebuild the book from existing results only.
 book-only: $(BOOK_STAMP)
 	$(VENV)/bin/jupyter-book build book
+
+## Read the built book as a reader meets it (headless chromium, Debian's package, at 1300 px): word
+## counts per page, the landing page's first screen, nothing wider than the text column.
+check-book:
+	$(VPY) scripts/check_book.py book/_build/html
 
 clean-book:
 	rm -rf book/_build

@@ -273,6 +273,56 @@ def test_figures_have_their_panels_and_values(tmp_path):
     assert len(f3.fig.axes[2].lines) >= 3  # two accuracy curves (+ stars) and the baseline
     png = f3.save(tmp_path / "f3.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert f3.fig.axes[1].get_ylim() == (0, 100)  # validation on a 0-100 axis, not zoomed onto its noise
+    assert all(ax.get_legend() is None for ax in f3.fig.axes) and f3.fig.legends  # one legend, outside the data
+    # every seed drawn: an extra seed adds a faint validation curve and its tested checkpoints
+    copy_run(res / "grpo-prompt2", res / "grpo-prompt2-seed1", seed=1)
+    f3s = figure_grpo_convergence(res)
+    assert len(f3s.fig.axes[1].lines) == 3 and len(f3s.fig.axes[2].lines) > len(f3.fig.axes[2].lines)
+    assert f3s.values == f3.values  # the glue values stay seed 0's
+    labels = [ln.get_label() for ln in f3s.fig.axes[0].lines]
+    assert "GRPO + Prompt <2>, mean of 2 seeds (thin: each seed)" in labels
+
+
+def test_the_first_screen_has_the_verdict_a_table_a_figure_and_the_caveats(tmp_path):
+    from aqa_core.study.findings import plan_verdict
+    from aqa_core.study.headline import amendment_values, headline
+    from aqa_core.study.results import load_result_dir
+
+    res = write_fixture_results(tmp_path / "runs")
+    for run in ("sft-full", "sft-lora", "grpo-prompt2"):
+        for i in (1, 2):
+            copy_run(res / run, res / f"{run}-seed{i}", seed=i)
+    for sweep in res.glob("*/eval/sweep.json"):  # step 0: the base model on validation, as the study's sweeps have
+        kept = json.loads(sweep.read_text())
+        sweep.write_text(json.dumps({**kept, "rows": [{"checkpoint": "base", "step": 0, "validation": 40.0},
+                                                      *kept["rows"]]}))
+    by_key = {r.key: r for r in load_result_dir(res)}
+    verdict = plan_verdict(by_key, n_resamples=200)
+    assert verdict["headline"].startswith("Not decided. GRPO with prompt <2> scored ")
+    assert f"{verdict['primary_diff']:+.1f}".replace("-", "−") in verdict["headline"]
+    values = {"mini_primary_diff": verdict["primary_diff"], "mini_chance": 25.0,
+              **{f"mini_{k}_seed_{s}": 50.0 for k in ("direct_p2", "sft_full", "grpo_p2")
+                 for s in ("mean", "lo", "hi")},
+              "mini_grpo_p2_avg": 51.0, "mini_grpo_p2_seed1_avg": 52.0, "mini_grpo_p2_seed2_avg": 53.0}
+    first = headline("mini", by_key, values.get, n_resamples=200, before_amendment=None)
+    assert list(first.table.frame["method"]) == ["base model, prompt <2>", "full SFT, prompt <1>", "GRPO, prompt <2>"]
+    d, lo, hi = (first.values[f"mini_grpo_p2_vs_base_{s}"] for s in ("diff", "lo", "hi"))
+    assert lo <= d <= hi
+    assert first.values["mini_caveat_base"].startswith("GRPO with prompt <2>, over its three seeds, ")
+    assert ("within noise" in first.values["mini_caveat_base"]) == (lo <= 0 <= hi)
+    assert first.values["mini_caveat_same_prompt"] == "(The same-prompt ablation has not been run.)"
+    # the fixture's validation is far from solved: the caveat says what it is without calling it solved
+    assert first.values["mini_caveat_solved"].startswith("Before training the base model answers 40.0% of the ")
+    seeds = [ln for ln in first.figure.fig.axes[0].lines if list(ln.get_ydata()) == [2, 2, 2]]
+    assert len(seeds) == 1 and sorted(seeds[0].get_xdata()) == [51.0, 52.0, 53.0]  # every seed drawn
+    kept = tmp_path / "v3.json"
+    kept.write_text(json.dumps({"archived": "2026-12-01", "values": {
+        "verdict": "pooled: +3.6 points, 95% interval [+1.2, +6.0] (a bootstrap"}}))
+    amended = amendment_values("mini", 2.0, kept)
+    assert (amended["mini_amendment3_diff"], amended["mini_amendment3_lo"], amended["mini_amendment3_hi"]) == (
+        3.6, 1.2, 6.0)
+    assert "+3.6 points, 95% interval [+1.2, +6.0]; after it, +2.0" in amended["mini_caveat_amendment"]
 
 
 # ------------------------------------------------------------------------------------ the book
@@ -378,14 +428,36 @@ def test_book_builds_from_fixture_results(tmp_path):
     assert re.search(r"\d+\.\d", found)
     assert "At the last checkpoints, GRPO + Prompt" in t2.replace("&lt;", "<").replace("&gt;", ">")
     assert "last minus chosen" in t2  # the plan's secondary comparison, with its table
-    abl = _html_text(html / "ablations.html")
-    # the fixture results have no ablations: the page quotes the reference archive, its figure and sentences
-    assert "the reference archive of" in abl and "With the prompt the same on both sides" in abl
-    assert len(re.findall(r"<img", (html / "ablations.html").read_text(encoding="utf-8"))) >= 1
+    # the fixture results have no ablations: the findings quote the reference archive, its figure and sentences
+    assert "the reference archive of" in found and "With the prompt the same on both sides" in found
+    assert len(re.findall(r"<img", (html / "findings.html").read_text(encoding="utf-8"))) >= 1
+    # the landing page: the verdict with its difference and interval first, then the figure and the table
+    article = re.search(r'<article class="bd-article"[^>]*>(.*?)</article>',
+                        (html / "intro.html").read_text(encoding="utf-8"), re.S).group(1)
+    intro = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", article)).replace("&lt;", "<").replace("&gt;", ">")
+    intro = re.sub(r"\s+([.,:;)])", r"\1", intro).replace("#", "")  # heading anchors, spaces before stops
+    first = " ".join(intro.split()[:100])
+    assert re.search(r"Verdict at the mini scale: (Not decided|Holds|Reversed)\. GRPO with prompt <2> scored "
+                     r"[+−]\d+\.\d points", first), first
+    assert re.search(r"95% interval \[[+−]\d+\.\d, [+−]\d+\.\d\]", first), first
+    assert article.index("<img") < article.index("aqa-headline") < article.index("What changes how to read it")
+    for page in ("intro.html", "findings.html", "figures.html"):  # every pasted figure's file was written
+        for src in re.findall(r'<img[^>]+src="([^"]+\.png)"', (html / page).read_text(encoding="utf-8")):
+            assert (html / src).is_file(), f"{page}: {src}"
+    assert "within noise of" in intro or "scores above" in intro or "scores below" in intro
+    # the report notebook makes the chapters' tables and figures without showing them again
+    report = (html / "results" / "report.html").read_text(encoding="utf-8")
+    # ... rendered (so that its images are written for the chapters) inside containers the CSS hides
+    assert report.count("tag_aqa-hidden") >= 10 and ".tag_aqa-hidden { display: none; }" in (
+        html / "_static" / "aqa.css").read_text(encoding="utf-8")
+    # notebook pages read as reports: no code on any of them
+    for page in (html / "results").glob("*.html"):
+        assert "highlight-ipython3" not in page.read_text(encoding="utf-8"), f"{page.name} shows code"
     # GRPO <3>: its page is the reference archive's, with its banner; the findings say where its numbers come from
     p3 = _html_text(html / "results" / "grpo_prompt3.html")
     assert "This page shows the reference archive of" in p3 and "STUDY_ARGS=--prompt3" in p3
-    assert re.search(r"prompt &lt;3&gt; \( archived, \d{4}-\d\d-\d\d \)", found)
+    assert re.search(r"GRPO, prompt <3> \(archived, \d{4}-\d\d-\d\d\)", intro), intro  # its row on the first screen
+    assert "GRPO <3>'s numbers come from the reference archive of" in found.replace("&lt;", "<").replace("&gt;", ">")
     # only the report's own page or a copied page comes from the archive: no announcement on this build's book
     assert "This book shows" not in (html / "intro.html").read_text(encoding="utf-8")
     titles: dict[str, str] = {}
@@ -401,6 +473,12 @@ def test_book_builds_from_fixture_results(tmp_path):
             titles[m.group(1)] = str(page.relative_to(html))
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
     assert "cdn.jsdelivr" not in (html / "method.html").read_text(encoding="utf-8")
+    # read as a reader meets it, where this machine has Debian's chromium (CI's has none): the first
+    # screen answers, and nothing on any page is wider than the text column at 1300 px
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        check = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_book.py"), str(html)],
+                               capture_output=True, text=True, timeout=600)
+        assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
 
 
 def test_study_notebook_paths_exist():
@@ -452,9 +530,11 @@ def test_figure5_puts_every_run_on_budget_axes(tmp_path):
     res = write_fixture_results(tmp_path / "runs")
     fig = figure_budget_curves(res)
     axes = fig.fig.axes
-    assert len(axes) == 2 * len(BUDGET_AXES) and all(ax.get_xscale() == "log" for ax in axes)
+    assert len(axes) == len(BUDGET_AXES) and all(ax.get_xscale() == "log" for ax in axes)
+    assert all(ax.get_xlabel() for ax in axes) and axes[0].get_ylabel().startswith("test accuracy")
     assert fig.values["fig5_grpo_p2_questions_seen"] == run_budget(res / "grpo-prompt2")["questions_seen"]
-    # every method's line on the questions-seen test panel, its last point at the run's whole budget
-    lines = {ln.get_label(): ln for ln in axes[1].get_lines()}
-    assert {"GRPO + Prompt <2>", "Full + Prompt <1>"} <= set(lines)
-    assert lines["GRPO + Prompt <2>"].get_xdata()[-1] == run_budget(res / "grpo-prompt2")["questions_seen"]
+    # every method's line on the questions-seen panel, its last point at the run's whole budget
+    lines = {ln.get_label(): ln for ln in axes[0].get_lines()}
+    assert {"GRPO + Prompt <2>, seed 0", "Full + Prompt <1>, seed 0"} <= set(lines)
+    assert lines["GRPO + Prompt <2>, seed 0"].get_xdata()[-1] == run_budget(res / "grpo-prompt2")["questions_seen"]
+    assert any(ln.get_linestyle() == "--" for ln in axes[0].get_lines())  # the base model's reference line

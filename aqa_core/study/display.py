@@ -35,10 +35,16 @@ class Table:
         import html as _html
 
         frame = (self.frame if frame is None else frame).copy()
+        for col in frame.columns:  # a count column that pandas made float (a missing cell): 1000, not 1000.0
+            if frame[col].dtype.kind == "f" and all(float(v).is_integer() for v in frame[col].dropna()):
+                frame[col] = type(frame[col])([v if v != v else int(v) for v in frame[col]], index=frame.index,
+                                              dtype=object)
 
         def cell(value: Any) -> str:
             if isinstance(value, bool) or type(value).__name__ == "bool_":
                 return "yes" if value else "no"
+            if isinstance(value, float) and math.isnan(value):
+                return "—"  # a cell with no number (not scored there), not "nan"
             text = _html.escape("" if value is None else str(value))
             m = re.fullmatch(r"(\S+) (\[[^\]]+\])", text)
             if m:

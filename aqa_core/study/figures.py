@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..runs import METRICS_FILE, SWEEP_FILE, read_metrics, read_sweep, tenth_means
+from matplotlib.lines import Line2D
+
+from ..runs import METRICS_FILE, SWEEP_FILE, read_config, read_metrics, read_sweep, tenth_means
 from .design import ROWS, RUNS, find_row
 from .display import Figure, glue_safe
-from .results import PREDICTIONS_FILE, score_predictions_file
+from .results import PREDICTIONS_FILE, row_folders, score_predictions_file
 
 #: One colour and marker per method, in every figure.
 STYLE = {
@@ -88,7 +90,9 @@ def _accuracy_panel(ax, runs: Mapping[str, tuple[str, Path]], baseline: tuple[st
     for label, (key, run_dir) in runs.items():
         color, marker = STYLE.get(key, ("black", "o"))
         s = sweep_series(run_dir)
-        ax.plot(s["step"], s["test"], color=color, marker=marker, label=label)
+        seed = read_config(run_dir).get("seed")
+        ax.plot(s["step"], s["test"], color=color, marker=marker,
+                label=f"{label}, seed 0" + (f" (training seed {seed})" if seed is not None else ""))
         ax.fill_between(s["step"], s["lo"], s["hi"], color=color, alpha=0.12, linewidth=0)
         if s["selected_step"] in s["step"]:
             i = s["step"].index(s["selected_step"])
@@ -168,7 +172,7 @@ def _curve_panel(ax, runs: Mapping[str, tuple[str, Path]], metric: str, noun: st
             continue
         ax.plot(steps, series, color=color, alpha=alpha, linewidth=0.8)
         window = smooth or max(1, len(steps) // 15)
-        ax.plot(steps, _smooth(series, window), color=color, linewidth=2, label=label)
+        ax.plot(steps, _smooth(series, window), color=color, linewidth=1, alpha=0.7)  # bold: the seeds' mean
         first, last = tenth_means(series)
         values[f"{key}_{metric}_first_tenth"], values[f"{key}_{metric}_last_tenth"] = first, last
         values[f"{key}_{metric}_rise"] = last - first
@@ -177,13 +181,59 @@ def _curve_panel(ax, runs: Mapping[str, tuple[str, Path]], metric: str, noun: st
     return values
 
 
+def _seed_folders(result_dir: Path | None, key: str) -> list[Path]:
+    """The folders of a run's extra seeds (seed 1, 2, ...) in a results folder, those with a sweep or metrics."""
+    if result_dir is None:
+        return []
+    return [f for i, f in row_folders(result_dir, find_row(key))
+            if i and ((f / SWEEP_FILE).is_file() or (f / METRICS_FILE).is_file())]
+
+
+def _seed_mean(series: Sequence[tuple[list[int], list[float]]]) -> tuple[list[int], list[float]]:
+    """The mean over seeds of a logged metric, at the steps every seed logged."""
+    common = sorted(set.intersection(*(set(s) for s, _ in series))) if series else []
+    by_seed = [dict(zip(s, v, strict=True)) for s, v in series]
+    return common, [sum(d[k] for d in by_seed) / len(by_seed) for k in common]
+
+
+def _draw_seeds(axes, found: Mapping[str, tuple[str, Path]], result_dir: Path | None, metric: str,
+                smooth: int | None) -> None:
+    """Every seed of each run on the three panels of Figures 3 and 4: the logged curve of each seed
+    faint and their mean bold (over the seed-0 curve `_curve_panel` drew), each seed's validation
+    curve faint, and each extra seed's tested checkpoints as open markers on the test panel."""
+    ax_c, ax_v, ax_a = axes
+    for label, (key, first) in found.items():
+        extra = _seed_folders(result_dir, key)
+        color, marker = STYLE.get(key, ("black", "o"))
+        series = [metric_series(first, metric)] + [metric_series(f, metric) for f in extra]
+        series = [s for s in series if s[0]]
+        for steps, vals in series[1:]:
+            window = smooth or max(1, len(steps) // 15)
+            ax_c.plot(steps, _smooth(vals, window), color=color, alpha=0.45, linewidth=1)
+        steps, mean = _seed_mean(series)
+        if steps:
+            ax_c.plot(steps, _smooth(mean, smooth or max(1, len(steps) // 15)), color=color, linewidth=2.5,
+                      label=f"{label}, mean of {len(series)} seed{'s' if len(series) > 1 else ''} (thin: each seed)")
+        for f in extra:
+            rows = sorted((r for r in read_sweep(f)["rows"] if r.get("step") is not None
+                           and r["checkpoint"] != "final"), key=lambda r: r["step"])
+            val = [(r["step"], r["validation"]) for r in rows if r.get("validation") is not None]
+            if val:
+                ax_v.plot(*zip(*val, strict=True), color=color, alpha=0.45, linewidth=1)
+            test = [(r["step"], r["test"]) for r in rows if r.get("test") is not None and r["step"] > 0]
+            if test:
+                ax_a.plot(*zip(*test, strict=True), color=color, marker=marker, markerfacecolor="white",
+                          markeredgewidth=1.5, markersize=7, linestyle="none")
+
+
 def _convergence_figure(name: str, runs: Mapping[str, str | Path] | str | Path, result_dir: str | Path | None,
                         keys: tuple[str, str], curve: tuple[str, str, str, str, float],
                         baseline: tuple[str, str], smooth: int | None) -> tuple[Any, dict[str, Any]]:
-    """The shape of Figures 3 and 4: a logged curve per run (left), validation accuracy per
-    checkpoint (middle) and test accuracy per checkpoint (right) against a direct-inference
-    baseline. `curve` is (metric, noun, y label,
-    title, raw-line alpha); `baseline` is (row key, label)."""
+    """The shape of Figures 3 and 4, one column of three panels: a logged curve per run (top),
+    validation accuracy per checkpoint on a 0-100 axis (middle) and test accuracy per checkpoint
+    (bottom) against a direct-inference baseline, every seed drawn (`_draw_seeds`), one legend
+    above the panels. `curve` is (metric, noun, y label, title, raw-line alpha); `baseline` is
+    (row key, label). The glue values are seed 0's."""
     set_style()
     if isinstance(runs, (str, Path)):
         result_dir = result_dir or runs
@@ -191,19 +241,34 @@ def _convergence_figure(name: str, runs: Mapping[str, str | Path] | str | Path, 
     if not found:
         raise FileNotFoundError(f"{name}: no run folder of {', '.join(keys)} with metrics.jsonl or eval/sweep.json")
     metric, noun, ylabel, title, alpha = curve
-    fig = _new_figure(8, 11)  # one column of panels: legible at the book's width
+    fig = _new_figure(8, 11.5)  # one column of panels: legible at the book's width
     ax_c, ax_v, ax_a = fig.subplots(3, 1)
     values = _curve_panel(ax_c, found, metric, noun, smooth, alpha=alpha)
     ax_c.set_xlabel("training step")
     ax_c.set_ylabel(ylabel)
     ax_c.set_title(title)
-    ax_c.legend(loc="best", fontsize=10)
     base = _baseline(Path(result_dir) if result_dir else None, baseline[0])
     swept = {k: v for k, v in found.items() if (v[1] / SWEEP_FILE).is_file()}
     values.update(_validation_panel(ax_v, swept))
     ax_v.set_title("validation accuracy (the training distribution)")
+    ax_v.set_ylim(0, 100)
     values.update(_accuracy_panel(ax_a, swept, (baseline[1], base)))
     ax_a.set_title("test accuracy (out of distribution)")
+    _draw_seeds((ax_c, ax_v, ax_a), found, Path(result_dir) if result_dir else None, metric, smooth)
+    for ax in (ax_c, ax_v, ax_a):
+        legend = ax.get_legend()
+        if legend is not None:
+            legend.remove()
+    handles, labels = [], []
+    for ax in (ax_c, ax_a):
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    handles.append(Line2D([], [], color="#555555", marker="o", markerfacecolor="white", markeredgewidth=1.5,
+                          linestyle="none"))
+    labels.append("seeds 1 and 2 (open markers: their tested checkpoints)")
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=9, frameon=False)
     return fig, values
 
 
@@ -252,6 +317,17 @@ def figure_sft_convergence(runs: Mapping[str, str | Path] | str | Path, result_d
                   caption="Convergence of full and LoRA fine-tuning (Figure 4): loss and test accuracy.")
 
 
+#: What a logged metric is called on a page (TRL's names are the files' keys).
+METRIC_NAMES = {
+    "reward": "mean reward", "loss": "training loss", "kl": "KL to the reference model",
+    "rewards/accuracy_reward/mean": "accuracy reward (mean)", "rewards/format_reward/mean": "format reward (mean)",
+    "rewards/think_format_reward/mean": "think-format reward (mean)",
+    "frac_reward_zero_std": "share of groups with equal rewards", "completions/mean_length": "completion tokens (mean)",
+    "entropy": "entropy of the completions", "learning_rate": "learning rate",
+    "mean_token_accuracy": "token accuracy (answer tokens)",
+}
+
+
 def figure_training_curves(run_dir: str | Path, keys: Sequence[str] = ("reward", "loss", "kl")) -> Figure:
     """One run's logged curves side by side (what a training notebook shows)."""
     set_style()
@@ -268,66 +344,69 @@ def figure_training_curves(run_dir: str | Path, keys: Sequence[str] = ("reward",
         ax.plot(steps, vals, alpha=0.35, color="#1f77b4")
         ax.plot(steps, _smooth(vals, max(1, len(steps) // 15)), color="#1f77b4", linewidth=2)
         ax.set_xlabel("training step")
-        ax.set_title(key)
+        ax.set_title(METRIC_NAMES.get(key, key))
     return Figure(fig, {}, caption=f"Logged curves of {run_dir}")
 
 
 #: The budget axes of Figure 5: (key of the run's budget, axis label).
-BUDGET_AXES = (("questions_seen", "questions seen (prompts or samples)"), ("seconds", "training seconds"),
+BUDGET_AXES = (("questions_seen", "training questions seen (GRPO: prompts; SFT: samples)"),
                ("flops", "estimated training FLOPs"))
 
 
 def figure_budget_curves(result_dir: str | Path) -> Figure:
-    """Figure 5 (beyond the paper): validation (left) and test (right) accuracy at every checkpoint
-    of each method's seed-0 run, against what it had cost by then (one row each): questions seen,
-    training seconds and estimated FLOPs (`aqa_core.study.budget.run_budget`; a checkpoint at step
-    s of S is credited s/S of the run's seconds and FLOPs), all methods on shared axes, so that
-    they can be compared at any matched budget. Step 0, the base model, is left out (the axes are
-    logarithmic)."""
-    from matplotlib.ticker import NullFormatter
+    """Figure 5 (beyond the paper): test accuracy at every tested checkpoint of every method
+    against what it had cost by then, questions seen (left) and estimated training FLOPs (right;
+    `aqa_core.study.budget.run_budget`, a checkpoint at step s of S credited s/S of its run's
+    FLOPs), all methods on one axis so that they can be compared at any matched budget: seed 0's
+    curve, the other seeds' tested checkpoints as open markers, and the base model (the cost 0 of
+    every run) as a dashed line. Logarithmic axes."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from .budget import run_budget
 
     set_style()
     result_dir = Path(result_dir)
-    fig = _new_figure(11, 12)
-    axes = fig.subplots(len(BUDGET_AXES), 2, sharey="col", squeeze=False)
+    fig = _new_figure(11, 4.6)
+    axes = fig.subplots(1, len(BUDGET_AXES), sharey=True, squeeze=False)[0]
     values: dict[str, Any] = {}
     for spec in RUNS:
-        run = result_dir / spec.folder
-        if not (run / SWEEP_FILE).is_file():
-            continue
-        budget = run_budget(run)
-        rows = [r for r in read_sweep(run)["rows"] if r.get("step") is not None and r["checkpoint"] != "final"]
-        if not budget["steps"] or not rows:
-            continue
-        color, marker = STYLE.get(spec.key, ("black", "o"))
-        for row_i, (key, _) in enumerate(BUDGET_AXES):
-            total = budget[key]
-            if not total:
+        for index, run in row_folders(result_dir, spec):
+            if not (run / SWEEP_FILE).is_file():
                 continue
-            for col, split in enumerate(("validation", "test")):
-                pts = [(total * r["step"] / budget["steps"], r[split]) for r in rows
-                       if r.get(split) is not None and r["step"] > 0]
-                if pts:
-                    axes[row_i][col].plot(*zip(*sorted(pts), strict=True), color=color, marker=marker, markersize=8,
-                                          linewidth=2, label=spec.label)
-        values[f"{spec.key}_questions_seen"] = budget["questions_seen"]
-    for row_i, (_, label) in enumerate(BUDGET_AXES):
-        for col, split in enumerate(("validation accuracy (%), training distribution",
-                                     "test accuracy (%), out of distribution")):
-            ax = axes[row_i][col]
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: the minor labels collide
-            ax.set_xlabel(label + " (log)", fontsize=13)
-            ax.tick_params(labelsize=12)
-            if row_i == 0:
-                ax.set_title(split, fontsize=14)
-    handles, labels = axes[0][1].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=13, bbox_to_anchor=(0.5, 0.0))
-    fig.set_layout_engine("none")  # "tight" would lay the legend over the last x label
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.96, bottom=0.1, hspace=0.35, wspace=0.18)
+            budget = run_budget(run)
+            rows = [r for r in read_sweep(run)["rows"] if r.get("step") is not None and r["checkpoint"] != "final"]
+            if not budget["steps"] or not rows:
+                continue
+            color, marker = STYLE.get(spec.key, ("black", "o"))
+            for ax, (key, _) in zip(axes, BUDGET_AXES, strict=True):
+                total = budget[key]
+                pts = sorted((total * r["step"] / budget["steps"], r["test"]) for r in rows
+                             if r.get("test") is not None and r["step"] > 0) if total else []
+                if not pts:
+                    continue
+                if index == 0:
+                    ax.plot(*zip(*pts, strict=True), color=color, marker=marker, markersize=7, linewidth=2,
+                            label=f"{spec.label}, seed 0")
+                else:
+                    ax.plot(*zip(*pts, strict=True), color=color, marker=marker, markersize=7, linestyle="none",
+                            markerfacecolor="white", markeredgewidth=1.5)
+            if index == 0:
+                values[f"{spec.key}_questions_seen"] = budget["questions_seen"]
+    base = _baseline(result_dir, "direct_p2")
+    for ax, (_, label) in zip(axes, BUDGET_AXES, strict=True):
+        if base is not None:
+            ax.axhline(base, color="#7f7f7f", linestyle="--", linewidth=1.2, label="base model, prompt <2> (cost 0)")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}" if x < 1e5 else f"{x:.0e}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(label + ", log scale")
+    axes[0].set_ylabel("test accuracy (%), out of distribution")
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], color="#555555", marker="o", markerfacecolor="white", markeredgewidth=1.5,
+                          linestyle="none"))
+    labels.append("seeds 1 and 2, their tested checkpoints")
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=9, frameon=False)
     return Figure(fig, {f"fig5_{k}": glue_safe(v) for k, v in values.items()}, caption=(
-        "Figure 5: validation and test accuracy of each method's seed-0 run at every checkpoint against questions "
-        "seen, training seconds and estimated FLOPs."))
+        "Figure 5: test accuracy of every method at its tested checkpoints against the training questions seen and "
+        "the estimated training FLOPs by then."))

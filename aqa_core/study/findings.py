@@ -84,10 +84,56 @@ def plan_verdict(by_key: Mapping[str, ModelResult], n_resamples: int = 10_000) -
     excludes = not (lo <= 0 <= hi)
     if mcnemar and (all(sig) != excludes or any(sig) != excludes):
         sentence += (" The per-seed tests and the pooled interval disagree: "
-                     + ("the interval excludes zero but not every seed's test is significant."
-                        if excludes else "some seeds' tests are significant but the pooled interval contains zero."))
+                     + (f"the interval excludes zero but only {sum(sig)} of the {len(sig)} seeds' tests "
+                        f"{'is' if sum(sig) == 1 else 'are'} significant."
+                        if excludes else f"{sum(sig)} of the {len(sig)} seeds' tests "
+                        f"{'is' if sum(sig) == 1 else 'are'} significant but the pooled interval contains zero."))
+    best = {"sft_full": "full SFT", "sft_lora": "LoRA SFT"}[better_sft(by_key)]
     return {"verdict": sentence, "verdict_word": word, "best_sft": b_name, "primary_diff": diff, "primary_lo": lo,
-            "primary_hi": hi, "primary_seeds": seeds, "primary_items": len(ids)}
+            "primary_hi": hi, "primary_seeds": seeds, "primary_items": len(ids),
+            "headline": headline_sentence(word, missing, best, diff, lo, hi, seeds, len(ids))}
+
+
+def signed(x: float) -> str:
+    """A signed one-decimal number with a true minus sign, as the first screen prints it.
+
+    >>> signed(2.04), signed(-0.9), signed(-5e-16)
+    ('+2.0', '−0.9', '+0.0')
+    """
+    x = round(x, 1) + 0.0  # -0.0 (a bound that touches zero from below, rounded) prints as +0.0
+    return f"{x:+.1f}".replace("-", "−")
+
+
+def span(lo: float, hi: float) -> str:
+    return f"[{signed(lo)}, {signed(hi)}]"
+
+
+def within(subject: str, other: str, diff: float, lo: float, hi: float) -> str:
+    """`subject` against `other`, worded by where the 95% interval lies."""
+    numbers = f"{signed(diff)} points, 95% interval {span(lo, hi)}"
+    if lo > 0:
+        return f"{subject} scores above {other}: {numbers}."
+    if hi < 0:
+        return f"{subject} scores below {other}: {numbers}."
+    return f"{subject} is within noise of {other}: {numbers}."
+
+
+def headline_sentence(word: str, reasons: list[str], best_sft: str, diff: float, lo: float, hi: float,
+                      seeds: int, items: int) -> str:
+    """The verdict for the first screen: the word, the difference and its interval, and why.
+
+    >>> s = headline_sentence("not decided", ["the interval contains zero"], "full SFT", 2.0, -1.1, 4.9, 3, 1000)
+    >>> s[:42]
+    'Not decided. GRPO with prompt <2> scored +'
+    >>> s[-65:]
+    '(three seeds each, 1,000 test items): the interval contains zero.'
+    """
+    number = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}.get(seeds, str(seeds))
+    why = "; ".join(reasons) if reasons else (
+        "the interval excludes zero and every compared run converged")
+    return (f"{word[0].upper()}{word[1:]}. GRPO with prompt <2> scored {signed(diff)} points against {best_sft}, "
+            f"the better SFT on validation, 95% interval {span(lo, hi)} ({number} seeds each, {items:,} test items): "
+            f"{why}.")
 
 
 def paired_sentence(a: str, b: str, diff: float, lo: float, hi: float) -> str:
@@ -118,6 +164,7 @@ def findings(scale: str, by_key: Mapping[str, ModelResult], values: Mapping[str,
     if "grpo_p2" not in by_key or not sft:
         out[f"{scale}_verdict"] = "Not all of GRPO prompt <2>, full SFT and LoRA SFT have results yet."
         out[f"{scale}_verdict_word"] = "not decided"
+        out[f"{scale}_headline"] = "Not decided. Not all of GRPO prompt <2>, full SFT and LoRA SFT have results yet."
     else:
         v = plan_verdict(by_key, n_resamples=int(values.get("n_resamples", 10_000)))
         out.update({f"{scale}_{k}": val for k, val in v.items()})

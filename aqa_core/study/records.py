@@ -36,9 +36,8 @@ class Record:
     def _repr_html_(self) -> str:
         import html
 
-        state = "ran now" if self.ran else "recorded from existing results"
-        tables = ", ".join(html.escape(name) for name in self.tables)
-        return f"<p><b>{html.escape(self.title)}</b> ({state}); tables: {tables}.</p>"
+        state = "trained and scored by this notebook" if self.ran else "recorded from the files it wrote"
+        return f"<p>{html.escape(self.title)}: {state}.</p>"
 
 
 def _read_json(path: Path) -> dict:
@@ -79,10 +78,20 @@ def mini_scale_record(data_dir: str | Path, base_dir: str | Path, ran: bool = Fa
               "audio_tokens_per_clip": int(info.get("audio_tokens_per_clip", 0)),
               "text_layers": int(spec.get("num_hidden_layers", 0)), "text_hidden": int(spec.get("hidden_size", 0)),
               "audio_seconds": int(spec.get("audio_seconds", 0))}
-    base_table = pd.DataFrame([{"setting": k, "value": str(v)} for k, v in info.items()
-                               if k in ("parameters", "trainable_parameters", "tokenizer_size", "audio_tower",
-                                        "audio_tokens_per_clip", "hyperparameters", "train_seconds",
-                                        "final_loss_mean_last10", "code_version")])
+    def shown(v: Any) -> str:  # a number as a reader reads it: 8,550,656; 0.0003; 86.2
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else f"{v:.4g}" if isinstance(v, float) \
+            else str(v)
+
+    settings = []
+    for k, v in info.items():
+        if k not in ("parameters", "trainable_parameters", "tokenizer_size", "audio_tower", "audio_tokens_per_clip",
+                     "hyperparameters", "train_seconds", "final_loss_mean_last10", "code_version"):
+            continue
+        name = k.replace("_", " ")
+        # a mapping (parameter counts, hyper-parameters) one row per entry, not a dict's repr
+        settings += ([{"setting": f"{name}: {kk.replace('_', ' ')}", "value": shown(vv)} for kk, vv in v.items()]
+                     if isinstance(v, dict) else [{"setting": name, "value": shown(v)}])
+    base_table = pd.DataFrame(settings)
     return Record("mini benchmark and base model", {"clips per split and sub-category": Table(counts),
                                                     "train -> test-mini shift": Table(shift),
                                                     "base model": Table(base_table)},
@@ -97,7 +106,7 @@ def evaluation_record(model: str | Path, out: str | Path, prompt: int, ran: bool
     out = Path(out)
     summary = json.loads(out.with_name(out.name + ".score.json").read_text(encoding="utf-8"))
     rep = summary["report"]
-    rows = [{"group": name, "correct": t["correct"], "total": t["total"], "accuracy (%)": round(t["accuracy"], 2),
+    rows = [{"group": name, "correct": t["correct"], "total": t["total"], "accuracy, %": round(t["accuracy"], 1),
              "95% CI": f"[{t['ci95'][0]:.1f}, {t['ci95'][1]:.1f}]" if t.get("ci95") else ""}
             for name, t in [*rep.get("task", {}).items(), ("total", rep["total"])]]
     total = rep["total"]
@@ -136,7 +145,7 @@ def run_record(runner: str, run_dir: str | Path, ran: bool = False) -> Record:
 
     from .budget import run_budget
     from .figures import figure_training_curves
-    from .results import convergence
+    from .results import convergence, run_seed_index
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -165,8 +174,11 @@ def run_record(runner: str, run_dir: str | Path, ran: bool = False) -> Record:
         tables[f"last logged steps ({METRICS_FILE})"] = Table(metrics.tail(5))
     if (run_dir / SWEEP_FILE).is_file():
         sweep = read_sweep(run_dir)
+        names = {"test": "test, %", "test_n": "test items", "validation": "validation, %",
+                 "validation_n": "validation items",
+                 **{f"test_{t}": f"test {t}, %" for t in ("sound", "music", "speech")}}
         tables["accuracy per checkpoint (eval/sweep.json)"] = Table(pd.DataFrame(sweep["rows"]).drop(
-            columns=["test_ci95"], errors="ignore").round(2))
+            columns=["test_ci95"], errors="ignore").round(1).rename(columns=names))
         for sel in ("best_on_test", "best_on_validation"):
             chosen = sweep["selection"].get(sel)
             if chosen:
@@ -182,4 +194,6 @@ def run_record(runner: str, run_dir: str | Path, ran: bool = False) -> Record:
     keys = ((*reward, "frac_reward_zero_std", "kl", "completions/mean_length", "entropy") if runner == "grpo"
             else ("loss", "learning_rate", "mean_token_accuracy"))
     fig = figure_training_curves(run_dir, keys)
-    return Record(f"{runner} run {run_dir}", tables, figure=fig, values=values, ran=ran)
+    seed, index = config.get("seed"), run_seed_index(run_dir)
+    who = f"The run in {run_dir}" + (f", the study's seed {index} (training seed {seed})" if index is not None else "")
+    return Record(who, tables, figure=fig, values=values, ran=ran)

@@ -12,14 +12,15 @@ from typing import Any
 
 from ..train.preflight import book_values
 from .ablations import ablation_results, figure_ablations, table_ablations
-from .archive import REFERENCE, ArchiveError, glue_outputs, part_ran, read_archive
+from .archive import REFERENCE, ArchiveError, glue_outputs, part_ran, plain_value, read_archive
 from .budget import runs_table
 from .design import BOOTSTRAP_RESAMPLES, OPT_IN, ROOT, ROWS, StudyError
 from .display import Figure, Table, glue_safe
 from .figures import figure_budget_curves, figure_grpo_convergence, figure_sft_convergence
+from .headline import headline
 from .listening import table_listening
 from .lr_search import lr_search_table
-from .results import benchmark_version_clause, row_folders
+from .results import benchmark_version_clause, load_result_dir, row_folders, stage_seconds
 from .subcategories import subcategory_tables
 from .tables import table_hyperparameters, table_last_checkpoint, table_results, table_seed_means
 
@@ -43,7 +44,9 @@ class Report:
     figure_ablations: Figure | None  # the same results as a figure
     figure3: Figure | None
     figure4: Figure | None
-    figure5: Figure | None  # beyond the paper: accuracy against questions seen, seconds and FLOPs
+    figure5: Figure | None  # beyond the paper: accuracy against questions seen and FLOPs
+    headline: Table | None  # the first screen: each method's mean over seeds and its change from the base
+    figure_headline: Figure | None  # the same, every seed drawn
     values: dict[str, Any]
     figure_paths: dict[str, str]
     archived: dict[str, dict]  # glued outputs of an opt-in part this build has not run, from the archive
@@ -80,6 +83,10 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
     if runs is not None:
         values.update(runs.values)
     values["figure_scale"] = figure_dir.name if figure_dir else "none"
+    if existing:  # what this build's stages took (the project log quotes it): summed, not wall time
+        timed = stage_seconds(existing[0])
+        values[f"{existing[0].name}_stages_timed"] = len(timed)
+        values[f"{existing[0].name}_stage_minutes"] = sum(timed.values()) / 60
     values["n_resamples"] = int(n_resamples)
     values.update(book_values(ROOT))  # the preflight's estimate of the paper recipes (full-scale page)
     comparisons = Table(t2.extra["comparisons"], css_class="aqa-table aqa-compare",
@@ -110,12 +117,22 @@ def build_report(result_dirs: Sequence[str | Path], grpo_recipes: Sequence[str |
             paths["figure_ablations"] = str(fig_abl.save(Path(figures_dir) / "figure_ablations.png"))
         # what this build made for a part it did not run (its placeholders) gives way to the archive's
         values = {k: v for k, v in values.items() if k not in archived}
+    first = None
+    if existing:
+        def get(key: str) -> Any:
+            return values[key] if key in values else plain_value(archived[key]) if key in archived else None
+
+        by_key = {r.key: r for r in load_result_dir(existing[0], selection)}
+        first = headline(existing[0].name, by_key, get, n_resamples)
+        values.update(first.values)
+        paths["figure_headline"] = str(first.figure.save(Path(figures_dir) / "figure_headline.png"))
     kept = ROOT / "recipes" / "lr_search.json"
     lr = lr_search_table(kept) if kept.is_file() else None
     if lr is not None:
         values.update(lr.values)
     return Report(t1, t1_sft, t2, comparisons, runs, lr, seed_means, last, subcats[0] if subcats else None,
                   subcats[1] if subcats else None, listening, ablations, fig_abl, fig3, fig4, fig5,
+                  first.table if first else None, first.figure if first else None,
                   {k: glue_safe(v) for k, v in values.items()}, paths, archived)
 
 
@@ -142,12 +159,12 @@ def opt_in_sources(result_dir: Path, archive: str | Path | None) -> tuple[dict[s
             report = glue_outputs(kept.page("report")) if report is None else report
             same = benchmark_version_clause(result_dir, kept.provenance.get("benchmark_version"))
             values.update({f"{key}_origin": f"archived, {kept.provenance['date']}",
-                           f"{key}_source": f"{kept.label}, not this build ({same}): `{part.how}` runs it here",
+                           f"{key}_source": f"{kept.label}, not this build ({same}): '{part.how}' runs it here",
                            f"{key}_note": kept.provenance.get("note") or ""})
             # the archive's values for the part, not where they came from in its own build (this says it)
             archived.update({k: o for k, o in report.items() if part.quotes(k) and k not in values})
         else:
             values.update({f"{key}_origin": "not run",
-                           f"{key}_source": f"no run: neither this build nor an archive holds it; `{part.how}` runs it",
+                           f"{key}_source": f"no run: neither this build nor an archive holds it; '{part.how}' runs it",
                            f"{key}_note": ""})
     return values, archived

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +118,18 @@ def run_seeds(first: str | Path) -> list[tuple[int, Path]]:
             raise StudyError(f"{extra} and {found[index]} both trained with seed {seed_value(base, index)}")
         found[index] = extra
     return sorted(found.items())
+
+
+def run_seed_index(run_dir: str | Path) -> int | None:
+    """Which of its run's seeds a run folder trained (0 for RUN, k for RUN-seedk, read from the
+    configs as `run_seeds` does); None when the folder holds no run."""
+    run_dir = Path(run_dir)
+    m = re.fullmatch(r"(.+)-seed\d+", run_dir.name)
+    first = run_dir.with_name(m.group(1)) if m else run_dir
+    try:
+        return next((i for i, folder in run_seeds(first) if folder == run_dir), None)
+    except StudyError:
+        return None
 
 
 def row_folders(result_dir: str | Path, row: Row) -> list[tuple[int, Path]]:

@@ -98,7 +98,7 @@ def validity_report(result_dir: str | Path) -> dict:
         p = probe.get(sub.name)
         if p:
             row["probe (its chance)"] = f"{p['accuracy']:.0f} ({p['chance']:.0f})"
-            point["probe"] = p["accuracy"]
+            point["probe"], point["probe_chance"] = p["accuracy"], p["chance"]
             if not p["above_chance"]:
                 base = tallies.get("base <2>", {}).get(sub.name)
                 heard = base is not None and percent_interval(base[0], base[1])[1] > 100 * base[2] / base[1]
@@ -115,7 +115,7 @@ def validity_report(result_dir: str | Path) -> dict:
         values[key] = 100 * k / n if n else float("nan")
     values["validity_flags"] = len(flags)
     values["validity_flag_list"] = "; ".join(flags) if flags else "none"
-    table = Table(pd.DataFrame(rows), caption=(
+    table = Table(pd.DataFrame(rows), css_class="aqa-table aqa-wide", caption=(
         "Validity checks on the base model (no trained model): accuracy (%) per test-mini sub-category with its "
         "Wilson 95% interval, with prompts <1> and <2> and the real audio, and with prompt <2> when every clip is "
         "silence or another item's clip; for prompt <2>, the share of answers that are none of the choices and the "
@@ -140,14 +140,17 @@ def _figure(points: list[dict]) -> Figure:
         ys = [p.get(label, np.nan) for p in points]
         ax.bar(x + (i - 1.5) * w, ys, w, label=label, color=color)
     for j, p in enumerate(points):
-        ax.plot([j - 2 * w, j + 2 * w], [p["chance"]] * 2, color="black", linewidth=1.2)
+        ax.plot([j - 2 * w, j + w], [p["chance"]] * 2, color="black", linewidth=1.2)
+        if "probe_chance" in p:  # the probe's own chance: the test clips' commonest answer
+            ax.plot([j + w, j + 2 * w], [p["probe_chance"]] * 2, color="#145214", linewidth=2, linestyle=(0, (1, 1)))
     ax.plot([], [], color="black", label="chance (the item's choices)")
+    ax.plot([], [], color="#145214", linewidth=2, linestyle=(0, (1, 1)), label="probe's chance (commonest answer)")
     ax.set_xticks(x, [p["name"] for p in points], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, ncol=5, loc="lower left", bbox_to_anchor=(0, 1.01), frameon=False)
+    ax.legend(fontsize=8, ncol=3, loc="lower left", bbox_to_anchor=(0, 1.01), frameon=False)
     fig.tight_layout()
     return Figure(fig, caption="Per test-mini sub-category: the base model with the real audio, with silence and "
                                "with another item's audio (prompt <2>), and the linear probe's accuracy on the "
-                               "frozen tower's features (its own chance is in the table); black lines mark the "
-                               "items' chance. aqa_core.study.validity.")
+                               "frozen tower's features; black lines mark the items' chance, dotted green lines the "
+                               "probe's chance (the test clips' commonest answer). aqa_core.study.validity.")

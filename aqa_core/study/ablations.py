@@ -258,6 +258,18 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
         "varies, and the change from it (the plan's paired bootstrap)."))
 
 
+def _base_accuracy(result_dir: Path) -> float | None:
+    """The base model's test accuracy with prompt <2> (its direct inference), when scored."""
+    from .design import find_row
+    from .results import PREDICTIONS_FILE, score_predictions_file
+
+    preds = result_dir / find_row("direct_p2").folder / PREDICTIONS_FILE
+    if not preds.is_file():
+        return None
+    correct, _ = score_predictions_file(preds)
+    return 100 * sum(correct.values()) / len(correct) if correct else None
+
+
 def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000, records: list[dict] | None = None) -> Figure:
     """The ablations as a figure, from the same records as the table (`records`, this build's):
     above, test accuracy against the size of the training set per method (the main
@@ -291,6 +303,9 @@ def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000, records:
         top.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo, strict=True)],
                                  [b - a for a, b in zip(y, hi, strict=True)]], color=color,
                      marker=marker or "o", markersize=8, linewidth=2, capsize=5, label=label)
+    base = _base_accuracy(result_dir)
+    if base is not None:  # the base model, every test panel's reference
+        top.axhline(base, color="#7f7f7f", linestyle="--", linewidth=1.2, label="base model, prompt <2>")
     top.set_xscale("log", base=2)
     sizes = sorted({r["questions"] for r in records if r["group"] == "training-set size"})
     top.set_xticks(sizes, [f"{n:,}" for n in sizes])
@@ -300,8 +315,8 @@ def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000, records:
     top.set_ylabel("test accuracy (%), mean over seeds", fontsize=13)
     top.set_title("Training-set size (95% intervals: seeds, then items)", fontsize=14)
     his = [r["hi"] for r in records if r["group"] == "training-set size"]
-    top.set_ylim(top=max(his) + 3)  # room for the legend above the bars
-    top.legend(fontsize=11, loc="upper center", ncol=3)
+    top.set_ylim(top=max(his) + 1)
+    top.legend(fontsize=11, loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)
     changes = [r for r in records if r["group"] in ("prompt", "listening") and "change" in r]
     for i, r in enumerate(changes):
         color, _ = STYLE.get(style_key[r["method"]], ("black", "o"))

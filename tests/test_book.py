@@ -473,12 +473,6 @@ def test_book_builds_from_fixture_results(tmp_path):
             titles[m.group(1)] = str(page.relative_to(html))
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
     assert "cdn.jsdelivr" not in (html / "method.html").read_text(encoding="utf-8")
-    # read as a reader meets it, where this machine has Debian's chromium (CI's has none): the first
-    # screen answers, and nothing on any page is wider than the text column at 1300 px
-    if shutil.which("chromium") or shutil.which("chromium-browser"):
-        check = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_book.py"), str(html)],
-                               capture_output=True, text=True, timeout=600)
-        assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
 
 
 def test_study_notebook_paths_exist():

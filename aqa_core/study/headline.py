@@ -200,7 +200,7 @@ def figure_headline(points: list[tuple], base: float | None, chance: float | Non
     from .figures import STYLE, _new_figure, set_style
 
     set_style()
-    fig = _new_figure(7, 0.3 * len(points) + 1.1)
+    fig = _new_figure(7, 0.27 * len(points) + 0.95)
     ax = fig.subplots()
     for y, (_, mean, lo, hi, seeds, key, exploratory) in enumerate(points):
         color = "#555555" if exploratory else STYLE.get(key, ("#555555", "o"))[0]

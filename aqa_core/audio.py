@@ -1,7 +1,8 @@
 """Audio loading as R1-AQA does it: channel 0 of the file, 16 kHz, float32; and the one audio check.
 
 Reads with soundfile and resamples with soxr (`datasets` 5.x cannot decode audio offline).
-A missing, unreadable, empty, too short or silent file is an `AudioError` that names the file;
+A missing, unreadable, empty, too short, non-finite (NaN or Inf samples) or silent file is an
+`AudioError` that names the file;
 the thresholds are defined once here (`MIN_SECONDS`, `SILENT_PEAK`). `check_audio_files` applies
 them to every wav before any model work (training, evaluation and `avqa-convert` call it) and
 counts the clips longer than the model's window, of which the model hears only the start.
@@ -21,6 +22,8 @@ MIN_SECONDS = 0.1
 #: A clip whose peak |amplitude| (full scale 1.0) stays below this is silent: -80 dBFS, below
 #: 16-bit dither; an all-zero file is the common case.
 SILENT_PEAK = 1e-4
+#: The audio check's version: a cache of its verdicts keys on it (2: non-finite samples refused).
+CHECK_VERSION = 2
 #: Qwen2-Audio's window (its Whisper feature extractor's 30 s): later audio is not heard.
 WINDOW_SECONDS = 30.0
 
@@ -53,6 +56,11 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     if data.shape[0] < MIN_SECONDS * file_sr:
         raise AudioError(f"{path}: too short ({data.shape[0] / file_sr:.3f} s; at least {MIN_SECONDS} s needed)")
     wav = np.ascontiguousarray(data[:, 0])
+    finite = np.isfinite(wav)
+    if not finite.all():  # a float wav can hold NaN or Inf: never trained on, never scored as an answer
+        nan = int(np.isnan(wav).sum())
+        raise AudioError(f"{path}: non-finite audio ({nan} NaN and {int((~finite).sum()) - nan} infinite samples "
+                         f"of {wav.shape[0]})")
     peak = float(np.max(np.abs(wav)))
     if peak < SILENT_PEAK:
         what = f"all {wav.shape[0]} samples are zero" if peak == 0 else f"peak {peak:.1e} < {SILENT_PEAK:.0e}"
@@ -87,7 +95,7 @@ def check_audio_files(paths: Iterable[str | Path], progress: bool = False,
                       window_seconds: float | None = WINDOW_SECONDS,
                       durations: dict[str, float] | None = None) -> list[tuple[str, str]]:
     """(path, problem) for every distinct path that `load_audio` rejects (missing, unreadable,
-    empty, too short, silent): the one audio check, run on every wav before any model work. Every
+    empty, too short, non-finite, silent): the one audio check, run on every wav before any model work. Every
     file is decoded once. Clips longer than `window_seconds` (the model's window; None: not
     checked) are usable, of which the model hears only the start: they are counted in one
     warning that names the first few. `durations`, when given, receives each usable file's

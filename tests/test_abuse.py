@@ -67,6 +67,22 @@ def _silence_first_train_wav(root: Path) -> None:
     sf.write(root / "data" / "train-audios" / rec["audio_path"], np.zeros(16000, dtype=np.float32), 16000)
 
 
+def _nan_in_first_train_wav(root: Path) -> None:
+    """A float wav with a NaN sample: it passed the silence test (NaN < threshold is False) and turned
+    every trainable tensor of an SFT run into NaN."""
+    rec = json.loads((root / "data" / "train.jsonl").read_text().splitlines()[0])
+    wav = np.full(16000, 0.1, dtype=np.float32)
+    wav[100] = np.nan
+    sf.write(root / "data" / "train-audios" / rec["audio_path"], wav, 16000, subtype="FLOAT")
+
+
+def _inf_in_first_test_wav(root: Path) -> None:
+    rec = json.loads((root / "data" / "test-mini.json").read_text())[0]
+    wav = np.full(16000, 0.1, dtype=np.float32)
+    wav[0] = np.inf
+    sf.write(root / "data" / rec["audio_id"], wav, 16000, subtype="FLOAT")
+
+
 def _null_question_text(root: Path) -> None:
     lines = (root / "data" / "train.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
@@ -81,6 +97,10 @@ def _bad_avqa_record(root: Path) -> None:
 
 def _silent_avqa_wav(root: Path) -> None:
     sf.write(root / "avqa-wavs" / "abc_10.wav", np.zeros(8000, dtype=np.float32), 16000)
+
+
+def _nan_avqa_wav(root: Path) -> None:
+    sf.write(root / "avqa-wavs" / "abc_10.wav", np.full(8000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
 
 
 # ----------------------------------------------------------------------------- faults
@@ -139,6 +159,7 @@ CASES = [
     Case("convert: --out is the input", [*CONVERT[:4], "--out", "{in}/avqa.json"], 2, "input question file"),
     Case("convert: a bad record", CONVERT, 2, "record 1 (id 2)", setup=_bad_avqa_record),
     Case("convert: a silent wav, --strict", [*CONVERT, "--strict"], 2, "silent audio", setup=_silent_avqa_wav),
+    Case("convert: a NaN wav, --strict", [*CONVERT, "--strict"], 2, "non-finite audio", setup=_nan_avqa_wav),
     Case("convert: full disk", CONVERT, 2, "No space left on device", fault=_full_disk),
     # evaluate
     Case("evaluate: --out is --data", [*EVAL[:7], "--out", "{in}/data/test-mini.json", "--overwrite"], 1,
@@ -150,6 +171,7 @@ CASES = [
     Case("evaluate: truncated weights", EVAL, 1, "model.safetensors: truncated",
          setup=_truncate(Path("model/model.safetensors"))),
     Case("evaluate: a silent wav", EVAL, 1, "silent audio", setup=_silence_first_test_wav),
+    Case("evaluate: an infinite sample in a wav", EVAL, 1, "non-finite audio", setup=_inf_in_first_test_wav),
     Case("evaluate: questions not JSON", EVAL, 1, "test-mini.json", setup=_break_json(Path("data/test-mini.json"))),
     Case("evaluate: --out under a file", [*EVAL[:7], "--out", "{in}/avqa.json/pred.json"], 2, "File exists"),
     Case("evaluate: another evaluation holds --out", EVAL, 1, "in use by pid", hold="{out}/pred.json"),
@@ -166,6 +188,10 @@ CASES = [
     Case("sft: question_text null", SFT, 2, "'question_text' must be a non-empty string", setup=_null_question_text,
          progress=["run/config.yaml"]),
     Case("sft: a silent training wav", SFT, 2, "silent audio", setup=_silence_first_train_wav,
+         progress=["run/config.yaml"]),
+    Case("sft: a NaN sample in a training wav", SFT, 2, "non-finite audio", setup=_nan_in_first_train_wav,
+         progress=["run/config.yaml"]),
+    Case("grpo: a NaN sample in a training wav", GRPO, 2, "non-finite audio", setup=_nan_in_first_train_wav,
          progress=["run/config.yaml"]),
     Case("sft: truncated weights", SFT, 2, "model.safetensors: truncated",
          setup=_truncate(Path("model/model.safetensors")), progress=["run/config.yaml"]),

@@ -33,6 +33,11 @@ def test_16k_file_is_returned_unchanged(tmp_path):
         (lambda p: sf.write(str(p), np.zeros(1600), 16000), "silent audio"),
         (lambda p: sf.write(str(p), np.full(1600, 5e-5), 16000, subtype="FLOAT"), r"silent audio \(peak 5.0e-05"),
         (lambda p: sf.write(str(p), np.full(1599, 0.1), 16000), r"too short \(0.100 s"),
+        # a float wav may hold NaN or Inf: max(|x|) < threshold is False for NaN, so the silence test passed it
+        (lambda p: sf.write(str(p), np.r_[np.full(1600, 0.1), [np.nan] * 3], 16000, subtype="FLOAT"),
+         r"non-finite audio \(3 NaN and 0 infinite samples of 1603\)"),
+        (lambda p: sf.write(str(p), np.r_[[np.inf, -np.inf], np.full(1600, 0.1)], 16000, subtype="DOUBLE"),
+         r"non-finite audio \(0 NaN and 2 infinite samples"),
     ],
 )
 def test_bad_files_name_the_file(tmp_path, make, message):
@@ -48,11 +53,12 @@ def test_the_one_audio_check_decodes_every_file_and_counts_long_clips(tmp_path):
     sf.write(str(tmp_path / "long.wav"), np.full(16000 * 4, 0.1), 16000)
     sf.write(str(tmp_path / "quiet.wav"), np.zeros(16000), 16000)  # a header-only check passed this one
     (tmp_path / "junk.wav").write_bytes(b"junk")
-    paths = [tmp_path / n for n in ("ok.wav", "long.wav", "quiet.wav", "junk.wav", "gone.wav", "ok.wav")]
+    sf.write(str(tmp_path / "nan.wav"), np.r_[np.full(1600, 0.1), np.nan], 16000, subtype="FLOAT")
+    paths = [tmp_path / n for n in ("ok.wav", "long.wav", "quiet.wav", "junk.wav", "gone.wav", "ok.wav", "nan.wav")]
     with pytest.warns(UserWarning, match=r"1 clip\(s\) longer than the model's 3 s window.*long.wav \(4.0 s\)"):
         problems = check_audio_files(paths, window_seconds=3.0)
     assert [(p.split("/")[-1], why.split(" ")[0]) for p, why in problems] == [
-        ("quiet.wav", "silent"), ("junk.wav", "unreadable"), ("gone.wav", "audio")]
+        ("quiet.wav", "silent"), ("junk.wav", "unreadable"), ("gone.wav", "audio"), ("nan.wav", "non-finite")]
 
 
 def test_the_window_is_the_models(tmp_path):

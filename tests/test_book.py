@@ -323,6 +323,7 @@ def test_the_first_screen_has_the_verdict_a_table_a_figure_and_the_caveats(tmp_p
     assert (amended["mini_amendment3_diff"], amended["mini_amendment3_lo"], amended["mini_amendment3_hi"]) == (
         3.6, 1.2, 6.0)
     assert "+3.6 points, 95% interval [+1.2, +6.0]; after it, +2.0" in amended["mini_caveat_amendment"]
+    assert amendment_values("mini", 2.0, None)["mini_caveat_amendment"].startswith("(No archived build")  # never blank
 
 
 # ------------------------------------------------------------------------------------ the book

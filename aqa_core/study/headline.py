@@ -179,12 +179,14 @@ def _caveats(scale: str, by_key: Mapping[str, ModelResult], get: Callable[[str],
 def amendment_values(scale: str, now: float | None, path: Path | None) -> dict[str, Any]:
     """What the plan's Amendment 3 (budgets cut for time after the results were known) changed:
     the primary comparison of the build before it, read from its archive, beside this build's."""
+    none = {f"{scale}_caveat_amendment": "(No archived build from before an amendment of the plan to compare "
+                                          "with.)"}
     if path is None or not path.is_file():
-        return {f"{scale}_caveat_amendment": ""}
+        return none
     kept = json.loads(path.read_text(encoding="utf-8"))
     numbers = verdict_numbers(kept.get("values", {}).get("verdict", ""))
     if numbers is None or now is None:
-        return {f"{scale}_caveat_amendment": ""}
+        return none
     d, lo, hi = numbers
     return {f"{scale}_amendment3_diff": d, f"{scale}_amendment3_lo": lo, f"{scale}_amendment3_hi": hi,
             f"{scale}_amendment3_date": kept["archived"],

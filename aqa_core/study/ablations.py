@@ -258,25 +258,13 @@ def table_ablations(result_dir: str | Path, train_size: int | None = None, n_res
         "varies, and the change from it (the plan's paired bootstrap)."))
 
 
-def _base_accuracy(result_dir: Path) -> float | None:
-    """The base model's test accuracy with prompt <2> (its direct inference), when scored."""
-    from .design import find_row
-    from .results import PREDICTIONS_FILE, score_predictions_file
-
-    preds = result_dir / find_row("direct_p2").folder / PREDICTIONS_FILE
-    if not preds.is_file():
-        return None
-    correct, _ = score_predictions_file(preds)
-    return 100 * sum(correct.values()) / len(correct) if correct else None
-
-
 def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000, records: list[dict] | None = None) -> Figure:
     """The ablations as a figure, from the same records as the table (`records`, this build's):
     above, test accuracy against the size of the training set per method (the main
     run is the whole of `train`), with the plan's intervals, the methods' points set slightly
     apart so that the bars do not hide each other; below, each prompt and listening
     ablation's change from the main run it varies, with its interval. A placeholder before any run."""
-    from .figures import STYLE, _new_figure, set_style
+    from .figures import STYLE, _baseline, _new_figure, set_style
 
     set_style()
     result_dir = Path(result_dir)
@@ -303,7 +291,7 @@ def figure_ablations(result_dir: str | Path, n_resamples: int = 10_000, records:
         top.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo, strict=True)],
                                  [b - a for a, b in zip(y, hi, strict=True)]], color=color,
                      marker=marker or "o", markersize=8, linewidth=2, capsize=5, label=label)
-    base = _base_accuracy(result_dir)
+    base = _baseline(result_dir, "direct_p2")
     if base is not None:  # the base model, every test panel's reference
         top.axhline(base, color="#7f7f7f", linestyle="--", linewidth=1.2, label="base model, prompt <2>")
     top.set_xscale("log", base=2)

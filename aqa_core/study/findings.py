@@ -138,12 +138,12 @@ def headline_sentence(word: str, reasons: list[str], best_sft: str, diff: float,
 
 def paired_sentence(a: str, b: str, diff: float, lo: float, hi: float) -> str:
     """One sentence on a paired comparison, worded by where its 95% interval lies."""
-    span = f"paired 95% interval [{lo:+.1f}, {hi:+.1f}] points"
+    interval = f"paired 95% interval [{lo:+.1f}, {hi:+.1f}] points"  # not `span`: that is this module's function
     if lo > 0:
-        return f"{a} scored {diff:.1f} points above {b} ({span}, excluding zero)."
+        return f"{a} scored {diff:.1f} points above {b} ({interval}, excluding zero)."
     if hi < 0:
-        return f"{a} scored {-diff:.1f} points below {b} ({span}, excluding zero)."
-    return f"{a} and {b} differ by {diff:+.1f} points, within noise ({span}, including zero)."
+        return f"{a} scored {-diff:.1f} points below {b} ({interval}, excluding zero)."
+    return f"{a} and {b} differ by {diff:+.1f} points, within noise ({interval}, including zero)."
 
 
 def findings(scale: str, by_key: Mapping[str, ModelResult], values: Mapping[str, Any]) -> dict[str, Any]:
